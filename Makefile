@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test` (see README). Both work on a fresh Debian 12 as root.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv
+
+.PHONY: demo test lint bench-tcp deps-system venv clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps-system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+demo: venv
+	$(VENV)/bin/steelyard demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: deps-system venv lint
+	$(PY) -m pytest -q
+
+bench-tcp: deps-system venv
+	$(PY) bench/tcp.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

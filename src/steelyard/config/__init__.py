@@ -1,0 +1,1 @@
+"""Configuration: YAML -> typed, validated model (model.py); loading with line numbers (load.py)."""

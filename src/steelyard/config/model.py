@@ -1,0 +1,247 @@
+"""The config contract (DESIGN.md, "Config") as pydantic models.
+
+Every model forbids unknown keys, so a typo is an error with its key path rather than a silently
+ignored setting. Durations are parsed into float seconds. Cross-references (pool names, duplicate
+listeners) are checked in `Config`'s validator so `steelyard check` reports them with the rest.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from steelyard.config.units import format_duration, parse_duration
+from steelyard.core.backend import split_address
+from steelyard.core.balance import ALGORITHMS
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+def _check_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("an address must be a string host:port")
+    split_address(value)
+    return value
+
+
+Address = Annotated[str, BeforeValidator(_check_address)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def parse_status_ranges(spec: str) -> list[tuple[int, int]]:
+    """`200-299,301` -> [(200, 299), (301, 301)]."""
+    ranges: list[tuple[int, int]] = []
+    for part in str(spec).split(","):
+        m = re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*", part)
+        if not m:
+            raise ValueError(f"bad status range {part.strip()!r}: use 200-299 or 200,204")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 100 <= lo <= hi <= 599:
+            raise ValueError(f"bad status range {part.strip()!r}")
+        ranges.append((lo, hi))
+    return ranges
+
+
+class HealthConfig(Strict):
+    kind: Literal["tcp", "http", "none"] = "tcp"
+    interval: Duration = 2.0
+    timeout: Duration = 1.0
+    rise: int = Field(2, ge=1, le=100)
+    fall: int = Field(3, ge=1, le=100)
+    # http checker
+    path: str = "/"
+    method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
+    host: str | None = None
+    expect_status: str = "200-399"
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _status(cls, v: object) -> str:
+        v = str(v)
+        parse_status_ranges(v)
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c in v for c in " \r\n"):
+            raise ValueError("path must start with / and contain no spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> HealthConfig:
+        if self.kind != "none" and self.interval <= 0:
+            raise ValueError("interval must be above 0")
+        if self.kind != "none" and self.timeout <= 0:
+            raise ValueError("timeout must be above 0")
+        return self
+
+
+class PassiveConfig(Strict):
+    consecutive_failures: int = Field(5, ge=1)
+    eject_for: Duration = 30.0
+    max_ejected: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ServerConfig(Strict):
+    address: Address
+    weight: int = Field(1, ge=0, le=1000)
+    zone: str | None = None
+    backup: bool = False
+    max_conns: int = Field(0, ge=0)
+
+
+class PoolConfig(Strict):
+    balance: Literal[
+        "round_robin", "least_conn", "random_two", "source_hash", "hash", "maglev", "first"
+    ] = "round_robin"
+    protect_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    health: HealthConfig | None = None
+    passive: PassiveConfig | None = None
+    slow_start: Duration = 0.0
+    servers: list[ServerConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_servers(self) -> PoolConfig:
+        seen: set[str] = set()
+        for s in self.servers:
+            if s.address in seen:
+                raise ValueError(f"server {s.address} is listed twice")
+            seen.add(s.address)
+        return self
+
+
+class TcpListenerConfig(Strict):
+    name: Name
+    listen: Address
+    pool: str
+    connect_timeout: Duration = 3.0
+    retries: int = Field(2, ge=0, le=100)
+    idle_timeout: Duration = 300.0
+    queue_timeout: Duration = 3.0
+    max_queue: int = Field(1024, ge=0)
+    proxy_protocol: Literal["v1", "v2"] | None = None
+    accept_proxy_protocol: bool = False
+    proxy_protocol_timeout: Duration = 3.0
+    backlog: int = Field(1024, ge=1)
+
+
+class AdminConfig(Strict):
+    listen: Address | None = "127.0.0.1:9900"
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AdminConfig:
+        if self.listen and not self.token and not is_loopback(self.listen):
+            raise ValueError("admin.token is required when admin.listen is not a loopback address")
+        return self
+
+
+def is_loopback(address: str) -> bool:
+    host, _ = split_address(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StoreConfig(Strict):
+    kind: Literal["embedded", "etcd"] = "embedded"
+    path: str = "./steelyard-data"
+    endpoints: list[str] = Field(default_factory=list)
+    prefix: str = "/steelyard"
+
+    @model_validator(mode="after")
+    def _etcd(self) -> StoreConfig:
+        if self.kind == "etcd" and not self.endpoints:
+            raise ValueError("store.endpoints is required when kind is etcd")
+        return self
+
+
+def _workers(value: object) -> int:
+    import os
+
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('workers must be a number or "auto"')
+    if not 1 <= value <= 256:
+        raise ValueError("workers must be between 1 and 256")
+    return value
+
+
+class Config(Strict):
+    workers: Annotated[int, BeforeValidator(_workers)] = 1
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    shutdown_timeout: Duration = 30.0
+    pools: dict[Name, PoolConfig] = Field(default_factory=dict)
+    tcp: list[TcpListenerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        # Raised as one error per problem by load.py's cross-check, which knows the key paths;
+        # here we only guard programmatic construction.
+        problems = cross_check(self)
+        if problems:
+            raise ValueError("; ".join(msg for _, msg in problems))
+        return self
+
+
+def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Errors that span several keys, each with the key path it belongs to."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    listens: dict[tuple[str, int], tuple[str | int, ...]] = {}
+    names: set[str] = set()
+    if cfg.admin.listen:
+        listens[split_address(cfg.admin.listen)] = ("admin", "listen")
+    for i, lst in enumerate(cfg.tcp):
+        if lst.pool not in cfg.pools:
+            problems.append((("tcp", i, "pool"), f"unknown pool {lst.pool!r}"))
+        if lst.name in names:
+            problems.append((("tcp", i, "name"), f"duplicate listener name {lst.name!r}"))
+        names.add(lst.name)
+        key = split_address(lst.listen)
+        if key in listens:
+            where = ".".join(str(p) for p in listens[key])
+            problems.append((("tcp", i, "listen"), f"{lst.listen} is already used by {where}"))
+        else:
+            listens[key] = ("tcp", i, "listen")
+    return problems
+
+
+__all__ = [
+    "ALGORITHMS",
+    "AdminConfig",
+    "Config",
+    "HealthConfig",
+    "PassiveConfig",
+    "PoolConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "TcpListenerConfig",
+    "cross_check",
+    "is_loopback",
+    "parse_status_ranges",
+]

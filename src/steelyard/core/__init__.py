@@ -1,0 +1,1 @@
+"""Machinery shared by every tier: servers and pools, balancing, health, runtime state."""
