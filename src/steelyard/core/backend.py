@@ -58,7 +58,8 @@ class Server:
     # counters of this process
     active: int = 0
     total: int = 0
-    failures: int = 0
+    failures: int = 0  # failed connection attempts
+    health_flips: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
