@@ -1,0 +1,183 @@
+"""The `steelyard` command: run | check | demo | ctl.
+
+`run` starts the supervisor on a config file; `check` validates one like `nginx -t`; `demo` runs
+the TCP balancer over three built-in backends with an embedded config; `ctl` talks to the admin
+API of a running instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from steelyard.config.load import ConfigError, load_config
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        n = len(exc.issues)
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}, test failed", file=sys.stderr)
+        return 1
+    print(f"{args.config}: syntax is ok, test is successful")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from steelyard.runtime.supervisor import run_supervisor
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return uvloop.run(run_supervisor(cfg, os.path.abspath(args.config)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from steelyard.demo import run_demo
+
+    return uvloop.run(run_demo(args.port, args.admin))
+
+
+# ctl ---------------------------------------------------------------------------------------
+
+
+def _admin_base(args: argparse.Namespace) -> str:
+    if args.admin:
+        addr = args.admin
+    elif args.config:
+        try:
+            addr = load_config(args.config).admin.listen or ""
+        except ConfigError as exc:
+            raise SystemExit(str(exc)) from None
+        if not addr:
+            raise SystemExit("the config has no admin.listen")
+    else:
+        addr = "127.0.0.1:9900"
+    return addr if addr.startswith("http") else f"http://{addr}"
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    url = _admin_base(args) + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    token = args.token or os.environ.get("STEELYARD_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise SystemExit(f"error: {exc.code} {message}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"error: cannot reach the admin API at {url}: {exc.reason}") from None
+
+
+def _server_path(pool: str, address: str) -> str:
+    return f"/api/pools/{urllib.parse.quote(pool)}/servers/{urllib.parse.quote(address, safe='')}"
+
+
+def _print_pools(data: dict[str, Any]) -> None:
+    head = ("POOL", "SERVER", "WEIGHT", "HEALTH", "STATE", "ACTIVE", "TOTAL", "IN", "OUT")
+    rows = [head]
+    for pool in data["pools"]:
+        for s in pool["servers"]:
+            health = s["health"] + (" (ejected)" if s.get("ejected") else "")
+            weight = str(s["effective_weight"])
+            if s.get("weight_override") is not None:
+                weight += "*"
+            rows.append(
+                (
+                    pool["name"],
+                    s["address"] + (" (backup)" if s.get("backup") else ""),
+                    weight,
+                    health,
+                    s["state"],
+                    str(s["active"]),
+                    str(s["total"]),
+                    str(s["bytes_in"]),
+                    str(s["bytes_out"]),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    if args.verb == "pools":
+        data = _request(args, "GET", "/api/pools")
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            _print_pools(data)
+    elif args.verb == "set-state":
+        out = _request(args, "PUT", _server_path(args.pool, args.server), {"state": args.state})
+        print(f"{args.pool} {args.server}: state {out['state']}")
+    elif args.verb == "set-weight":
+        out = _request(args, "PUT", _server_path(args.pool, args.server), {"weight": args.weight})
+        print(f"{args.pool} {args.server}: weight {out['effective_weight']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="steelyard", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run with a config file")
+    run.add_argument("-c", "--config", required=True)
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a config file and exit (like nginx -t)")
+    check.add_argument("-c", "--config", required=True)
+    check.set_defaults(func=_cmd_check)
+
+    demo = sub.add_parser("demo", help="run a TCP balancer over three built-in backends")
+    demo.add_argument("--port", type=int, default=18080, help="the TCP listener's port")
+    demo.add_argument("--admin", default="127.0.0.1:9900", help="admin API address")
+    demo.set_defaults(func=_cmd_demo)
+
+    ctl = sub.add_parser("ctl", help="talk to a running instance's admin API")
+    ctl.add_argument("--admin", help="admin address host:port (default: from -c, or :9900)")
+    ctl.add_argument("-c", "--config", help="read admin.listen from this config")
+    ctl.add_argument("--token", help="bearer token (or STEELYARD_TOKEN)")
+    verbs = ctl.add_subparsers(dest="verb", required=True)
+    pools = verbs.add_parser("pools", help="list pools and servers")
+    pools.add_argument("--json", action="store_true")
+    st = verbs.add_parser("set-state", help="set a server's admin state")
+    st.add_argument("pool")
+    st.add_argument("server")
+    st.add_argument("state", choices=["ready", "drain", "maint"])
+    sw = verbs.add_parser("set-weight", help="set a server's weight at runtime")
+    sw.add_argument("pool")
+    sw.add_argument("server")
+    sw.add_argument("weight", type=int)
+    ctl.set_defaults(func=_cmd_ctl)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Supervisor <-> worker messages: one JSON object per line over a Unix socket pair.
+
+The channel carries control, not data: config pushes, server state flips, stats every second and
+passive-health reports. JSON lines keep it debuggable with strace and cheap at these rates.
+
+Supervisor -> worker:  {"t": "config", "config": {...}}    apply a validated config
+                       {"t": "state", "pool", "server", "state": {...}}
+                       {"t": "stop", "timeout": seconds}  stop accepting, drain, exit
+Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "error", "message"}
+                       {"t": "result", "pool", "server", "ok", "reason"}
+                       {"t": "stats", "servers": [[pool, address, active, total, failures,
+                                                   bytes_in, bytes_out], ...]}   (deltas but active)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+MAX_LINE = 64 * 1024 * 1024  # a config push can be large
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class Channel:
+    """A message stream over an asyncio reader/writer pair."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, sock: Any) -> Channel:
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
+        return cls(reader, writer)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    async def recv(self) -> dict[str, Any] | None:
+        """The next message, or None when the peer has gone."""
+        try:
+            line = await self.reader.readline()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            return None
+        if not line:
+            return None
+        return json.loads(line)
+
+    async def drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,391 @@
+"""The supervisor: owns the config, the store, the probes, the admin API and the workers.
+
+It is the one place that decides runtime state (health verdicts, passive ejections, slow-start
+ramps, operator changes) and pushes every change to each worker as a small message. Workers
+report connect failures and counters back. SIGHUP reloads (a bad config is refused and the old
+one keeps serving), SIGTERM/SIGINT drain and stop, and a worker that dies is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steelyard import log as logmod
+from steelyard.admin.api import pool_view, start_admin
+from steelyard.admin.metrics import MetricsRegistry, PoolCollector
+from steelyard.config.load import ConfigError, load_config
+from steelyard.config.model import Config
+from steelyard.core.backend import AdminState, Pool, Server
+from steelyard.core.health.monitor import HealthMonitor
+from steelyard.core.health.passive import PassiveEjector
+from steelyard.core.health.slowstart import SlowStart
+from steelyard.core.store import open_store
+from steelyard.core.store.server_state import restore, save_server
+from steelyard.log import log
+from steelyard.runtime.ipc import Channel
+from steelyard.runtime.pools import build_pools
+
+TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    proc: asyncio.subprocess.Process
+    channel: Channel
+    ready: asyncio.Future[str | None]
+    task: asyncio.Task[None] | None = None
+    active: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str | None, config_text: str | None = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.loop = asyncio.get_running_loop()
+        self.pools: dict[str, Pool] = {}
+        self.workers: dict[int, WorkerHandle] = {}
+        self.store = open_store(cfg.store)
+        self.metrics = MetricsRegistry()
+        self.metrics.add_collector(PoolCollector(lambda: self.pools))
+        self.monitor: HealthMonitor | None = None
+        self.passive = PassiveEjector()
+        self.slowstart = SlowStart()
+        self.admin: Any = None
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._ticker: asyncio.TimerHandle | None = None
+        self.started = time.time()
+
+    # start / stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.pools = build_pools(cfg)
+        applied = restore(self.store, self.pools)
+        for pool in self.pools.values():
+            pool.refresh()
+        self.monitor = HealthMonitor(self._monitored(), on_change=self._on_health)
+        self.monitor.start()
+        if cfg.admin.listen:
+            self.admin = await start_admin(self, cfg.admin.listen, cfg.admin.token)
+        for i in range(cfg.workers):
+            await self._spawn(i, first=True)
+        errors = [await w.ready for w in self.workers.values()]
+        if any(errors):
+            await self.stop()
+            raise SystemExit(1)
+        for sig, handler in (
+            (signal.SIGHUP, self.reload),
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+        ):
+            self.loop.add_signal_handler(sig, handler)
+        self._ticker = self.loop.call_later(TICK, self._tick)
+        log(
+            "ready",
+            pid=os.getpid(),
+            workers=cfg.workers,
+            listeners=",".join(f"{t.name}@{t.listen}" for t in cfg.tcp) or None,
+            admin=cfg.admin.listen,
+            restored=applied or None,
+        )
+
+    def _monitored(self) -> dict[str, tuple[Pool, Any]]:
+        return {name: (pool, self.cfg.pools[name]) for name, pool in self.pools.items()}
+
+    def request_stop(self) -> None:
+        if not self.stopping:
+            self.loop.create_task(self.stop())
+
+    async def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log("stopping", pid=os.getpid(), timeout=self.cfg.shutdown_timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for w in self.workers.values():
+            w.channel.send({"t": "stop", "timeout": self.cfg.shutdown_timeout})
+        grace = self.cfg.shutdown_timeout + 5.0
+        for w in list(self.workers.values()):
+            try:
+                await asyncio.wait_for(w.proc.wait(), grace)
+            except TimeoutError:
+                w.proc.kill()
+                await w.proc.wait()
+            if w.task is not None:
+                await asyncio.gather(w.task, return_exceptions=True)
+        if self.monitor is not None:
+            await self.monitor.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+        self.store.close()
+        log("stopped", pid=os.getpid())
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    # workers ----------------------------------------------------------------------------
+
+    async def _spawn(self, index: int, first: bool = False) -> WorkerHandle:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "steelyard.runtime.worker",
+            str(child.fileno()),
+            pass_fds=(child.fileno(),),
+        )
+        child.close()
+        channel = await Channel.open(parent)
+        handle = WorkerHandle(index, proc, channel, self.loop.create_future())
+        self.workers[index] = handle
+        channel.send({"t": "config", "config": self._config_json(), "first": True})
+        self._push_all_states(handle)
+        handle.task = self.loop.create_task(self._serve_worker(handle, first))
+        log("worker_start", index=index, pid=proc.pid)
+        return handle
+
+    def _config_json(self) -> dict[str, Any]:
+        return self.cfg.model_dump(mode="json")
+
+    def _push_all_states(self, handle: WorkerHandle) -> None:
+        for name, pool in self.pools.items():
+            for s in pool.servers:
+                handle.channel.send(self._state_msg(name, s))
+
+    @staticmethod
+    def _state_msg(pool: str, server: Server) -> dict[str, Any]:
+        return {"t": "state", "pool": pool, "server": server.address, "state": server.state()}
+
+    async def _serve_worker(self, handle: WorkerHandle, first: bool) -> None:
+        error: str | None = None
+        while True:
+            msg = await handle.channel.recv()
+            if msg is None:
+                break
+            kind = msg.get("t")
+            if kind == "stats":
+                self._on_stats(handle, msg["servers"])
+            elif kind == "result":
+                self._on_result(msg)
+            elif kind == "ready":
+                if not handle.ready.done():
+                    handle.ready.set_result(None)
+            elif kind == "error":
+                error = msg.get("message", "error")
+                log("worker_error", "error", index=handle.index, cause=error)
+        code = await handle.proc.wait()
+        handle.channel.close()
+        if not handle.ready.done():
+            handle.ready.set_result(error or f"worker exited with code {code}")
+        for key in handle.active:
+            handle.active[key] = 0
+        self._recount_active()
+        if self.stopping or self.workers.get(handle.index) is not handle:
+            return
+        log("worker_exit", "error", index=handle.index, pid=handle.proc.pid, code=code)
+        if first and handle.ready.result() is not None:
+            return
+        await asyncio.sleep(0.2)  # a crash loop must not spin the CPU
+        if not self.stopping:
+            await self._spawn(handle.index)
+
+    def _on_stats(self, handle: WorkerHandle, rows: list[list[Any]]) -> None:
+        for pool_name, address, active, total, failures, bytes_in, bytes_out in rows:
+            pool = self.pools.get(pool_name)
+            server = pool.server(address) if pool else None
+            if server is None:
+                continue
+            handle.active[(pool_name, address)] = active
+            server.total += total
+            server.failures += failures
+            server.bytes_in += bytes_in
+            server.bytes_out += bytes_out
+        self._recount_active()
+
+    def _recount_active(self) -> None:
+        totals: dict[tuple[str, str], int] = {}
+        for w in self.workers.values():
+            for key, n in w.active.items():
+                totals[key] = totals.get(key, 0) + n
+        for name, pool in self.pools.items():
+            for s in pool.servers:
+                s.active = totals.get((name, s.address), 0)
+
+    # state changes ----------------------------------------------------------------------
+
+    def push(self, pool_name: str, server: Server) -> None:
+        """Send a server's new state to every worker and rebuild our own tables."""
+        pool = self.pools[pool_name]
+        pool.refresh()
+        msg = self._state_msg(pool_name, server)
+        for w in self.workers.values():
+            w.channel.send(msg)
+
+    def _on_health(self, pool_name: str, server: Server) -> None:
+        server.health_flips += 1
+        if server.up:
+            self._begin_slow_start(pool_name, server)
+        self.push(pool_name, server)
+
+    def _begin_slow_start(self, pool_name: str, server: Server) -> None:
+        duration = self.cfg.pools[pool_name].slow_start
+        if duration > 0:
+            self.slowstart.begin(pool_name, server, duration, time.monotonic())
+
+    def _on_result(self, msg: dict[str, Any]) -> None:
+        pool = self.pools.get(msg["pool"])
+        server = pool.server(msg["server"]) if pool else None
+        pc = self.cfg.pools.get(msg["pool"])
+        if pool is None or server is None or pc is None or pc.passive is None:
+            return
+        if self.passive.record(pool, pc.passive, server, bool(msg["ok"]), time.monotonic()):
+            self.push(pool.name, server)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for pool_name, server in self.passive.expire(now):
+            self._begin_slow_start(pool_name, server)
+            self.push(pool_name, server)
+        for pool_name, server in self.slowstart.tick(now):
+            self.push(pool_name, server)
+        self._ticker = self.loop.call_later(TICK, self._tick)
+
+    # admin controller -------------------------------------------------------------------
+
+    def pools_view(self) -> dict[str, Any]:
+        return {"pools": [pool_view(p) for p in self.pools.values()]}
+
+    def pool_view(self, name: str) -> dict[str, Any]:
+        pool = self.pools.get(name)
+        if pool is None:
+            raise LookupError(f"unknown pool {name!r}")
+        return pool_view(pool)
+
+    async def set_server(
+        self, pool_name: str, address: str, state: str | None, weight: int | None
+    ) -> dict[str, Any]:
+        pool = self.pools.get(pool_name)
+        if pool is None:
+            raise LookupError(f"unknown pool {pool_name!r}")
+        server = pool.server(address)
+        if server is None:
+            raise LookupError(f"unknown server {address!r} in pool {pool_name!r}")
+        if state is not None:
+            try:
+                new_state = AdminState(state)
+            except ValueError:
+                raise ValueError(f"state must be ready, drain or maint, not {state!r}") from None
+            was = server.admin
+            server.admin = new_state
+            if was is not AdminState.READY and new_state is AdminState.READY:
+                self._begin_slow_start(pool_name, server)
+        if weight is not None:
+            server.weight_override = weight
+        save_server(self.store, pool_name, server)
+        self.push(pool_name, server)
+        view = pool_view(pool)
+        return next(s for s in view["servers"] if s["address"] == address)
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        return self.metrics.render()
+
+    def metrics(self) -> tuple[bytes, str]:
+        return self.metrics_text()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "uptime": time.time() - self.started,
+            "workers": [{"index": w.index, "pid": w.proc.pid} for w in self.workers.values()],
+            "config": self.config_path,
+        }
+
+    # reload -----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.loop.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        if self.config_path is None or self.stopping:
+            log("reload_skipped", cause="no config file (demo)")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log("reload_refused", "error", error=issue.format(exc.filename))
+            log("reload_failed", "error", errors=len(exc.issues), kept="previous config")
+            return
+        old = self.cfg
+        changes = _describe_changes(old, new)
+        self.cfg = new
+        logmod.setup(new.log_format, new.log_level)
+        self.pools = build_pools(new, self.pools)
+        restore(self.store, self.pools)
+        for pool in self.pools.values():
+            pool.refresh()
+        assert self.monitor is not None
+        self.monitor.update(self._monitored())
+        if old.admin != new.admin:
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
+            if new.admin.listen:
+                self.admin = await start_admin(self, new.admin.listen, new.admin.token)
+        for w in self.workers.values():
+            w.channel.send({"t": "config", "config": self._config_json()})
+            self._push_all_states(w)
+        await self._resize_workers(new.workers)
+        log("reload", config=self.config_path, changes=changes or "none")
+
+    async def _resize_workers(self, n: int) -> None:
+        for i in range(n):
+            if i not in self.workers:
+                await self._spawn(i)
+        for i in [i for i in self.workers if i >= n]:
+            w = self.workers.pop(i)
+            w.channel.send({"t": "stop", "timeout": self.cfg.shutdown_timeout})
+
+
+def _describe_changes(old: Config, new: Config) -> str:
+    parts = []
+    for kind, a, b in (
+        ("pool", set(old.pools), set(new.pools)),
+        ("tcp", {t.name for t in old.tcp}, {t.name for t in new.tcp}),
+    ):
+        parts += [f"+{kind}:{x}" for x in sorted(b - a)]
+        parts += [f"-{kind}:{x}" for x in sorted(a - b)]
+    for name in sorted(set(old.pools) & set(new.pools)):
+        if old.pools[name] != new.pools[name]:
+            parts.append(f"~pool:{name}")
+    old_tcp = {t.name: t for t in old.tcp}
+    for t in new.tcp:
+        if t.name in old_tcp and old_tcp[t.name] != t:
+            parts.append(f"~tcp:{t.name}")
+    if old.workers != new.workers:
+        parts.append(f"workers:{old.workers}->{new.workers}")
+    return " ".join(parts)
+
+
+async def run_supervisor(cfg: Config, config_path: str | None) -> int:
+    logmod.setup(cfg.log_format, cfg.log_level)
+    Path(cfg.store.path).mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(cfg, config_path)
+    try:
+        await sup.start()
+    except SystemExit as exc:
+        return int(exc.code or 1)
+    await sup.wait()
+    return 0

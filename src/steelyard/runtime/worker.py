@@ -1,0 +1,186 @@
+"""A data-plane worker process: owns listeners (SO_REUSEPORT) and moves bytes.
+
+It decides nothing about health or admin state: it applies what the supervisor pushes and
+reports what it sees (connect failures, counters). Started as
+`python -m steelyard.runtime.worker FD`, where FD is its end of a Unix socket pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from steelyard import log as logmod
+from steelyard.config.model import Config
+from steelyard.core.backend import Pool, Server
+from steelyard.log import log
+from steelyard.runtime.ipc import Channel
+from steelyard.runtime.pools import build_pools
+from steelyard.tcp.frontend import TcpFrontend, WorkerContext, describe
+
+STATS_INTERVAL = 1.0
+
+
+class Worker:
+    def __init__(self, channel: Channel) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.channel = channel
+        self.ctx = WorkerContext(self.loop, self._report)
+        self.pools: dict[str, Pool] = {}
+        self.frontends: dict[str, TcpFrontend] = {}  # by listen address
+        self.retired: set[TcpFrontend] = set()  # removed by a reload, draining
+        self.cfg: Config | None = None
+        self._sent: dict[int, tuple[int, int, int, int]] = {}
+        self._stopping = False
+
+    # supervisor messages ----------------------------------------------------------------
+
+    async def run(self) -> int:
+        stats = self.loop.call_later(STATS_INTERVAL, self._send_stats)
+        try:
+            while True:
+                msg = await self.channel.recv()
+                if msg is None:
+                    # The supervisor is gone: nobody will push health any more. Stop cleanly.
+                    log("supervisor_lost", "error", pid=os.getpid())
+                    await self.stop(0)
+                    return 1
+                kind = msg.get("t")
+                if kind == "config":
+                    ok = self.apply_config(Config.model_validate(msg["config"]), msg.get("first"))
+                    if msg.get("first"):
+                        if not ok:
+                            await self.channel.drain()
+                            return 1
+                        self.channel.send({"t": "ready", "pid": os.getpid()})
+                elif kind == "state":
+                    self.apply_state(msg)
+                elif kind == "stop":
+                    await self.stop(float(msg.get("timeout", 0)))
+                    self._send_stats()
+                    await self.channel.drain()
+                    return 0
+        finally:
+            stats.cancel()
+
+    def apply_config(self, cfg: Config, first: bool = False) -> bool:
+        """Apply a config; False when a listener could not be bound at first start."""
+        logmod.setup(cfg.log_format, cfg.log_level)
+        self.cfg = cfg
+        self.pools = build_pools(cfg, self.pools)
+        wanted = {lst.listen: lst for lst in cfg.tcp}
+        for listen, fe in list(self.frontends.items()):
+            if listen not in wanted:
+                fe.stop_accepting()
+                del self.frontends[listen]
+                self._retire(fe)
+        ok = True
+        for listen, lst in wanted.items():
+            pool = self.pools[lst.pool]
+            fe = self.frontends.get(listen)
+            if fe is not None:
+                fe.update(lst, pool)
+                continue
+            fe = TcpFrontend(lst, pool, self.ctx)
+            try:
+                fe.start()
+            except OSError as exc:
+                ok = False
+                message = f"cannot listen on {listen}: {describe(exc)}"
+                log("listen_error", "error", listener=lst.name, cause=message)
+                self.channel.send({"t": "error", "message": message})
+                continue
+            self.frontends[listen] = fe
+        for fe in self.frontends.values():
+            # Sessions already running keep their pool object; new ones use the new pool.
+            fe.pool = self.pools[fe.cfg.pool]
+        return ok
+
+    def _retire(self, fe: TcpFrontend) -> None:
+        if not fe.sessions:
+            fe.close()
+            return
+        self.retired.add(fe)
+        timeout = self.cfg.shutdown_timeout if self.cfg else 30.0
+
+        async def drain() -> None:
+            await fe.drain(timeout)
+            self.retired.discard(fe)
+
+        self.loop.create_task(drain())
+
+    def apply_state(self, msg: dict[str, Any]) -> None:
+        pool = self.pools.get(msg["pool"])
+        server = pool.server(msg["server"]) if pool else None
+        if pool is None or server is None:
+            return  # a push racing a reload; the next config carries the state
+        server.apply_state(msg["state"])
+        pool.refresh()
+        self.ctx.queue(pool).wake()
+
+    # reports ----------------------------------------------------------------------------
+
+    def _report(self, pool: str, server: Server, ok: bool, reason: str) -> None:
+        self.channel.send(
+            {"t": "result", "pool": pool, "server": server.address, "ok": ok, "reason": reason}
+        )
+
+    def _send_stats(self) -> None:
+        rows = []
+        for fe in [*self.frontends.values(), *self.retired]:
+            for session in fe.sessions:
+                session.account()
+        for name, pool in self.pools.items():
+            for s in pool.servers:
+                prev = self._sent.get(id(s), (0, 0, 0, 0))
+                now = (s.total, s.failures, s.bytes_in, s.bytes_out)
+                if now != prev or s.active:
+                    deltas = [a - b for a, b in zip(now, prev, strict=True)]
+                    rows.append([name, s.address, s.active, *deltas])
+                    self._sent[id(s)] = now
+        if rows:
+            self.channel.send({"t": "stats", "servers": rows})
+        if not self._stopping:
+            self.loop.call_later(STATS_INTERVAL, self._send_stats)
+
+    # stop -------------------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> None:
+        self._stopping = True
+        frontends = [*self.frontends.values(), *self.retired]
+        for fe in frontends:
+            fe.stop_accepting()
+        cut = await asyncio.gather(*(fe.drain(timeout) for fe in frontends))
+        if sum(cut):
+            log("shutdown_cut", "warn", pid=os.getpid(), connections=sum(cut))
+        self.ctx.pipes.close()
+
+
+async def _main(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    channel = await Channel.open(sock)
+    worker = Worker(channel)
+    loop = asyncio.get_running_loop()
+    # Signals go to the supervisor; a worker only obeys its channel. Ctrl-C in a terminal
+    # reaches the whole process group, so ignore it here and let the supervisor drain us.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    code = await worker.run()
+    channel.close()
+    return code
+
+
+def main() -> None:
+    import uvloop
+
+    logmod.setup()
+    sys.exit(uvloop.run(_main(int(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,473 @@
+"""One `tcp:` listener in a worker: accept, pick a server, connect with retries, relay.
+
+Like the relay, this is written against raw sockets and loop callbacks rather than coroutines:
+the connection rate of a proxy is the cost of its per-connection setup, and callbacks keep that
+to the syscalls themselves. Each accepted client becomes a `Session`, which walks through
+(optional PROXY header) -> pick -> connect (retry on another server) or queue -> relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from steelyard.core.backend import Pool, Server, split_address
+from steelyard.log import log
+from steelyard.tcp.proxy_protocol import (
+    ProxyHeaderParser,
+    ProxyProtocolError,
+    encode_v1,
+    encode_v2,
+)
+from steelyard.tcp.relay import PipePool, Relay
+
+if TYPE_CHECKING:
+    from steelyard.config.model import TcpListenerConfig
+
+# Report a connect result to the supervisor (passive health): (pool, server, ok, reason).
+Reporter = Callable[[str, Server, bool, str], None]
+
+_ACCEPT_BATCH = 64
+
+
+def _errname(code: int) -> str:
+    return errno.errorcode.get(code, str(code)).lower().replace("_", " ").removeprefix("e")
+
+
+def describe(exc: BaseException | None) -> str:
+    """A short cause for log lines: 'connection reset', 'timeout', ..."""
+    if exc is None:
+        return "closed"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def make_listener(address: str, backlog: int) -> socket.socket:
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Every worker binds its own socket; the kernel spreads new connections among them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class PoolQueue:
+    """Sessions waiting for a server slot of one pool (every server at max_conns)."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[Session] = deque()
+
+    def wake(self) -> None:
+        # One freed slot wakes one waiter; it re-queues at the front if it still finds none.
+        while self.waiting:
+            session = self.waiting.popleft()
+            if session.queued:
+                session.dequeue()
+                return
+
+
+class WorkerContext:
+    """What the frontends of one worker share: pipes, pool queues, the passive-health reporter."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, report: Reporter) -> None:
+        self.loop = loop
+        self.pipes = PipePool()
+        self.report = report
+        self.queues: dict[str, PoolQueue] = {}
+        self.failing: set[Server] = set()  # servers whose last connect failed here
+
+    def queue(self, pool: Pool) -> PoolQueue:
+        q = self.queues.get(pool.name)
+        if q is None:
+            q = self.queues[pool.name] = PoolQueue()
+        return q
+
+
+class Session:
+    """One client connection from accept until its relay (or its failure) ends."""
+
+    __slots__ = (
+        "attempts",
+        "client",
+        "fe",
+        "flushed",
+        "initial",
+        "parser",
+        "peer",
+        "pool",
+        "queued",
+        "relay",
+        "server",
+        "src",
+        "ssock",
+        "timer",
+        "tried",
+    )
+
+    def __init__(self, fe: TcpFrontend, client: socket.socket, peer: tuple) -> None:
+        self.fe = fe
+        self.pool = fe.pool
+        self.client = client
+        self.peer = peer
+        self.src: tuple[str, int] = (peer[0], peer[1])
+        self.parser: ProxyHeaderParser | None = None
+        self.initial = b""
+        self.tried: set[Server] = set()
+        self.attempts = 0
+        self.server: Server | None = None
+        self.ssock: socket.socket | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.relay: Relay | None = None
+        self.queued = False
+        self.flushed = (0, 0)
+
+    # PROXY header from the client ------------------------------------------------------
+
+    def read_proxy_header(self) -> None:
+        self.parser = ProxyHeaderParser()
+        loop = self.fe.loop
+        loop.add_reader(self.client.fileno(), self._on_header_data)
+        self.timer = loop.call_later(self.fe.cfg.proxy_protocol_timeout, self._header_timeout)
+
+    def _on_header_data(self) -> None:
+        assert self.parser is not None
+        try:
+            data = self.client.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop("client_error", cause=describe(exc))
+            return
+        if not data:
+            self._drop("proxy_protocol_error", cause="client closed before the PROXY header")
+            return
+        try:
+            info = self.parser.feed(data)
+        except ProxyProtocolError as exc:
+            self._drop("proxy_protocol_error", cause=str(exc))
+            return
+        if info is None:
+            return
+        self.fe.loop.remove_reader(self.client.fileno())
+        self._cancel_timer()
+        if info.src is not None:
+            self.src = info.src
+        self.initial = self.parser.rest
+        self.parser = None
+        self.choose()
+
+    def _header_timeout(self) -> None:
+        self.timer = None
+        self._drop("proxy_protocol_error", cause="no PROXY header before the timeout")
+
+    # choosing and connecting -------------------------------------------------------------
+
+    def choose(self) -> None:
+        pool = self.pool
+        key = self.src[0].encode() if pool.balancer.keyed else None
+        tried = self.tried
+        server = pool.pick(key, tried.__contains__ if tried else None)
+        if server is not None:
+            self.connect(server)
+            return
+        waiting_is_useful = any(s not in tried for s in pool.candidates())
+        if waiting_is_useful and self.fe.cfg.max_queue > 0:
+            q = self.fe.ctx.queue(pool)
+            if len(q.waiting) < self.fe.cfg.max_queue:
+                self.queued = True
+                q.waiting.append(self)
+                self.timer = self.fe.loop.call_later(self.fe.cfg.queue_timeout, self._queue_timeout)
+                return
+            self._drop("queue_full", pool=pool.name, queued=len(q.waiting))
+            return
+        if tried:
+            self._drop("no_server_left", pool=pool.name, attempts=self.attempts)
+        else:
+            self._drop("no_server", pool=pool.name)
+
+    def dequeue(self) -> None:
+        self.queued = False
+        self._cancel_timer()
+        self.choose()
+
+    def _queue_timeout(self) -> None:
+        self.timer = None
+        self.queued = False
+        self._drop("queue_timeout", pool=self.pool.name)
+
+    def connect(self, server: Server) -> None:
+        self.server = server
+        self.attempts += 1
+        self.pool.acquire(server)
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.ssock = sock
+        code = sock.connect_ex((server.host, server.port))
+        if code not in (0, errno.EINPROGRESS):
+            self._connect_failed(_errname(code))
+            return
+        loop = self.fe.loop
+        loop.add_writer(sock.fileno(), self._on_connect)
+        self.timer = loop.call_later(self.fe.cfg.connect_timeout, self._connect_timeout)
+
+    def _on_connect(self) -> None:
+        sock = self.ssock
+        assert sock is not None and self.server is not None
+        self.fe.loop.remove_writer(sock.fileno())
+        self._cancel_timer()
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._connect_failed(os.strerror(code).lower())
+            return
+        server = self.server
+        failing = self.fe.ctx.failing
+        if server in failing:
+            # Only a recovery is news to the supervisor: successes are not sent one by one.
+            failing.discard(server)
+            self.fe.ctx.report(self.pool.name, server, True, "")
+        self.start_relay(sock)
+
+    def _connect_timeout(self) -> None:
+        self.timer = None
+        if self.ssock is not None:
+            self.fe.loop.remove_writer(self.ssock.fileno())
+        self._connect_failed(f"connect timeout after {self.fe.cfg.connect_timeout:g}s")
+
+    def _connect_failed(self, reason: str) -> None:
+        server, sock = self.server, self.ssock
+        assert server is not None and sock is not None
+        sock.close()
+        self.ssock = None
+        self.server = None
+        self.pool.release(server)
+        self.pool.on_result(server, False)
+        self.fe.ctx.failing.add(server)
+        self.fe.ctx.report(self.pool.name, server, False, reason)
+        log(
+            "connect_failed",
+            "warn",
+            listener=self.fe.cfg.name,
+            pool=self.pool.name,
+            server=server.address,
+            peer=_fmt(self.peer),
+            cause=reason,
+            attempt=self.attempts,
+        )
+        self.tried.add(server)
+        self.fe.ctx.queue(self.pool).wake()
+        if self.fe.stopping:
+            self._drop("shutting_down")
+        elif self.attempts <= self.fe.cfg.retries:
+            self.choose()
+        else:
+            self._drop("no_server_left", pool=self.pool.name, attempts=self.attempts)
+
+    # relaying ----------------------------------------------------------------------------
+
+    def start_relay(self, sock: socket.socket) -> None:
+        fe = self.fe
+        header = b""
+        if fe.cfg.proxy_protocol:
+            dst = self._local()
+            encode = encode_v1 if fe.cfg.proxy_protocol == "v1" else encode_v2
+            header = encode(self.src, dst)
+        relay = Relay(fe.loop, self.client, sock, fe.ctx.pipes, self._on_relay_close)
+        self.relay = relay
+        self.ssock = None
+        relay.start(header + self.initial)
+        if header:
+            relay.c2s.nbytes -= len(header)  # the header is ours, not the client's bytes
+
+    def _local(self) -> tuple[str, int] | None:
+        try:
+            addr = self.client.getsockname()
+        except OSError:
+            return None
+        return (addr[0], addr[1])
+
+    def account(self) -> None:
+        """Add the bytes moved since the last call to the server's counters."""
+        relay, server = self.relay, self.server
+        if relay is None or server is None:
+            return
+        bin_, bout = relay.bytes_in, relay.bytes_out
+        server.bytes_in += bin_ - self.flushed[0]
+        server.bytes_out += bout - self.flushed[1]
+        self.flushed = (bin_, bout)
+
+    def _on_relay_close(self, relay: Relay, exc: BaseException | None) -> None:
+        self.account()
+        server = self.server
+        assert server is not None
+        self.pool.release(server)
+        self.fe.sessions.discard(self)
+        if exc is not None:
+            log(
+                "conn_error",
+                listener=self.fe.cfg.name,
+                pool=self.pool.name,
+                server=server.address,
+                peer=_fmt(self.peer),
+                cause=describe(exc),
+                bytes_in=relay.bytes_in,
+                bytes_out=relay.bytes_out,
+            )
+        self.fe.ctx.queue(self.pool).wake()
+        self.fe.session_ended()
+
+    # teardown ----------------------------------------------------------------------------
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _drop(self, event: str, **fields: object) -> None:
+        """Close a client that never reached a relay, with one log line saying why."""
+        self._cancel_timer()
+        if self.parser is not None:
+            self.fe.loop.remove_reader(self.client.fileno())
+            self.parser = None
+        log(event, "warn", listener=self.fe.cfg.name, peer=_fmt(self.peer), **fields)
+        self.client.close()
+        self.fe.sessions.discard(self)
+        self.fe.session_ended()
+
+    def abort(self, event: str) -> None:
+        """End the session wherever it is (shutdown timeout, idle timeout)."""
+        if self.relay is not None:
+            log(
+                event,
+                listener=self.fe.cfg.name,
+                peer=_fmt(self.peer),
+                server=self.server.address if self.server else None,
+            )
+            self.relay.close(None)
+            return
+        if self.queued:
+            self.queued = False
+        if self.ssock is not None and self.server is not None:
+            self.fe.loop.remove_writer(self.ssock.fileno())
+            self.ssock.close()
+            self.ssock = None
+            self.pool.release(self.server)
+            self.server = None
+        self._drop(event)
+
+
+def _fmt(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class TcpFrontend:
+    """A listening socket of one `tcp:` entry, in one worker."""
+
+    def __init__(self, cfg: TcpListenerConfig, pool: Pool, ctx: WorkerContext) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.sock: socket.socket | None = None
+        self.sessions: set[Session] = set()
+        self.stopping = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
+        self._drained: asyncio.Future[None] | None = None
+        self.accepted = 0
+
+    def start(self) -> None:
+        self.sock = make_listener(self.cfg.listen, self.cfg.backlog)
+        self.loop.add_reader(self.sock.fileno(), self._on_accept)
+        self._sweeper = self.loop.call_later(self._idle_tick, self._sweep)
+
+    def update(self, cfg: TcpListenerConfig, pool: Pool) -> None:
+        """Reload: new settings and pool apply to new connections; established ones go on."""
+        self.cfg = cfg
+        self.pool = pool
+        self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for sessions to end, up to `timeout`; then cut the rest. Returns how many cut."""
+        if self.sessions:
+            self._drained = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+            except TimeoutError:
+                pass
+        cut = len(self.sessions)
+        for session in list(self.sessions):
+            session.abort("shutdown_cut")
+        self.close()
+        return cut
+
+    def close(self) -> None:
+        self.stop_accepting()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def session_ended(self) -> None:
+        if self._drained is not None and not self.sessions and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _on_accept(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                client, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: log once per burst and let the backlog hold the rest.
+                log("accept_error", "error", listener=self.cfg.name, cause=describe(exc))
+                return
+            self.accepted += 1
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = Session(self, client, peer)
+            self.sessions.add(session)
+            if self.cfg.accept_proxy_protocol:
+                session.read_proxy_header()
+            else:
+                session.choose()
+
+    def _sweep(self) -> None:
+        """Once a tick: account bytes, and close relays idle for `idle_timeout`."""
+        limit = self.cfg.idle_timeout / self._idle_tick
+        for session in list(self.sessions):
+            relay = session.relay
+            if relay is None:
+                continue
+            session.account()
+            relay.idle += 1
+            if relay.idle >= limit:
+                session.abort("idle_timeout")
+        self._sweeper = self.loop.call_later(self._idle_tick, self._sweep)
