@@ -2,7 +2,9 @@
 
 Every model forbids unknown keys, so a typo is an error with its key path rather than a silently
 ignored setting. Durations are parsed into float seconds. Cross-references (pool names, duplicate
-listeners) are checked in `Config`'s validator so `steelyard check` reports them with the rest.
+listeners, duplicate servers) live in `cross_check`, which returns each problem with its key path;
+`Config`'s validator runs it to guard programmatic construction, and the loader (load.py) skips
+that by validating with `context={SKIP_CROSS_CHECK: True}` and reports each problem on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,6 +28,28 @@ from steelyard.config.units import format_duration, parse_duration
 from steelyard.core.backend import split_address
 from steelyard.core.balance import ALGORITHMS
 
+# Validation context flag: leave cross-references to the caller, who calls `cross_check` itself.
+SKIP_CROSS_CHECK = "skip_cross_check"
+
+
+def _skip_cross_check(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(SKIP_CROSS_CHECK))
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    """('pools', 'web', 'servers', 1) -> `pools.web.servers[1]`; () -> ''."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            # Keys with dots or spaces would make the dotted form ambiguous.
+            out += f"[{part!r}]"
+    return out
+
+
 Duration = Annotated[
     float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
@@ -32,7 +57,7 @@ Duration = Annotated[
 
 def _check_address(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("an address must be a string host:port")
+        raise ValueError(f"expected an address host:port, like 127.0.0.1:8080, got {value!r}")
     split_address(value)
     return value
 
@@ -119,12 +144,16 @@ class PoolConfig(Strict):
     servers: list[ServerConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_servers(self) -> PoolConfig:
-        seen: set[str] = set()
+    def _unique_servers(self, info: ValidationInfo) -> PoolConfig:
+        # cross_check reports this too, with the duplicate's own key path.
+        if _skip_cross_check(info):
+            return self
+        seen: set[tuple[str, int]] = set()
         for s in self.servers:
-            if s.address in seen:
+            key = split_address(s.address)
+            if key in seen:
                 raise ValueError(f"server {s.address} is listed twice")
-            seen.add(s.address)
+            seen.add(key)
         return self
 
 
@@ -200,9 +229,11 @@ class Config(Strict):
     tcp: list[TcpListenerConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _references(self) -> Config:
+    def _references(self, info: ValidationInfo) -> Config:
         # Raised as one error per problem by load.py's cross-check, which knows the key paths;
         # here we only guard programmatic construction.
+        if _skip_cross_check(info):
+            return self
         problems = cross_check(self)
         if problems:
             raise ValueError("; ".join(msg for _, msg in problems))
@@ -214,6 +245,18 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
     listens: dict[tuple[str, int], tuple[str | int, ...]] = {}
     names: set[str] = set()
+    for pool_name, pool in cfg.pools.items():
+        servers: dict[tuple[str, int], int] = {}
+        for j, server in enumerate(pool.servers):
+            key = split_address(server.address)
+            path: tuple[str | int, ...] = ("pools", pool_name, "servers", j, "address")
+            if key in servers:
+                first = format_path(("pools", pool_name, "servers", servers[key]))
+                problems.append(
+                    (path, f"server {server.address} is listed twice (first at {first})")
+                )
+            else:
+                servers[key] = j
     if cfg.admin.listen:
         listens[split_address(cfg.admin.listen)] = ("admin", "listen")
     for i, lst in enumerate(cfg.tcp):
@@ -224,7 +267,7 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
         names.add(lst.name)
         key = split_address(lst.listen)
         if key in listens:
-            where = ".".join(str(p) for p in listens[key])
+            where = format_path(listens[key])
             problems.append((("tcp", i, "listen"), f"{lst.listen} is already used by {where}"))
         else:
             listens[key] = ("tcp", i, "listen")
@@ -233,6 +276,7 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
 
 __all__ = [
     "ALGORITHMS",
+    "SKIP_CROSS_CHECK",
     "AdminConfig",
     "Config",
     "HealthConfig",
@@ -242,6 +286,7 @@ __all__ = [
     "StoreConfig",
     "TcpListenerConfig",
     "cross_check",
+    "format_path",
     "is_loopback",
     "parse_status_ranges",
 ]

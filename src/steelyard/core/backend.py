@@ -35,6 +35,8 @@ def split_address(address: str) -> tuple[str, int]:
         raise ValueError(f"address {address!r} must be host:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"address {address!r}: write an IPv6 address in brackets, [::1]:80")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"address {address!r} has a bad port")
     return host, int(port)

@@ -54,8 +54,8 @@ class Supervisor:
         self.pools: dict[str, Pool] = {}
         self.workers: dict[int, WorkerHandle] = {}
         self.store = open_store(cfg.store)
-        self.metrics = MetricsRegistry()
-        self.metrics.add_collector(PoolCollector(lambda: self.pools))
+        self.registry = MetricsRegistry()
+        self.registry.add_collector(PoolCollector(lambda: self.pools))
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
@@ -267,12 +267,6 @@ class Supervisor:
     def pools_view(self) -> dict[str, Any]:
         return {"pools": [pool_view(p) for p in self.pools.values()]}
 
-    def pool_view(self, name: str) -> dict[str, Any]:
-        pool = self.pools.get(name)
-        if pool is None:
-            raise LookupError(f"unknown pool {name!r}")
-        return pool_view(pool)
-
     async def set_server(
         self, pool_name: str, address: str, state: str | None, weight: int | None
     ) -> dict[str, Any]:
@@ -298,11 +292,8 @@ class Supervisor:
         view = pool_view(pool)
         return next(s for s in view["servers"] if s["address"] == address)
 
-    def metrics_text(self) -> tuple[bytes, str]:
-        return self.metrics.render()
-
     def metrics(self) -> tuple[bytes, str]:
-        return self.metrics_text()
+        return self.registry.render()
 
     def status(self) -> dict[str, Any]:
         return {

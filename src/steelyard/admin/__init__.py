@@ -1,0 +1,1 @@
+"""Admin surface of the supervisor: the REST API (api.py) and Prometheus metrics (metrics.py)."""

@@ -1,0 +1,354 @@
+"""The admin REST API: pool state, runtime changes, Prometheus metrics.
+
+It runs in the supervisor (DESIGN.md, "Process model"), which owns runtime state: the API only
+validates requests and hands them to a `Controller`, the supervisor's narrow face for it. That
+keeps the HTTP layer testable over real pools without the process machinery.
+
+Routes (the paths are part of the public contract):
+  GET  /healthz                                   -> 200 "ok"
+  GET  /metrics                                   -> Prometheus text format
+  GET  /api/pools                                 -> {"pools": [pool view, ...]}
+  GET  /api/pools/{pool}                          -> pool view
+  GET  /api/pools/{pool}/servers/{address}        -> server view
+  PUT  /api/pools/{pool}/servers/{address}        <- {"state": "ready|drain|maint", "weight": N}
+  GET  /api/status                                -> the controller's status(), when it has one
+
+Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
+Every error is `{"error": message}` with its status (principle 6), and every failed request
+is logged with its peer. When a token is configured, every request, /healthz and /metrics
+included, must carry `Authorization: Bearer <token>`; off loopback a token is mandatory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from steelyard.config.model import is_loopback
+from steelyard.core.backend import AdminState, Pool, Server, split_address
+from steelyard.log import log
+
+MAX_WEIGHT = 1000  # same bound as the config's server weight
+MAX_BODY = 64 * 1024  # a runtime change is a few bytes; refuse anything resembling an upload
+SHUTDOWN_TIMEOUT = 2.0  # how long stop() waits for requests in flight
+STATES = tuple(s.value for s in AdminState)
+PUT_KEYS = frozenset({"state", "weight"})
+
+
+class Controller(Protocol):
+    """What the API needs from the process that owns the pools (the supervisor)."""
+
+    def pools_view(self) -> dict[str, Any]:
+        """The body of GET /api/pools: `{"pools": [pool_view(pool), ...]}`."""
+        ...
+
+    async def set_server(
+        self, pool: str, address: str, state: str | None, weight: int | None
+    ) -> dict[str, Any]:
+        """Apply a runtime change and return the server's new view.
+
+        Raises LookupError for an unknown pool or server, ValueError for a value it refuses.
+        """
+        ...
+
+    def metrics(self) -> tuple[bytes, str]:
+        """The /metrics body and its content type."""
+        ...
+
+
+# views ---------------------------------------------------------------------------------------
+
+
+def server_view(server: Server) -> dict[str, Any]:
+    return {
+        "address": server.address,
+        "weight": server.weight,
+        "weight_override": server.weight_override,
+        "effective_weight": server.effective_weight,
+        "zone": server.zone,
+        "backup": server.backup,
+        "max_conns": server.max_conns,
+        # Active-check health; passive ejection is its own field so an operator can tell a
+        # server that fails its checks from one that failed real traffic.
+        "health": "up" if server.healthy else "down",
+        "ejected": server.ejected,
+        "state": server.admin.value,
+        "usable": server.usable,
+        "active": server.active,
+        "total": server.total,
+        "failures": server.failures,
+        "bytes_in": server.bytes_in,
+        "bytes_out": server.bytes_out,
+        "health_flips": server.health_flips,
+    }
+
+
+def pool_view(pool: Pool) -> dict[str, Any]:
+    """A pool as GET /api/pools shows it."""
+    return {
+        "name": pool.name,
+        "balance": pool.balance,
+        "protect_threshold": pool.protect_threshold,
+        "servers": [server_view(s) for s in pool.servers],
+    }
+
+
+# errors and auth -----------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An answer with an error status; the middleware turns it into `{"error": message}`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.method} {request.path}"
+    if exc.status == 405:
+        return f"method {request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return f"request body too large (limit {MAX_BODY} bytes)"
+    return exc.reason.lower()
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        status, message, headers = exc.status, exc.message, exc.headers
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        status, message = exc.status, _http_error_message(request, exc)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+    except Exception as exc:
+        # The API must keep answering; the cause goes to the log, not to the client.
+        log(
+            "admin_error",
+            "error",
+            method=request.method,
+            path=request.path,
+            cause=f"{type(exc).__name__}: {exc}",
+            peer=request.remote,
+        )
+        return _error_response(500, "internal error, see the steelyard log")
+    log(
+        "admin_refused",
+        "warn",
+        method=request.method,
+        path=request.path,
+        status=status,
+        error=message,
+        peer=request.remote,
+    )
+    return _error_response(status, message, headers)
+
+
+def _auth(token: str) -> Any:
+    expected = token.encode("utf-8", "surrogatepass")
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="steelyard"'}
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
+        # surrogatepass: any header text encodes, and never to the same bytes as other text.
+        given = credential.strip().encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "invalid token", challenge)
+        return await handler(request)
+
+    return auth
+
+
+# handlers ------------------------------------------------------------------------------------
+
+
+class _Handlers:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.controller.metrics()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def status(self, request: web.Request) -> web.Response:
+        status = getattr(self.controller, "status", None)
+        if status is None:
+            raise ApiError(404, "this controller has no status")
+        return web.json_response(status())
+
+    async def pools(self, request: web.Request) -> web.Response:
+        return web.json_response(self.controller.pools_view())
+
+    def _pool(self, name: str) -> dict[str, Any]:
+        for pool in self.controller.pools_view().get("pools", []):
+            if pool.get("name") == name:
+                return pool
+        raise ApiError(404, f"unknown pool {name!r}")
+
+    async def pool(self, request: web.Request) -> web.Response:
+        return web.json_response(self._pool(request.match_info["pool"]))
+
+    async def server(self, request: web.Request) -> web.Response:
+        name, address = request.match_info["pool"], request.match_info["address"]
+        for server in self._pool(name)["servers"]:
+            if server.get("address") == address:
+                return web.json_response(server)
+        raise ApiError(404, f"unknown server {address!r} in pool {name!r}")
+
+    async def set_server(self, request: web.Request) -> web.Response:
+        name, address = request.match_info["pool"], request.match_info["address"]
+        state, weight = parse_change(await request.read())
+        try:
+            view = await self.controller.set_server(name, address, state, weight)
+        except LookupError as exc:
+            raise ApiError(404, _message(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, _message(exc)) from None
+        log(
+            "admin_change",
+            pool=name,
+            server=address,
+            state=state,
+            weight=weight,
+            peer=request.remote,
+        )
+        return web.json_response(view)
+
+
+def _message(exc: Exception) -> str:
+    # str(KeyError('x')) is "'x'"; the first argument is the message we mean.
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
+def parse_change(body: bytes) -> tuple[str | None, int | None]:
+    """A PUT body -> (state, weight), at least one set; ApiError(400) with the reason otherwise."""
+    usage = 'expected a JSON object like {"state": "drain"} or {"weight": 5}'
+    if not body.strip():
+        raise ApiError(400, f"empty body: {usage}")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"body is a JSON {type(data).__name__}: {usage}")
+    unknown = sorted(set(data) - PUT_KEYS)
+    if unknown:
+        raise ApiError(400, f"unknown key(s) {', '.join(map(repr, unknown))}: {usage}")
+    if not data:
+        raise ApiError(400, f"nothing to change: {usage}")
+    state = data.get("state")
+    if "state" in data and state not in STATES:
+        raise ApiError(400, f"state must be one of {', '.join(STATES)}, not {state!r}")
+    weight = data.get("weight")
+    if "weight" in data and (
+        isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT
+    ):
+        raise ApiError(400, f"weight must be an integer from 0 to {MAX_WEIGHT}, not {weight!r}")
+    return state, weight
+
+
+# application and server ----------------------------------------------------------------------
+
+
+def make_app(controller: Controller, token: str | None, require_token: bool) -> web.Application:
+    """The admin application. `require_token` refuses to build one without a token."""
+    if require_token and not token:
+        # The config refuses this too; this guards callers that build the app themselves.
+        raise ValueError("admin.token is required when admin.listen is not a loopback address")
+    middlewares = [_errors]
+    if token:
+        middlewares.append(_auth(token))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    h = _Handlers(controller)
+    server_path = "/api/pools/{pool}/servers/{address}"
+    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/metrics", h.metrics)
+    app.router.add_get("/api/status", h.status)
+    app.router.add_get("/api/pools", h.pools)
+    app.router.add_get("/api/pools/{pool}", h.pool)
+    app.router.add_get(server_path, h.server)
+    app.router.add_put(server_path, h.set_server)
+    return app
+
+
+@dataclass
+class AdminServer:
+    """A listening admin API; `stop()` closes it."""
+
+    runner: web.AppRunner
+    listen: str
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self.runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        host = self.runner.addresses[0][0]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        log("admin_stop", listen=self.listen)
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    """Like split_address, but port 0 (any free port) is allowed: tests and tools use it."""
+    host, sep, port = listen.rpartition(":")
+    if sep and port == "0":
+        return split_address(f"{host}:1")[0], 0
+    return split_address(listen)
+
+
+async def start_admin(controller: Controller, listen: str, token: str | None) -> AdminServer:
+    """Serve the admin API on `listen` (`host:port`; port 0 picks a free one)."""
+    host, port = _split_listen(listen)
+    loopback = is_loopback(f"[{host}]:1" if ":" in host else f"{host}:1")
+    app = make_app(controller, token, require_token=not loopback)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = AdminServer(runner, listen)
+    log("admin_listen", listen=listen, port=server.port, token="set" if token else None)
+    return server
+
+
+__all__ = [
+    "AdminServer",
+    "ApiError",
+    "Controller",
+    "make_app",
+    "parse_change",
+    "pool_view",
+    "server_view",
+    "start_admin",
+]

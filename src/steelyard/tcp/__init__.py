@@ -1,0 +1,1 @@
+"""TCP (L4) userspace load balancer."""

@@ -1,0 +1,140 @@
+"""Process life: SIGTERM drains, SIGHUP reloads without dropping, workers share one view."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+from fixtures.procs import base_config, connect, free_port, recv_all, recv_line, wait_for
+
+
+def one_listener(tmp_path, servers, **top):
+    port = free_port()
+    cfg = base_config(tmp_path, **top)
+    cfg["pools"] = {"p": {"servers": [{"address": a} for a in servers]}}
+    cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p"}]
+    return cfg, port
+
+
+def test_sigterm_stops_accepting_and_lets_connections_finish(tmp_path, backends, steelyard):
+    e = backends("e", "echo")
+    cfg, port = one_listener(tmp_path, [e.address], shutdown_timeout="20s")
+    sy = steelyard(cfg)
+    held = socket.create_connection(("127.0.0.1", port))
+    held.sendall(b"one\n")
+    assert recv_line(held) == b"one\n"
+    sy.signal(signal.SIGTERM)
+    sy.wait_log(r"event=stopping")
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(refused, what="listener closed")
+    held.sendall(b"two\n")
+    assert recv_line(held) == b"two\n"  # the established connection still works
+    assert sy.proc.poll() is None
+    held.close()
+    assert sy.proc.wait(15) == 0
+
+
+def test_sigterm_cuts_connections_after_shutdown_timeout(tmp_path, backends, steelyard):
+    e = backends("e", "echo")
+    cfg, port = one_listener(tmp_path, [e.address], shutdown_timeout="300ms")
+    sy = steelyard(cfg)
+    with connect(port) as held:
+        held.sendall(b"x\n")
+        assert recv_line(held) == b"x\n"
+        sy.signal(signal.SIGTERM)
+        assert recv_all(held) == b""
+        assert sy.proc.wait(15) == 0
+    assert "event=shutdown_cut" in sy.log()
+
+
+def test_sighup_reload_keeps_connections_and_applies_new_pool(tmp_path, backends, steelyard):
+    a, b = backends("a"), backends("b")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    held = socket.create_connection(("127.0.0.1", port))
+    assert recv_line(held) == b"a\n"
+    cfg["pools"]["p"]["servers"] = [{"address": b.address}]
+    sy.reload(cfg)
+    sy.wait_log(r"event=reload .*changes=\"?~pool:p")
+    with connect(port) as s:
+        assert recv_line(s) == b"b\n"
+    held.sendall(b"after reload\n")
+    assert recv_line(held) == b"after reload\n"
+    held.close()
+
+
+def test_bad_config_on_reload_is_refused_and_old_one_serves(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    bad = dict(cfg)
+    bad["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "nope"}]
+    sy.reload(bad)
+    sy.wait_log(r"event=reload_refused .*tcp\[0\]\.pool: unknown pool 'nope'")
+    sy.wait_log(r"event=reload_failed")
+    with connect(port) as s:
+        assert recv_line(s) == b"a\n"
+
+
+def test_listener_added_and_removed_by_reload(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    port2 = free_port()
+    cfg["tcp"] = [{"name": "second", "listen": f"127.0.0.1:{port2}", "pool": "p"}]
+    sy.reload(cfg)
+    with connect(port2) as s:
+        assert recv_line(s) == b"a\n"
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(refused, what="old listener closed")
+
+
+def test_two_workers_share_listener_and_state(tmp_path, backends, steelyard):
+    a, b = backends("a"), backends("b")
+    cfg, port = one_listener(tmp_path, [a.address, b.address], workers=2)
+    sy = steelyard(cfg)
+    assert len(sy.worker_pids()) == 2
+    sy.api("PUT", f"/api/pools/p/servers/{a.address}", {"state": "maint"})
+    # many connections land on both workers; none may reach the server in maint
+    for _ in range(40):
+        with connect(port) as s:
+            assert recv_line(s) == b"b\n"
+    status = sy.api("GET", "/api/status")
+    assert {w["pid"] for w in status["workers"]} == set(sy.worker_pids())
+
+
+def test_dead_worker_is_restarted(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    (old,) = sy.worker_pids()
+    import os
+
+    os.kill(old, signal.SIGKILL)
+    sy.wait_log(r"event=worker_exit .*code=-9")
+    wait_for(lambda: sy.worker_pids() and sy.worker_pids() != [old], what="new worker")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with connect(port) as s:
+                assert recv_line(s) == b"a\n"
+            break
+        except (ConnectionRefusedError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,100 @@
+"""The TCP proxy moves bytes faithfully: bulk data (splice), half-close, resets, idle timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+
+from fixtures.procs import base_config, connect, free_port, recv_all, recv_line, wait_for
+
+
+def tcp_config(tmp_path, servers, **listener):
+    port = free_port()
+    cfg = base_config(tmp_path)
+    cfg["pools"] = {"p": {"servers": [{"address": s} for s in servers]}}
+    cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p", **listener}]
+    return cfg, port
+
+
+def test_bulk_both_ways_with_half_close(tmp_path, backends, steelyard):
+    echo = backends("e", "echo")
+    cfg, port = tcp_config(tmp_path, [echo.address])
+    steelyard(cfg)
+    payload = os.urandom(32 * 1024 * 1024)  # large enough to switch to splice
+    with connect(port) as s:
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda: received.append(recv_all(s)))
+        reader.start()
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)  # half-close: the echo must still come back
+        reader.join(30)
+    assert hashlib.sha256(received[0]).digest() == hashlib.sha256(payload).digest()
+
+
+def test_many_small_exchanges(tmp_path, backends, steelyard):
+    echo = backends("e", "echo")
+    cfg, port = tcp_config(tmp_path, [echo.address])
+    steelyard(cfg)
+    for i in range(50):
+        with connect(port) as s:
+            msg = f"ping {i}\n".encode()
+            s.sendall(msg)
+            assert recv_line(s) == msg
+
+
+def test_server_closing_first_half_closes_client(tmp_path, backends, steelyard):
+    hello = backends("h", "hello")
+    cfg, port = tcp_config(tmp_path, [hello.address])
+    steelyard(cfg)
+    with connect(port) as s:
+        assert recv_line(s) == b"h\n"
+        s.shutdown(socket.SHUT_WR)  # the echo backend closes after our EOF
+        assert recv_all(s) == b""
+
+
+def test_server_reset_after_accept_is_logged_and_next_client_served(tmp_path, backends, steelyard):
+    bad = backends("bad", "reset")
+    good = backends("good", "hello")
+    cfg, port = tcp_config(tmp_path, [bad.address, good.address])
+    sy = steelyard(cfg)
+    outcomes = []
+    for _ in range(4):
+        with connect(port) as s:
+            try:
+                outcomes.append(recv_line(s))
+            except ConnectionResetError:
+                outcomes.append(b"reset")
+    assert b"good\n" in outcomes
+    assert any(o in (b"", b"reset") for o in outcomes)
+    sy.wait_log(rf"event=conn_error .*server={bad.address}.*cause=", what="reset logged")
+
+
+def test_idle_timeout_closes_silent_connections(tmp_path, backends, steelyard):
+    silent = backends("s", "silent")
+    cfg, port = tcp_config(tmp_path, [silent.address], idle_timeout="300ms")
+    sy = steelyard(cfg)
+    with connect(port) as s:
+        assert recv_all(s) == b""  # closed by the proxy, not by us
+    sy.wait_log(r"event=idle_timeout listener=front", what="idle timeout logged")
+
+
+def test_half_open_client_is_reaped_and_fds_return_to_baseline(tmp_path, backends, steelyard):
+    silent = backends("s", "silent")
+    cfg, port = tcp_config(tmp_path, [silent.address], idle_timeout="500ms")
+    sy = steelyard(cfg)
+    (worker,) = sy.worker_pids()
+    from fixtures.procs import fd_count
+
+    with connect(port) as warm:  # let the worker open its lazily created fds
+        warm.sendall(b"x")
+    wait_for(lambda: sy.server("p", silent.address)["active"] == 0, what="warm-up closed")
+    baseline = fd_count(worker)
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    try:
+        wait_for(lambda: fd_count(worker) >= baseline + 40, what="connections open")
+        wait_for(lambda: fd_count(worker) <= baseline, timeout=10, what="fds back to baseline")
+    finally:
+        for s in socks:
+            s.close()

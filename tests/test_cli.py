@@ -1,0 +1,119 @@
+"""The `steelyard` command line: check, ctl, demo, and config errors at run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from fixtures.procs import base_config, connect, free_port, recv_line, wait_for
+
+STEELYARD = [sys.executable, "-m", "steelyard.cli"]
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*STEELYARD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_ok(tmp_path):
+    f = tmp_path / "ok.yaml"
+    f.write_text("pools:\n  web:\n    servers: [{address: 127.0.0.1:8081}]\n")
+    r = run_cli("check", "-c", str(f))
+    assert r.returncode == 0
+    assert "test is successful" in r.stdout
+
+
+def test_check_lists_every_error_with_path_and_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(
+        "pools:\n"
+        "  web:\n"
+        "    servers: [{address: 127.0.0.1:8081, weight: heavy}]\n"
+        "tcp:\n"
+        "  - {name: a, listen: 127.0.0.1:9000, pool: webb}\n"
+        "  - {name: b, listen: 127.0.0.1:9000, pool: web, retires: 3}\n"
+    )
+    r = run_cli("check", "-c", str(f))
+    assert r.returncode == 1
+    err = r.stderr
+    assert f"{f}:3: pools.web.servers[0].weight:" in err
+    assert f"{f}:5: tcp[0].pool: unknown pool 'webb'" in err
+    assert f"{f}:6: tcp[1].retires: unknown key 'retires' (did you mean 'retries'?)" in err
+    assert f"{f}:6: tcp[1].listen: 127.0.0.1:9000 is already used by tcp[0].listen" in err
+    assert "4 errors" in err
+
+
+def test_run_refuses_a_bad_config(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("workers: many\n")
+    r = run_cli("run", "-c", str(f))
+    assert r.returncode == 1
+    assert f"{f}:1: workers:" in r.stderr
+
+
+def test_run_fails_when_a_listener_cannot_bind(tmp_path, backends):
+    import socket
+
+    a = backends("a")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()  # no SO_REUSEPORT: our bind must fail
+    port = taken.getsockname()[1]
+    cfg = base_config(tmp_path)
+    cfg["pools"] = {"p": {"servers": [{"address": a.address}]}}
+    cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p"}]
+    import yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    try:
+        r = run_cli("run", "-c", str(f))
+    finally:
+        taken.close()
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stdout + r.stderr
+
+
+def test_ctl_pools_set_state_and_weight(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg = base_config(tmp_path)
+    cfg["pools"] = {"p": {"servers": [{"address": a.address, "weight": 3}]}}
+    sy = steelyard(cfg)
+    admin = ["--admin", sy.admin]
+    r = run_cli("ctl", *admin, "pools")
+    assert r.returncode == 0
+    assert a.address in r.stdout and "ready" in r.stdout
+    r = run_cli("ctl", *admin, "set-state", "p", a.address, "drain")
+    assert r.returncode == 0 and "state drain" in r.stdout
+    r = run_cli("ctl", *admin, "set-weight", "p", a.address, "7")
+    assert r.returncode == 0 and "weight 7" in r.stdout
+    s = sy.server("p", a.address)
+    assert (s["state"], s["effective_weight"]) == ("drain", 7)
+    r = run_cli("ctl", *admin, "set-state", "p", "127.0.0.1:1", "drain")
+    assert r.returncode != 0 and "404" in r.stderr
+
+
+def test_demo_serves_through_its_listener(tmp_path):
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [*STEELYARD, "demo", "--port", str(port), "--admin", admin],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        wait_for(lambda: "Try, in another terminal" in proc.stdout.readline(), what="demo up")
+        bodies = set()
+        for _ in range(3):
+            with connect(port) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while recv_line(s) not in (b"\r\n", b""):
+                    pass
+                bodies.add(recv_line(s))
+        assert any(b"hello from backend-1" in b for b in bodies)
+        assert any(b"hello from backend-2" in b for b in bodies)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
