@@ -103,6 +103,13 @@ class HealthConfig(Strict):
         parse_status_ranges(v)
         return v
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in " \r\n\t")):
+            raise ValueError("host must be a non-empty name without spaces")
+        return v
+
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:

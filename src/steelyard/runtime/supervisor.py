@@ -327,6 +327,8 @@ class Supervisor:
         restore(self.store, self.pools)
         for pool in self.pools.values():
             pool.refresh()
+        self.passive.prune(self.pools)
+        self.slowstart.prune(self.pools)
         assert self.monitor is not None
         self.monitor.update(self._monitored())
         if old.admin != new.admin:
