@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_scaffold import PoolsController, make_pools
 
+from fixtures.admin_scaffold import PoolsController, make_pools
 from steelyard.admin.api import AdminServer, start_admin
 from steelyard.core.store import EmbeddedStore
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from admin_scaffold import PoolsController, make_pools
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
+from fixtures.admin_scaffold import PoolsController, make_pools
 from steelyard.admin.api import AdminServer, make_app, parse_change, start_admin
 from steelyard.core.backend import AdminState
 from steelyard.core.store import EmbeddedStore

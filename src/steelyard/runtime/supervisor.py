@@ -44,6 +44,7 @@ class WorkerHandle:
     ready: asyncio.Future[str | None]
     task: asyncio.Task[None] | None = None
     active: dict[tuple[str, str], int] = field(default_factory=dict)
+    acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -63,6 +64,7 @@ class Supervisor:
         self.stopping = False
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
+        self._seq = 0  # config pushes, acknowledged by the workers
         self.started = time.time()
 
     # start / stop -----------------------------------------------------------------------
@@ -179,6 +181,10 @@ class Supervisor:
                 self._on_stats(handle, msg["servers"])
             elif kind == "result":
                 self._on_result(msg)
+            elif kind == "applied":
+                ack = handle.acks.pop(msg.get("seq"), None)
+                if ack is not None and not ack.done():
+                    ack.set_result(None)
             elif kind == "ready":
                 if not handle.ready.done():
                     handle.ready.set_result(None)
@@ -337,11 +343,22 @@ class Supervisor:
                 self.admin = None
             if new.admin.listen:
                 self.admin = await start_admin(self, new.admin.listen, new.admin.token)
+        self._seq += 1
+        acks = []
         for w in self.workers.values():
-            w.channel.send({"t": "config", "config": self._config_json()})
+            ack = w.acks[self._seq] = self.loop.create_future()
+            acks.append(ack)
+            w.channel.send({"t": "config", "config": self._config_json(), "seq": self._seq})
             self._push_all_states(w)
         await self._resize_workers(new.workers)
-        log("reload", config=self.config_path, changes=changes or "none")
+        # "reload" is logged once every worker runs the new config, so it means "done".
+        _, late = await asyncio.wait(acks, timeout=10) if acks else (set(), set())
+        log(
+            "reload",
+            config=self.config_path,
+            changes=changes or "none",
+            workers_late=len(late) or None,
+        )
 
     async def _resize_workers(self, n: int) -> None:
         for i in range(n):

@@ -57,6 +57,8 @@ class Worker:
                             await self.channel.drain()
                             return 1
                         self.channel.send({"t": "ready", "pid": os.getpid()})
+                    else:
+                        self.channel.send({"t": "applied", "seq": msg.get("seq")})
                 elif kind == "state":
                     self.apply_state(msg)
                 elif kind == "stop":

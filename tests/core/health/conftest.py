@@ -7,8 +7,8 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
-from health_servers import CannedServer, response
 
+from fixtures.health_servers import CannedServer, response
 from steelyard import log as logmod
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from health_servers import response
 
+from fixtures.health_servers import response
 from steelyard.config.model import parse_status_ranges
 from steelyard.core.health.http import (
     BadResponse,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from health_servers import CannedServer, response
-
+from fixtures.health_servers import CannedServer, response
 from steelyard.config.model import PoolConfig
 from steelyard.core.backend import AdminState, Pool, Server
 from steelyard.core.health.monitor import HealthMonitor

@@ -30,7 +30,7 @@ class RoundRobin(Balancer):
         current = self._current
         servers = self.servers
         for i, weight in enumerate(self._weights):
-            if skip is not None and skip(servers[i]):
+            if weight <= 0 or (skip is not None and skip(servers[i])):
                 continue
             current[i] += weight
             total += weight
