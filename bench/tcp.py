@@ -1,0 +1,734 @@
+"""TCP proxy benchmark: steelyard (1 worker) against HAProxy `mode tcp` (1 thread) and no proxy.
+
+Why: the TCP tier's timing goals (bulk throughput >= 1.5x HAProxy and >= 0.5x direct, connection
+rate >= 0.9x HAProxy) only mean something when every system is measured in the same run on the
+same machine, so this script starts the backends (iperf3, nginx), HAProxy and steelyard itself,
+measures each path in turn and prints ratios. Timing never lives in the test suite (DESIGN.md).
+
+What: bulk throughput with iperf3 (1 and 8 streams), connection rate with wrk against a tiny
+nginx response with `Connection: close`. Results go to stdout (markdown), `tcp.json` and
+`tcp.png` under --out. Everything binds to 127.0.0.1.
+
+Run: `make bench-tcp` or `.venv/bin/python bench/tcp.py [--duration 5] [--repeat 1]
+[--only direct,haproxy,steelyard] [--out bench/results]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HOST = "127.0.0.1"
+SYSTEMS = ("direct", "haproxy", "steelyard")
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+HAPROXY_MAXCONN = 100000
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    backend: str  # which backend the metric runs against: "iperf" or "web"
+    streams: int = 0  # iperf3 -P; 0 for the wrk metric
+    detail: str = ""  # shown after the unit in the table
+
+
+METRICS = (
+    Metric("bulk_1", "bulk 1 stream", "Gbit/s", "iperf", streams=1),
+    Metric("bulk_8", "bulk 8 streams", "Gbit/s", "iperf", streams=8),
+    Metric("conn_rate", "connection rate", "req/s", "web", detail="Connection: close"),
+)
+
+# (metric keys, peer, minimum steelyard/peer ratio): the goals from the TCP issue.
+GOALS = (
+    (("bulk_1", "bulk_8"), "haproxy", 1.5),
+    (("bulk_1", "bulk_8"), "direct", 0.5),
+    (("conn_rate",), "haproxy", 0.9),
+)
+
+
+class BenchError(RuntimeError):
+    """A system failed to start or a measurement failed; the message says which and why."""
+
+
+# processes -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise BenchError(
+                f"{self.name} exited with status {self.popen.returncode}; its last output:\n"
+                + self.tail()
+            )
+
+
+@dataclass
+class Procs:
+    """Every long-running process this run started, stopped in reverse order by `stop_all`."""
+
+    workdir: Path
+    items: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            # A new session: Ctrl-C reaches only this script, which then stops each group
+            # itself, including any workers a supervisor forked.
+            popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        proc = Proc(name, popen, log)
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        # A second Ctrl-C must not cut the teardown short and leave a proxy running.
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for proc in reversed(self.items):
+                _stop_group(proc.popen)
+            self.items.clear()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _stop_group(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+    # Children of the group (steelyard workers) may outlive their parent: kill what is left.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(STOP_TIMEOUT)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all sockets stay open until every port is picked."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((HOST, 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+# readiness ---------------------------------------------------------------------------------------
+
+
+def wait_until(what: str, ready: Callable[[], bool], procs: list[Proc]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        for proc in procs:
+            proc.check_alive()
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name}, last output:\n{p.tail()}" for p in procs)
+            raise BenchError(f"{what} not ready after {READY_TIMEOUT:.0f}s\n{tails}")
+        time.sleep(0.05)
+
+
+def accepts(port: int) -> Callable[[], bool]:
+    # Only for listeners in front of nginx, which shrugs off an empty connection. Not for iperf3:
+    # an empty control connection fails its test, and iperf3 then closes and reopens its
+    # listener, resetting whichever client comes next.
+    def probe() -> bool:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def listening(port: int) -> Callable[[], bool]:
+    """A socket on HOST:port is in LISTEN state: what a connect would see, without connecting."""
+    local = f"{socket.htonl(0x7F000001):08X}:{port:04X}"  # as /proc/net/tcp spells 127.0.0.1
+
+    def probe() -> bool:
+        with open("/proc/net/tcp") as table:
+            next(table)  # header
+            return any(
+                fields[1] == local and fields[3] == "0A"  # 0A: TCP_LISTEN
+                for fields in (line.split() for line in table)
+            )
+
+    return probe
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    return probe
+
+
+def all_of(*probes: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: all(p() for p in probes)
+
+
+# systems -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The two ports of one path: where iperf3 and wrk connect (or a backend listens)."""
+
+    iperf: int
+    web: int
+
+
+def start_backends(procs: Procs, ports: Ports) -> Ports:
+    iperf = procs.start("iperf3-server", ["iperf3", "-s", "-B", HOST, "-p", str(ports.iperf)])
+    conf = write_nginx_conf(procs.workdir, ports.web)
+    nginx = procs.start("nginx", ["nginx", "-p", str(procs.workdir), "-e", "stderr", "-c", conf])
+    wait_until("iperf3 server", listening(ports.iperf), [iperf])
+    wait_until("nginx", accepts(ports.web), [nginx])
+    return ports
+
+
+def write_nginx_conf(workdir: Path, port: int) -> str:
+    tmp = workdir / "nginx"
+    tmp.mkdir(exist_ok=True)
+    # Temp paths and pid in the workdir: runs as root without touching /var or /run.
+    conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen {HOST}:{port};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+    path = workdir / "nginx.conf"
+    path.write_text(conf)
+    return str(path)
+
+
+def start_haproxy(procs: Procs, backends: Ports, front: Ports) -> Ports:
+    # Defaults on purpose (no splice options): the goal is stated against a stock HAProxy.
+    cfg = f"""
+global
+    nbthread 1
+    maxconn {haproxy_maxconn()}
+
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 300s
+    timeout server 300s
+
+listen iperf
+    bind {HOST}:{front.iperf}
+    balance roundrobin
+    server s1 {HOST}:{backends.iperf}
+
+listen web
+    bind {HOST}:{front.web}
+    balance roundrobin
+    server s1 {HOST}:{backends.web}
+"""
+    path = procs.workdir / "haproxy.cfg"
+    path.write_text(cfg)
+    proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
+    wait_until("haproxy", all_of(listening(front.iperf), accepts(front.web)), [proc])
+    return front
+
+
+def haproxy_maxconn() -> int:
+    """100000, or less when the hard FD limit is lower (containers): HAProxy needs two FDs per
+    connection and refuses to start if it cannot raise its limit. The bench holds at most 50
+    client connections at a time, so the cap changes nothing it measures."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return HAPROXY_MAXCONN
+    return max(1000, min(HAPROXY_MAXCONN, (hard - 1000) // 2))
+
+
+def steelyard_argv(config: Path) -> list[str]:
+    script = Path(sys.executable).with_name("steelyard")
+    if script.exists():
+        return [str(script), "run", "-c", str(config)]
+    return [sys.executable, "-m", "steelyard.cli", "run", "-c", str(config)]
+
+
+def write_steelyard_config(workdir: Path, backends: Ports, front: Ports, admin_port: int) -> Path:
+    cfg = {
+        "workers": 1,
+        "admin": {"listen": f"{HOST}:{admin_port}"},
+        "store": {"kind": "embedded", "path": str(workdir / "store")},
+        "pools": {
+            "iperf": {"servers": [{"address": f"{HOST}:{backends.iperf}"}]},
+            "web": {"servers": [{"address": f"{HOST}:{backends.web}"}]},
+        },
+        "tcp": [
+            {"name": "iperf", "listen": f"{HOST}:{front.iperf}", "pool": "iperf"},
+            {"name": "web", "listen": f"{HOST}:{front.web}", "pool": "web"},
+        ],
+    }
+    path = workdir / "steelyard.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def start_steelyard(procs: Procs, backends: Ports, front: Ports, admin_port: int) -> Ports:
+    path = write_steelyard_config(procs.workdir, backends, front, admin_port)
+    proc = procs.start("steelyard", steelyard_argv(path))
+    healthz = f"http://{HOST}:{admin_port}/healthz"
+    ready = all_of(listening(front.iperf), accepts(front.web), http_ok(healthz))
+    wait_until("steelyard", ready, [proc])
+    return front
+
+
+def check_path(system: str, ports: Ports) -> None:
+    """Fail fast with a clear message if a path does not carry a request end to end."""
+    url = f"http://{HOST}:{ports.web}/"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = resp.read()
+    except (OSError, urllib.error.URLError) as exc:
+        raise BenchError(f"{system}: GET {url} failed: {exc}") from exc
+    if body != b"ok\n":
+        raise BenchError(f"{system}: GET {url} returned {body!r}, expected b'ok\\n'")
+
+
+# load generators ---------------------------------------------------------------------------------
+
+
+def run_tool(argv: list[str], timeout: float) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{' '.join(argv)}: no answer after {timeout:.0f}s") from exc
+    if done.returncode != 0 and not done.stdout.strip():
+        raise BenchError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def run_iperf(port: int, streams: int, duration: float) -> tuple[float, dict[str, Any]]:
+    argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", f"{duration:g}", "-P", str(streams)]
+    out = run_tool([*argv, "-J"], timeout=duration + 30)
+    data = json.loads(out)
+    if "error" in data:
+        raise BenchError(f"{' '.join(argv)}: {data['error']}")
+    end = data["end"]
+    received = end["sum_received"]["bits_per_second"]
+    raw = {
+        "received_bps": received,
+        "sent_bps": end["sum_sent"]["bits_per_second"],
+        "retransmits": end["sum_sent"].get("retransmits"),
+        "cpu_host_pct": end["cpu_utilization_percent"]["host_total"],
+        "cpu_remote_pct": end["cpu_utilization_percent"]["remote_total"],
+    }
+    return received / 1e9, raw
+
+
+def run_wrk(port: int, duration: float) -> tuple[float, dict[str, Any]]:
+    url = f"http://{HOST}:{port}/"
+    argv = ["wrk", "-t1", "-c50", f"-d{duration:g}s", "-H", "Connection: close", url]
+    out = run_tool(argv, timeout=duration + 30)
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if not m:
+        raise BenchError(f"{' '.join(argv)}: no Requests/sec in output:\n{out}")
+    raw: dict[str, Any] = {"requests_per_sec": float(m.group(1))}
+    if n := re.search(r"(\d+) requests in", out):
+        raw["requests"] = int(n.group(1))
+    if err := re.search(r"Socket errors: (.*)", out):
+        raw["socket_errors"] = err.group(1).strip()
+    if non2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raw["non_2xx"] = int(non2xx.group(1))
+    return float(m.group(1)), raw
+
+
+def measure(
+    bench: Bench, metric: Metric, system: str, duration: float
+) -> tuple[float, dict[str, Any]]:
+    ports = bench.paths[system]
+    if metric.backend == "iperf":
+        # iperf3 closes and reopens its listener after every test: a client that comes too
+        # soon is reset, through a proxy or not.
+        wait_until("iperf3 server", listening(bench.backends.iperf), bench.procs.items)
+        return run_iperf(ports.iperf, metric.streams, duration)
+    return run_wrk(ports.web, duration)
+
+
+# environment -------------------------------------------------------------------------------------
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable: {exc}"
+    # nginx prints its version on stderr, the others on stdout.
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def git_revision() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    rev = tool_version(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return rev + ("-dirty" if dirty else "")
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "haproxy": tool_version(["haproxy", "-v"]),
+        "haproxy_maxconn": haproxy_maxconn(),
+        "nginx": tool_version(["nginx", "-v"]),
+        "iperf3": tool_version(["iperf3", "-v"]),
+        "wrk": tool_version(["wrk", "-v"]),
+        "steelyard_git": git_revision(),
+        "loadavg_before": os.getloadavg()[0],
+    }
+
+
+def check_tools(systems: list[str]) -> None:
+    needed = ["iperf3", "wrk", "nginx"] + (["haproxy"] if "haproxy" in systems else [])
+    missing = [t for t in needed if shutil.which(t) is None]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run `make deps-system` (as root)")
+
+
+# run ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bench:
+    procs: Procs
+    backends: Ports
+    paths: dict[str, Ports]  # system -> where its clients connect, in table order
+
+
+def start_systems(procs: Procs, systems: list[str]) -> Bench:
+    ports = iter(free_ports(7))
+    backends = start_backends(procs, Ports(next(ports), next(ports)))
+    paths = {"direct": backends}
+    if "haproxy" in systems:
+        paths["haproxy"] = start_haproxy(procs, backends, Ports(next(ports), next(ports)))
+    if "steelyard" in systems:
+        front = Ports(next(ports), next(ports))
+        paths["steelyard"] = start_steelyard(procs, backends, front, next(ports))
+    for system, path in paths.items():
+        check_path(system, path)
+    return Bench(procs, backends, {s: paths[s] for s in systems})
+
+
+def rotations(systems: list[str], repeat: int) -> Iterator[tuple[int, str]]:
+    # Each round starts one system later, so no system always runs first (on a cold cache)
+    # or last (after the others heated the machine).
+    for rep in range(repeat):
+        shift = rep % len(systems)
+        for system in systems[shift:] + systems[:shift]:
+            yield rep, system
+
+
+def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for metric in METRICS:
+        for rep, system in rotations(list(bench.paths), repeat):
+            for proc in bench.procs.items:
+                proc.check_alive()
+            try:
+                value, raw = measure(bench, metric, system, duration)
+            except BenchError as exc:
+                raise BenchError(f"{system}, {metric.label}: {exc}") from exc
+            print(
+                f"  {metric.label:<38} {system:<10} run {rep + 1}/{repeat}: "
+                f"{value:,.2f} {metric.unit}",
+                file=sys.stderr,
+                flush=True,
+            )
+            runs.append(
+                {"metric": metric.key, "system": system, "rep": rep, "value": value, "raw": raw}
+            )
+    return runs
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median per (metric, system): robust to one run hit by a noisy neighbour."""
+    cells: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        cells.setdefault(run["metric"], {}).setdefault(run["system"], []).append(run["value"])
+    return {m: {s: statistics.median(v) for s, v in by.items()} for m, by in cells.items()}
+
+
+def ratio(summary: dict[str, dict[str, float]], metric: str, peer: str) -> float | None:
+    cell = summary.get(metric, {})
+    if "steelyard" not in cell or not cell.get(peer):
+        return None
+    return cell["steelyard"] / cell[peer]
+
+
+def evaluate_goals(summary: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    goals = []
+    for metrics, peer, minimum in GOALS:
+        for metric in metrics:
+            r = ratio(summary, metric, peer)
+            status = "n/a" if r is None else ("PASS" if r >= minimum else "MISS")
+            goals.append(
+                {"metric": metric, "peer": peer, "min_ratio": minimum, "ratio": r, "status": status}
+            )
+    return goals
+
+
+# output ------------------------------------------------------------------------------------------
+
+
+def warnings(runs: list[dict[str, Any]], info: dict[str, Any], systems: list[str]) -> list[str]:
+    """What a reader of the table should know: failed requests count as no requests in wrk."""
+    out = []
+    for run in runs:
+        raw, where = run["raw"], f"{run['system']} {run['metric']} run {run['rep'] + 1}"
+        if raw.get("socket_errors"):
+            out.append(f"{where}: wrk socket errors: {raw['socket_errors']}")
+        if raw.get("non_2xx"):
+            out.append(f"{where}: {raw['non_2xx']} non-2xx responses")
+    # Only the load before we started says something: the bench itself keeps both cores busy.
+    busy = info["loadavg_before"]
+    if busy > 0.5 * (info["nproc"] or 1):
+        out.append(
+            f"1-minute load average was {busy:.1f} before the run on {info['nproc']} cores: "
+            "something else is using the CPUs, so absolute numbers are low and noisy; "
+            "use --repeat to steady the ratios"
+        )
+    if "haproxy" in systems and info["haproxy_maxconn"] < HAPROXY_MAXCONN:
+        out.append(
+            f"haproxy maxconn lowered to {info['haproxy_maxconn']} to fit the FD hard limit "
+            "(the bench opens at most 50 client connections at a time)"
+        )
+    return out
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if unit == "req/s" else f"{value:.2f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def markdown_table(summary: dict[str, dict[str, float]]) -> str:
+    head = ["metric", *SYSTEMS, "steelyard/haproxy", "steelyard/direct"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in METRICS:
+        cell = summary.get(metric.key, {})
+        row = [f"{metric.label} ({', '.join(filter(None, (metric.unit, metric.detail)))})"]
+        row += [fmt_value(cell.get(s), metric.unit) for s in SYSTEMS]
+        row += [fmt_ratio(ratio(summary, metric.key, p)) for p in ("haproxy", "direct")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def goals_table(goals: list[dict[str, Any]]) -> str:
+    labels = {m.key: m.label for m in METRICS}
+    lines = ["| goal | ratio | result |", "|---|---|---|"]
+    for g in goals:
+        goal = f"{labels[g['metric']]}: steelyard >= {g['min_ratio']}x {g['peer']}"
+        lines.append(f"| {goal} | {fmt_ratio(g['ratio'])} | {g['status']} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, settings = report["summary"], report["settings"]
+    systems = settings["systems"]
+    colors = {"direct": "#7f7f7f", "haproxy": "#1f77b4", "steelyard": "#d62728"}
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        cell = summary.get(metric.key, {})
+        names = [s for s in systems if s in cell]
+        values = [cell[s] for s in names]
+        bars = ax.bar(names, values, color=[colors[s] for s in names])
+        ax.bar_label(bars, labels=[fmt_value(v, metric.unit) for v in values], padding=2)
+        ax.set_title(metric.label + (f" ({metric.detail})" if metric.detail else ""), fontsize=10)
+        ax.set_ylabel(metric.unit)
+        ax.margins(y=0.15)
+    fig.suptitle(
+        f"TCP proxy on 127.0.0.1, {report['machine']['nproc']} cores, "
+        f"{settings['duration_s']:g}s per run, median of {settings['repeat']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "tcp.json"
+    # Written beside, then renamed: an interrupted run never leaves half a file.
+    tmp = out / "tcp.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(json_path)
+    plot(report, out / "tcp.png")
+    print(f"\nwrote {json_path} and {out / 'tcp.png'}", file=sys.stderr)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is kept")
+    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems to run")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="directory for tcp.json and tcp.png",
+    )
+    args = p.parse_args(argv)
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(SYSTEMS))
+    if unknown or not wanted:
+        p.error(f"--only takes a subset of {','.join(SYSTEMS)}; got {args.only!r}")
+    args.systems = [s for s in SYSTEMS if s in wanted]  # fixed order in tables and charts
+    if args.duration <= 0 or args.repeat < 1:
+        p.error("--duration must be > 0 and --repeat >= 1")
+    return args
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    # Turns SIGTERM into an exception so the finally block stops every process we started.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        check_tools(args.systems)
+        info = machine_info()
+        with tempfile.TemporaryDirectory(prefix="steelyard-bench-") as tmp:
+            procs = Procs(Path(tmp))
+            try:
+                bench = start_systems(procs, args.systems)
+                started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                runs = run_all(bench, args.duration, args.repeat)
+            finally:
+                procs.stop_all()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; all processes stopped", file=sys.stderr)
+        return 130
+
+    info["loadavg_after"] = os.getloadavg()[0]
+    summary = summarize(runs)
+    goals = evaluate_goals(summary)
+    report = {
+        "timestamp": started,
+        "machine": info,
+        "settings": {
+            "duration_s": args.duration,
+            "repeat": args.repeat,
+            "systems": args.systems,
+            "wrk": "-t1 -c50 -H 'Connection: close'",
+            "iperf3_streams": [1, 8],
+        },
+        "summary": summary,
+        "goals": goals,
+        "runs": runs,
+    }
+    write_outputs(args.out, report)
+    print()
+    if "haproxy" in args.systems:
+        print(f"{info['haproxy']} (nbthread 1, mode tcp, default options)")
+    print(
+        f"{info['nproc']} cores shared by load generator, proxy and backend; "
+        f"{args.duration:g}s per run, median of {args.repeat} run(s) per cell\n"
+    )
+    print(markdown_table(summary))
+    print()
+    print(goals_table(goals))
+    for line in warnings(runs, info, args.systems):
+        print(f"\nnote: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
