@@ -120,6 +120,10 @@ class Server:
             self.ramp = float(state["ramp"])
 
 
+def _full(server: Server) -> bool:
+    return not server.has_capacity
+
+
 class Pool:
     """A named set of servers with one balancing algorithm."""
 
@@ -179,11 +183,7 @@ class Pool:
     ) -> Server | None:
         """Choose a server for a new connection, skipping full servers and `skip(server)`."""
         if skip is None:
-
-            def full(s: Server) -> bool:
-                return not s.has_capacity
-
-            return self._balancer.pick(key, full)
+            return self._balancer.pick(key, _full)
 
         def skipped(s: Server) -> bool:
             return not s.has_capacity or skip(s)

@@ -181,6 +181,8 @@ def main() -> None:
     import uvloop
 
     logmod.setup()
+    if os.environ.get("STEELYARD_LOOP") == "asyncio":
+        sys.exit(asyncio.run(_main(int(sys.argv[1]))))
     sys.exit(uvloop.run(_main(int(sys.argv[1]))))
 
 

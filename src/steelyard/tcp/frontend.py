@@ -8,6 +8,7 @@ to the syscalls themselves. Each accepted client becomes a `Session`, which walk
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import os
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, Server, bool, str], None]
 
 _ACCEPT_BATCH = 64
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
 def _errname(code: int) -> str:
@@ -120,7 +122,7 @@ class Session:
         "tried",
     )
 
-    def __init__(self, fe: TcpFrontend, client: socket.socket, peer: tuple) -> None:
+    def __init__(self, fe: TcpFrontend, client: _socket.socket, peer: tuple) -> None:
         self.fe = fe
         self.pool = fe.pool
         self.client = client
@@ -131,7 +133,7 @@ class Session:
         self.tried: set[Server] = set()
         self.attempts = 0
         self.server: Server | None = None
-        self.ssock: socket.socket | None = None
+        self.ssock: _socket.socket | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.relay: Relay | None = None
         self.queued = False
@@ -216,8 +218,8 @@ class Session:
         self.attempts += 1
         self.pool.acquire(server)
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        # The C-level socket type, created non-blocking: no Python __init__, no extra ioctl.
+        sock = _socket.socket(family, _STREAM_NONBLOCK)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ssock = sock
         code = sock.connect_ex((server.host, server.port))
@@ -231,10 +233,10 @@ class Session:
     def _on_connect(self) -> None:
         sock = self.ssock
         assert sock is not None and self.server is not None
-        self.fe.loop.remove_writer(sock.fileno())
         self._cancel_timer()
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
+            self.fe.loop.remove_writer(sock.fileno())
             self._connect_failed(os.strerror(code).lower())
             return
         server = self.server
@@ -282,7 +284,7 @@ class Session:
 
     # relaying ----------------------------------------------------------------------------
 
-    def start_relay(self, sock: socket.socket) -> None:
+    def start_relay(self, sock: _socket.socket) -> None:
         fe = self.fe
         header = b""
         if fe.cfg.proxy_protocol:
@@ -292,6 +294,10 @@ class Session:
         relay = Relay(fe.loop, self.client, sock, fe.ctx.pipes, self._on_relay_close)
         self.relay = relay
         self.ssock = None
+        # Read interest first, then drop the connect's write interest: the loop then modifies
+        # the fd's registration instead of tearing it down and creating it again.
+        relay.s2c.start_reading()
+        fe.loop.remove_writer(sock.fileno())
         relay.start(header + self.initial)
         if header:
             relay.c2s.nbytes -= len(header)  # the header is ours, not the client's bytes
@@ -393,9 +399,11 @@ class TcpFrontend:
         self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
         self._drained: asyncio.Future[None] | None = None
         self.accepted = 0
+        self._family = socket.AF_INET
 
     def start(self) -> None:
         self.sock = make_listener(self.cfg.listen, self.cfg.backlog)
+        self._family = self.sock.family
         self.loop.add_reader(self.sock.fileno(), self._on_accept)
         self._sweeper = self.loop.call_later(self._idle_tick, self._sweep)
 
@@ -442,7 +450,7 @@ class TcpFrontend:
             return
         for _ in range(_ACCEPT_BATCH):
             try:
-                client, peer = sock.accept()
+                fd, peer = sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -450,6 +458,7 @@ class TcpFrontend:
                 log("accept_error", "error", listener=self.cfg.name, cause=describe(exc))
                 return
             self.accepted += 1
+            client = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = Session(self, client, peer)

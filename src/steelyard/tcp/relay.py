@@ -14,6 +14,7 @@ socket error aborts both sides with a reset (SO_LINGER 0), so the peer learns of
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import fcntl
 import os
@@ -26,6 +27,12 @@ PIPE_SIZE = 1024 * 1024
 HAVE_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if HAVE_SPLICE else 0
 _LINGER_RESET = struct.pack("ii", 1, 0)
+
+# One read buffer per process: a worker is single-threaded and every read is written out (or
+# copied to `pending`) before the next one, so relays never need a buffer of their own.
+# Allocating and zeroing 64 KiB per direction was the largest cost of a short connection.
+_BUF = bytearray(CHUNK)
+_VIEW = memoryview(_BUF)
 
 
 class PipePool:
@@ -68,7 +75,6 @@ class _Half:
     """One direction of a relay: `src` -> `dst`."""
 
     __slots__ = (
-        "buf",
         "dfd",
         "done",
         "dst",
@@ -82,17 +88,14 @@ class _Half:
         "relay",
         "sfd",
         "src",
-        "view",
         "writing",
     )
 
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, relay: Relay, src: _socket.socket, dst: _socket.socket) -> None:
         self.relay = relay
         self.loop = relay.loop
         self.src, self.dst = src, dst
         self.sfd, self.dfd = src.fileno(), dst.fileno()
-        self.buf = bytearray(CHUNK)
-        self.view = memoryview(self.buf)
         self.pending: bytes | memoryview = b""
         self.pipe: tuple[int, int] | None = None
         self.piped = 0
@@ -129,7 +132,7 @@ class _Half:
             self._splice_in()
             return
         try:
-            n = self.src.recv_into(self.buf)
+            n = self.src.recv_into(_BUF)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -141,14 +144,14 @@ class _Half:
         self.nbytes += n
         self.relay.idle = 0
         try:
-            sent = self.dst.send(self.view[:n])
+            sent = self.dst.send(_VIEW[:n])
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             self.relay.abort(exc, self)
             return
         if sent < n:
-            self.pending = bytes(self.view[sent:n])
+            self.pending = bytes(_VIEW[sent:n])
             self.stop_reading()
             self.start_writing()
         elif n == CHUNK and HAVE_SPLICE:
@@ -221,12 +224,15 @@ class _Half:
     def _finish(self) -> None:
         """Everything read has been written: pass the EOF on as a half-close."""
         self.done = True
+        self.release_pipe()
+        if self.relay.c2s.done and self.relay.s2c.done:
+            # Both directions ended: close() sends the FIN, a shutdown would be one more syscall.
+            self.relay.close(None)
+            return
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the peer is gone already; the other half will notice
-        self.release_pipe()
-        self.relay.half_done()
 
     def release_pipe(self) -> None:
         if self.pipe is not None:
@@ -243,8 +249,8 @@ class Relay:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        client: socket.socket,
-        server: socket.socket,
+        client: _socket.socket,
+        server: _socket.socket,
         pipes: PipePool,
         on_close: Callable[[Relay, BaseException | None], None],
     ) -> None:
@@ -274,10 +280,6 @@ class Relay:
     @property
     def bytes_out(self) -> int:
         return self.s2c.nbytes
-
-    def half_done(self) -> None:
-        if self.c2s.done and self.s2c.done:
-            self.close(None)
 
     def abort(self, exc: BaseException | None, half: _Half | None = None) -> None:
         """Tear down both sides with a reset so neither peer waits for data that won't come."""
