@@ -8,6 +8,7 @@ reports what it sees (connect failures, counters). Started as
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -56,6 +57,8 @@ class Worker:
                         if not ok:
                             await self.channel.drain()
                             return 1
+                        # Start-up objects live forever: keep the GC from rescanning them.
+                        gc.freeze()
                         self.channel.send({"t": "ready", "pid": os.getpid()})
                     else:
                         self.channel.send({"t": "applied", "seq": msg.get("seq")})
@@ -160,6 +163,7 @@ class Worker:
         if sum(cut):
             log("shutdown_cut", "warn", pid=os.getpid(), connections=sum(cut))
         self.ctx.pipes.close()
+        self.ctx.poller.close()
 
 
 async def _main(fd: int) -> int:

@@ -12,6 +12,7 @@ import _socket
 import asyncio
 import errno
 import os
+import select
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from steelyard.core.backend import Pool, Server, split_address
 from steelyard.log import log
+from steelyard.tcp.poller import OUT, Poller
 from steelyard.tcp.proxy_protocol import (
     ProxyHeaderParser,
     ProxyProtocolError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, Server, bool, str], None]
 
 _ACCEPT_BATCH = 64
+_GONE = select.EPOLLHUP | select.EPOLLERR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
@@ -90,6 +93,7 @@ class WorkerContext:
     def __init__(self, loop: asyncio.AbstractEventLoop, report: Reporter) -> None:
         self.loop = loop
         self.pipes = PipePool()
+        self.poller = Poller(loop)
         self.report = report
         self.queues: dict[str, PoolQueue] = {}
         self.failing: set[Server] = set()  # servers whose last connect failed here
@@ -102,7 +106,11 @@ class WorkerContext:
 
 
 class Session:
-    """One client connection from accept until its relay (or its failure) ends."""
+    """One client connection from accept until its relay (or its failure) ends.
+
+    Both sockets are registered with the worker's poller once; the session handles their
+    events until the relay takes them over.
+    """
 
     __slots__ = (
         "attempts",
@@ -139,38 +147,51 @@ class Session:
         self.queued = False
         self.flushed = (0, 0)
 
+    def start(self) -> None:
+        self.fe.ctx.poller.register(self.client.fileno(), self._on_client_event)
+        if self.fe.cfg.accept_proxy_protocol:
+            self.parser = ProxyHeaderParser()
+            self.timer = self.fe.loop.call_later(
+                self.fe.cfg.proxy_protocol_timeout, self._header_timeout
+            )
+            self._read_header()
+        else:
+            self.choose()
+
+    def _on_client_event(self, events: int) -> None:
+        if self.parser is not None:
+            self._read_header()
+        elif events & _GONE and (self.queued or self.ssock is not None):
+            # Reset or hung up while waiting for a server: stop waiting for it.
+            self.abort("client_gone")
+
     # PROXY header from the client ------------------------------------------------------
 
-    def read_proxy_header(self) -> None:
-        self.parser = ProxyHeaderParser()
-        loop = self.fe.loop
-        loop.add_reader(self.client.fileno(), self._on_header_data)
-        self.timer = loop.call_later(self.fe.cfg.proxy_protocol_timeout, self._header_timeout)
-
-    def _on_header_data(self) -> None:
-        assert self.parser is not None
-        try:
-            data = self.client.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._drop("client_error", cause=describe(exc))
-            return
-        if not data:
-            self._drop("proxy_protocol_error", cause="client closed before the PROXY header")
-            return
-        try:
-            info = self.parser.feed(data)
-        except ProxyProtocolError as exc:
-            self._drop("proxy_protocol_error", cause=str(exc))
-            return
-        if info is None:
-            return
-        self.fe.loop.remove_reader(self.client.fileno())
+    def _read_header(self) -> None:
+        parser = self.parser
+        assert parser is not None
+        while True:
+            try:
+                data = self.client.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._drop("client_error", cause=describe(exc))
+                return
+            if not data:
+                self._drop("proxy_protocol_error", cause="client closed before the PROXY header")
+                return
+            try:
+                info = parser.feed(data)
+            except ProxyProtocolError as exc:
+                self._drop("proxy_protocol_error", cause=str(exc))
+                return
+            if info is not None:
+                break
         self._cancel_timer()
         if info.src is not None:
             self.src = info.src
-        self.initial = self.parser.rest
+        self.initial = parser.rest
         self.parser = None
         self.choose()
 
@@ -226,19 +247,21 @@ class Session:
         if code not in (0, errno.EINPROGRESS):
             self._connect_failed(_errname(code))
             return
-        loop = self.fe.loop
-        loop.add_writer(sock.fileno(), self._on_connect)
-        self.timer = loop.call_later(self.fe.cfg.connect_timeout, self._connect_timeout)
+        self.fe.ctx.poller.register(sock.fileno(), self._on_server_event)
+        self.timer = self.fe.loop.call_later(self.fe.cfg.connect_timeout, self._connect_timeout)
 
-    def _on_connect(self) -> None:
+    def _on_server_event(self, events: int) -> None:
         sock = self.ssock
-        assert sock is not None and self.server is not None
-        self._cancel_timer()
+        if sock is None or self.server is None:
+            return
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            self.fe.loop.remove_writer(sock.fileno())
+            self._cancel_timer()
             self._connect_failed(os.strerror(code).lower())
             return
+        if not events & OUT:
+            return  # not connected yet
+        self._cancel_timer()
         server = self.server
         failing = self.fe.ctx.failing
         if server in failing:
@@ -249,14 +272,12 @@ class Session:
 
     def _connect_timeout(self) -> None:
         self.timer = None
-        if self.ssock is not None:
-            self.fe.loop.remove_writer(self.ssock.fileno())
         self._connect_failed(f"connect timeout after {self.fe.cfg.connect_timeout:g}s")
 
     def _connect_failed(self, reason: str) -> None:
         server, sock = self.server, self.ssock
         assert server is not None and sock is not None
-        sock.close()
+        self.fe.ctx.poller.close_socket(sock)
         self.ssock = None
         self.server = None
         self.pool.release(server)
@@ -291,13 +312,9 @@ class Session:
             dst = self._local()
             encode = encode_v1 if fe.cfg.proxy_protocol == "v1" else encode_v2
             header = encode(self.src, dst)
-        relay = Relay(fe.loop, self.client, sock, fe.ctx.pipes, self._on_relay_close)
+        relay = Relay(fe.ctx.poller, self.client, sock, fe.ctx.pipes, self._on_relay_close)
         self.relay = relay
         self.ssock = None
-        # Read interest first, then drop the connect's write interest: the loop then modifies
-        # the fd's registration instead of tearing it down and creating it again.
-        relay.s2c.start_reading()
-        fe.loop.remove_writer(sock.fileno())
         relay.start(header + self.initial)
         if header:
             relay.c2s.nbytes -= len(header)  # the header is ours, not the client's bytes
@@ -321,6 +338,7 @@ class Session:
 
     def _on_relay_close(self, relay: Relay, exc: BaseException | None) -> None:
         self.account()
+        self.relay = None  # no cycle left for the GC: the session is freed when dropped
         server = self.server
         assert server is not None
         self.pool.release(server)
@@ -349,16 +367,14 @@ class Session:
     def _drop(self, event: str, **fields: object) -> None:
         """Close a client that never reached a relay, with one log line saying why."""
         self._cancel_timer()
-        if self.parser is not None:
-            self.fe.loop.remove_reader(self.client.fileno())
-            self.parser = None
+        self.parser = None
         log(event, "warn", listener=self.fe.cfg.name, peer=_fmt(self.peer), **fields)
-        self.client.close()
+        self.fe.ctx.poller.close_socket(self.client)
         self.fe.sessions.discard(self)
         self.fe.session_ended()
 
     def abort(self, event: str) -> None:
-        """End the session wherever it is (shutdown timeout, idle timeout)."""
+        """End the session wherever it is (shutdown timeout, idle timeout, client gone)."""
         if self.relay is not None:
             log(
                 event,
@@ -368,11 +384,9 @@ class Session:
             )
             self.relay.close(None)
             return
-        if self.queued:
-            self.queued = False
+        self.queued = False
         if self.ssock is not None and self.server is not None:
-            self.fe.loop.remove_writer(self.ssock.fileno())
-            self.ssock.close()
+            self.fe.ctx.poller.close_socket(self.ssock)
             self.ssock = None
             self.pool.release(self.server)
             self.server = None
@@ -463,10 +477,7 @@ class TcpFrontend:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = Session(self, client, peer)
             self.sessions.add(session)
-            if self.cfg.accept_proxy_protocol:
-                session.read_proxy_header()
-            else:
-                session.choose()
+            session.start()
 
     def _sweep(self) -> None:
         """Once a tick: account bytes, and close relays idle for `idle_timeout`."""

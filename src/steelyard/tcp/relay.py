@@ -1,11 +1,15 @@
 """Move bytes between two connected sockets, both ways, with splice when the flow is bulk.
 
-This is the TCP proxy's hot path, so it skips asyncio transports and protocols: it registers
-raw file descriptors with the loop (`add_reader` / `add_writer`) and does one syscall per event.
-Each direction starts in copy mode (`recv_into` a buffer, `send`): for short exchanges that is
-cheaper than creating pipes. When a read fills the whole buffer the flow is bulk, and that
+This is the TCP proxy's hot path. Sockets are driven by the edge-triggered `Poller` (see
+poller.py): an event only says "something changed", so each direction keeps two flags, whether
+its source may have data and whether its destination may take more, and `pump()` moves bytes
+until one of them turns false (EAGAIN, or a short read, which means the socket was drained, as
+nginx also assumes).
+
+Each direction starts in copy mode (`recv_into` one shared buffer, `send`): for short exchanges
+that is cheaper than pipes. When a read fills the whole buffer the flow is bulk, and that
 direction switches to `os.splice` through a pipe, so the payload never enters user space
-(HAProxy's splice-auto does the same). Pipes come from a small free list to save the syscalls.
+(HAProxy's splice-auto does the same). Pipes come from a free list to save their syscalls.
 
 Half-close is kept: EOF from one side becomes `shutdown(SHUT_WR)` on the other once everything
 read has been written, and the relay ends when both directions have ended. A reset or any
@@ -15,18 +19,20 @@ socket error aborts both sides with a reset (SO_LINGER 0), so the peer learns of
 from __future__ import annotations
 
 import _socket
-import asyncio
 import fcntl
 import os
 import socket
 import struct
 from collections.abc import Callable
 
+from steelyard.tcp.poller import READABLE, WRITABLE, Poller
+
 CHUNK = 64 * 1024
 PIPE_SIZE = 1024 * 1024
 HAVE_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if HAVE_SPLICE else 0
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_ROUNDS = 16  # reads per direction per wake-up before yielding to other connections
 
 # One read buffer per process: a worker is single-threaded and every read is written out (or
 # copied to `pending`) before the next one, so relays never need a buffer of their own.
@@ -41,7 +47,7 @@ class PipePool:
     def __init__(self, keep: int = 64) -> None:
         self._free: list[tuple[int, int]] = []
         self._keep = keep
-        self.open = 0  # pipes alive, free or in use: watched by the fd-leak tests
+        self.open = 0  # pipes alive, free or in use
 
     def get(self) -> tuple[int, int]:
         if self._free:
@@ -75,159 +81,129 @@ class _Half:
     """One direction of a relay: `src` -> `dst`."""
 
     __slots__ = (
+        "can_read",
+        "can_write",
         "dfd",
         "done",
         "dst",
         "eof",
-        "loop",
         "nbytes",
         "pending",
         "pipe",
         "piped",
-        "reading",
         "relay",
         "sfd",
         "src",
-        "writing",
     )
 
     def __init__(self, relay: Relay, src: _socket.socket, dst: _socket.socket) -> None:
         self.relay = relay
-        self.loop = relay.loop
         self.src, self.dst = src, dst
         self.sfd, self.dfd = src.fileno(), dst.fileno()
         self.pending: bytes | memoryview = b""
         self.pipe: tuple[int, int] | None = None
         self.piped = 0
         self.eof = self.done = False
-        self.reading = self.writing = False
+        # Optimistic at start: a fresh socket is writable, and the first read is cheap.
+        self.can_read = self.can_write = True
         self.nbytes = 0
 
-    # registration -------------------------------------------------------------------------
+    def pump(self) -> bool:
+        """Move what can be moved now; True when it stopped only to let others run."""
+        for _ in range(_ROUNDS):
+            if (self.pending or self.piped) and (not self.can_write or not self._flush()):
+                return False
+            if self.eof:
+                if not self.done:
+                    self._finish()
+                return False
+            if not self.can_read or not self._read():
+                return False
+        return True
 
-    def start_reading(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.loop.add_reader(self.sfd, self.on_readable)
-
-    def stop_reading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.sfd)
-
-    def start_writing(self) -> None:
-        if not self.writing:
-            self.writing = True
-            self.loop.add_writer(self.dfd, self.on_writable)
-
-    def stop_writing(self) -> None:
-        if self.writing:
-            self.writing = False
-            self.loop.remove_writer(self.dfd)
-
-    # events -------------------------------------------------------------------------------
-
-    def on_readable(self) -> None:
+    def _read(self) -> bool:
+        """One read (and the write it feeds). False when the source has nothing more now."""
         if self.pipe is not None:
-            self._splice_in()
-            return
+            return self._splice_in()
         try:
             n = self.src.recv_into(_BUF)
         except (BlockingIOError, InterruptedError):
-            return
+            self.can_read = False
+            return False
         except OSError as exc:
-            self.relay.abort(exc, self)
-            return
+            self.relay.abort(exc)
+            return False
         if n == 0:
-            self._on_eof()
-            return
+            self.eof = True
+            return True
         self.nbytes += n
         self.relay.idle = 0
+        if n < CHUNK:
+            self.can_read = False  # a short read drained the socket; the next edge wakes us
         try:
             sent = self.dst.send(_VIEW[:n])
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self.relay.abort(exc, self)
-            return
+            self.relay.abort(exc)
+            return False
         if sent < n:
             self.pending = bytes(_VIEW[sent:n])
-            self.stop_reading()
-            self.start_writing()
-        elif n == CHUNK and HAVE_SPLICE:
+            return self._flush()
+        if n == CHUNK and HAVE_SPLICE:
             # A full buffer means bulk data: let the kernel move the rest.
             self.pipe = self.relay.pipes.get()
+        return True
 
-    def _splice_in(self) -> None:
+    def _splice_in(self) -> bool:
         assert self.pipe is not None
         try:
             n = os.splice(self.sfd, self.pipe[1], PIPE_SIZE, flags=_SPLICE_FLAGS)
         except (BlockingIOError, InterruptedError):
-            return
+            # Splice can stop short of what is queued (pipe slots), so only EAGAIN says empty.
+            self.can_read = False
+            return False
         except OSError as exc:
-            self.relay.abort(exc, self)
-            return
+            self.relay.abort(exc)
+            return False
         if n == 0:
-            self._on_eof()
-            return
+            self.eof = True
+            return True
         self.nbytes += n
         self.relay.idle = 0
         self.piped = n
-        if self._splice_out():
-            return
-        self.stop_reading()
-        self.start_writing()
+        return self._flush()
 
-    def _splice_out(self) -> bool:
-        """Drain the pipe into dst; False when dst is full (the caller waits for writable)."""
-        assert self.pipe is not None
-        while self.piped:
-            try:
-                m = os.splice(self.pipe[0], self.dfd, self.piped, flags=_SPLICE_FLAGS)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError as exc:
-                self.relay.abort(exc, self)
-                return True
-            self.piped -= m
+    def _flush(self) -> bool:
+        """Write out what is held; False when dst is full (its next edge resumes us)."""
+        try:
+            if self.piped:
+                assert self.pipe is not None
+                while self.piped:
+                    self.piped -= os.splice(self.pipe[0], self.dfd, self.piped, flags=_SPLICE_FLAGS)
+            else:
+                pending = memoryview(self.pending)
+                while pending:
+                    pending = pending[self.dst.send(pending) :]
+                self.pending = b""
+        except (BlockingIOError, InterruptedError):
+            if not self.piped:
+                self.pending = bytes(pending)
+            self.can_write = False
+            return False
+        except OSError as exc:
+            self.relay.abort(exc)
+            return False
         return True
-
-    def on_writable(self) -> None:
-        if self.pipe is not None and self.piped:
-            if not self._splice_out():
-                return
-        elif self.pending:
-            try:
-                sent = self.dst.send(self.pending)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.relay.abort(exc, self)
-                return
-            self.pending = self.pending[sent:]
-            if self.pending:
-                return
-        if self.relay.closed:
-            return
-        self.stop_writing()
-        if self.eof:
-            self._finish()
-        else:
-            self.start_reading()
-
-    def _on_eof(self) -> None:
-        self.eof = True
-        self.stop_reading()
-        if not self.pending and not self.piped:
-            self._finish()
 
     def _finish(self) -> None:
         """Everything read has been written: pass the EOF on as a half-close."""
         self.done = True
         self.release_pipe()
-        if self.relay.c2s.done and self.relay.s2c.done:
+        relay = self.relay
+        if relay.c2s.done and relay.s2c.done:
             # Both directions ended: close() sends the FIN, a shutdown would be one more syscall.
-            self.relay.close(None)
+            relay.close(None)
             return
         try:
             self.dst.shutdown(socket.SHUT_WR)
@@ -241,37 +217,68 @@ class _Half:
             self.piped = 0
 
 
+def _closed(relay: Relay, exc: BaseException | None) -> None:
+    """on_close after the relay has closed: nothing more to report."""
+
+
 class Relay:
     """Both directions between `client` and `server`; calls `on_close(relay, error)` once."""
 
-    __slots__ = ("c2s", "client", "closed", "idle", "loop", "on_close", "pipes", "s2c", "server")
+    __slots__ = ("c2s", "client", "closed", "idle", "on_close", "pipes", "poller", "s2c", "server")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         client: _socket.socket,
         server: _socket.socket,
         pipes: PipePool,
         on_close: Callable[[Relay, BaseException | None], None],
     ) -> None:
-        self.loop = loop
+        self.poller = poller
         self.client, self.server = client, server
         self.pipes = pipes
         self.on_close = on_close
         self.closed = False
-        self.idle = 0  # sweeps since the last byte moved (see the listener's idle sweeper)
+        self.idle = 0  # sweeps since the last byte moved (see the frontend's idle sweeper)
         self.c2s = _Half(self, client, server)
         self.s2c = _Half(self, server, client)
 
     def start(self, initial: bytes = b"") -> None:
-        """Begin relaying; `initial` is client data already read (after a PROXY header)."""
+        """Begin relaying; `initial` is client data already read (after a PROXY header).
+
+        Both sockets must already be registered with the poller; this takes their events over.
+        """
         if initial:
             self.c2s.nbytes += len(initial)
             self.c2s.pending = initial
-            self.c2s.start_writing()
-        else:
-            self.c2s.start_reading()
-        self.s2c.start_reading()
+        self.poller.handlers[self.c2s.sfd] = self._on_client
+        self.poller.handlers[self.s2c.sfd] = self._on_server
+        self.pump()
+
+    def _on_client(self, events: int) -> None:
+        if events & READABLE:
+            self.c2s.can_read = True
+        if events & WRITABLE:
+            self.s2c.can_write = True
+        self.pump()
+
+    def _on_server(self, events: int) -> None:
+        if events & READABLE:
+            self.s2c.can_read = True
+        if events & WRITABLE:
+            self.c2s.can_write = True
+        self.pump()
+
+    def pump(self) -> None:
+        if self.closed:
+            return
+        more = self.c2s.pump()
+        if self.closed:
+            return
+        more = self.s2c.pump() or more
+        if more and not self.closed:
+            # An edge is reported once: come back for the rest after others had their turn.
+            self.poller.loop.call_soon(self.pump)
 
     @property
     def bytes_in(self) -> int:
@@ -281,7 +288,7 @@ class Relay:
     def bytes_out(self) -> int:
         return self.s2c.nbytes
 
-    def abort(self, exc: BaseException | None, half: _Half | None = None) -> None:
+    def abort(self, exc: BaseException | None) -> None:
         """Tear down both sides with a reset so neither peer waits for data that won't come."""
         if self.closed:
             return
@@ -296,10 +303,12 @@ class Relay:
         if self.closed:
             return
         self.closed = True
-        for half in (self.c2s, self.s2c):
-            half.stop_reading()
-            half.stop_writing()
-            half.release_pipe()
-        self.client.close()
-        self.server.close()
-        self.on_close(self, exc)
+        self.c2s.release_pipe()
+        self.s2c.release_pipe()
+        self.poller.close_socket(self.client)
+        self.poller.close_socket(self.server)
+        on_close, self.on_close = self.on_close, _closed
+        on_close(self, exc)
+        # Break the relay <-> halves <-> session cycles so reference counting frees them now;
+        # left to the cyclic GC, a busy worker spent its time in collections.
+        self.c2s.relay = self.s2c.relay = None  # type: ignore[assignment]
