@@ -38,6 +38,7 @@ async def _backend(name: str, port: int) -> asyncio.Server:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 keep = b"connection: close" not in head.lower()
+                port = writer.get_extra_info("sockname")[1]
                 body = f"hello from {name} (port {port})\n".encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -58,8 +59,9 @@ async def _backend(name: str, port: int) -> asyncio.Server:
 
 
 async def run_demo(port: int = 18080, admin: str = "127.0.0.1:9900") -> int:
-    ports = [port + 1, port + 2, port + 3]
-    backends = [await _backend(f"backend-{i + 1}", p) for i, p in enumerate(ports)]
+    # Backends take free ephemeral ports, so the demo never collides with what runs here.
+    backends = [await _backend(f"backend-{i + 1}", 0) for i in range(3)]
+    ports = [b.sockets[0].getsockname()[1] for b in backends]
     store = tempfile.mkdtemp(prefix="steelyard-demo-")
     text = DEMO_CONFIG.format(
         admin=admin, store=store, port=port, p1=ports[0], p2=ports[1], p3=ports[2]
