@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
-import time
 
 from fixtures.procs import base_config, connect, free_port, recv_all, recv_line, wait_for
 
@@ -123,18 +123,30 @@ def test_dead_worker_is_restarted(tmp_path, backends, steelyard):
     cfg, port = one_listener(tmp_path, [a.address])
     sy = steelyard(cfg)
     (old,) = sy.worker_pids()
-    import os
-
     os.kill(old, signal.SIGKILL)
     sy.wait_log(r"event=worker_exit .*code=-9")
     wait_for(lambda: sy.worker_pids() and sy.worker_pids() != [old], what="new worker")
-    deadline = time.monotonic() + 10
-    while True:
+
+    def served() -> bool:
         try:
             with connect(port) as s:
-                assert recv_line(s) == b"a\n"
-            break
-        except (ConnectionRefusedError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+                return recv_line(s) == b"a\n"
+        except ConnectionRefusedError:
+            return False  # the new worker has not bound its listener yet
+
+    wait_for(served, what="served by the new worker")
+
+
+def test_probes_run_once_whatever_the_number_of_workers(tmp_path, backends, steelyard):
+    a, b = backends("a"), backends("b")
+    cfg, _ = one_listener(tmp_path, [a.address, b.address], workers=3)
+    cfg["pools"]["p"]["health"] = {"kind": "tcp", "interval": "100ms", "rise": 1, "fall": 1}
+    sy = steelyard(cfg)
+    assert len(sy.worker_pids()) == 3
+    a.stop()
+    sy.wait_log(rf"event=health_flip pool=p server={a.address} state=down")
+    a.restart()
+    sy.wait_log(rf"event=health_flip pool=p server={a.address} state=up")
+    # One prober: each transition is decided, and logged, once, not once per worker.
+    assert sy.count_log(rf"event=health_flip pool=p server={a.address} state=down") == 1
+    assert sy.count_log(rf"event=health_flip pool=p server={a.address} state=up") == 1

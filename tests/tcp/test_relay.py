@@ -98,3 +98,45 @@ def test_half_open_client_is_reaped_and_fds_return_to_baseline(tmp_path, backend
     finally:
         for s in socks:
             s.close()
+
+
+def test_bad_peers_leave_no_fd_behind(tmp_path, backends, steelyard):
+    """Garbage PROXY headers, resetting and refusing servers: fds return to the baseline."""
+    from fixtures.procs import fd_count
+
+    reset = backends("r", "reset")
+    good = backends("g", "hello")
+    refused = f"127.0.0.1:{free_port()}"
+    cfg, port = tcp_config(
+        tmp_path, [reset.address, refused, good.address], accept_proxy_protocol=True
+    )
+    sy = steelyard(cfg)
+    (worker,) = sy.worker_pids()
+    from steelyard.tcp.proxy_protocol import encode_v1
+
+    header = encode_v1(("10.0.0.1", 1000), ("10.0.0.2", 80))
+    with connect(port) as s:  # warm-up: lazily created fds exist before the baseline
+        s.sendall(header)
+        recv_all_or_reset(s)
+    baseline = fd_count(worker)
+    for i in range(30):
+        with connect(port) as s:
+            s.sendall(b"\x00garbage\r\n" if i % 2 else header)
+            recv_all_or_reset(s)
+    assert sy.count_log(r"event=proxy_protocol_error") >= 15
+    assert sy.count_log(r"event=connect_failed") >= 1
+    wait_for(lambda: fd_count(worker) <= baseline, what="fds back to baseline")
+    answers = []
+    for _ in range(3):  # round robin: one of three lands on (or fails over to) the good server
+        with connect(port) as s:
+            s.sendall(header)
+            answers.append(recv_all_or_reset(s))
+    assert b"g\n" in answers
+
+
+def recv_all_or_reset(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    try:
+        return recv_line(s)
+    except ConnectionResetError:
+        return b""
