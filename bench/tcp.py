@@ -382,6 +382,7 @@ def run_iperf(port: int, streams: int, duration: float) -> tuple[float, dict[str
     received = end["sum_received"]["bits_per_second"]
     raw = {
         "received_bps": received,
+        "received_bytes": end["sum_received"]["bytes"],
         "sent_bps": end["sum_sent"]["bits_per_second"],
         "retransmits": end["sum_sent"].get("retransmits"),
         "cpu_host_pct": end["cpu_utilization_percent"]["host_total"],
@@ -407,16 +408,51 @@ def run_wrk(port: int, duration: float) -> tuple[float, dict[str, Any]]:
     return float(m.group(1)), raw
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (steelyard's supervisor forks its workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     bench: Bench, metric: Metric, system: str, duration: float
 ) -> tuple[float, dict[str, Any]]:
     ports = bench.paths[system]
+    # The proxy's own CPU time per unit of work: on a 2-core machine shared with the load
+    # generator and the backend, this shows the proxy's cost even where it is not the limit.
+    proxy = next((p for p in bench.procs.items if p.name == system), None)
+    pids = process_tree(proxy.popen.pid) if proxy else []
+    cpu_before = cpu_seconds(pids)
     if metric.backend == "iperf":
         # iperf3 closes and reopens its listener after every test: a client that comes too
         # soon is reset, through a proxy or not.
         wait_until("iperf3 server", listening(bench.backends.iperf), bench.procs.items)
-        return run_iperf(ports.iperf, metric.streams, duration)
-    return run_wrk(ports.web, duration)
+        value, raw = run_iperf(ports.iperf, metric.streams, duration)
+    else:
+        value, raw = run_wrk(ports.web, duration)
+    if pids:
+        raw["proxy_cpu_s"] = cpu_seconds(pids) - cpu_before
+    return value, raw
 
 
 # environment -------------------------------------------------------------------------------------
@@ -528,6 +564,39 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for run in runs:
         cells.setdefault(run["metric"], {}).setdefault(run["system"], []).append(run["value"])
     return {m: {s: statistics.median(v) for s, v in by.items()} for m, by in cells.items()}
+
+
+def cpu_cost(run: dict[str, Any]) -> float | None:
+    """Proxy CPU per unit of work: seconds per GB moved, or microseconds per connection."""
+    raw = run["raw"]
+    cpu = raw.get("proxy_cpu_s")
+    if cpu is None:
+        return None
+    if "received_bytes" in raw:
+        return cpu / (raw["received_bytes"] / 1e9) if raw["received_bytes"] else None
+    return cpu * 1e6 / raw["requests"] if raw.get("requests") else None
+
+
+def summarize_cost(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    cells: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        cost = cpu_cost(run)
+        if cost is not None:
+            cells.setdefault(run["metric"], {}).setdefault(run["system"], []).append(cost)
+    return {m: {s: statistics.median(v) for s, v in by.items()} for m, by in cells.items()}
+
+
+def cost_table(costs: dict[str, dict[str, float]]) -> str:
+    head = ["proxy CPU cost", "haproxy", "steelyard", "steelyard/haproxy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in METRICS:
+        cell = costs.get(metric.key, {})
+        unit = "CPU s per GB" if metric.backend == "iperf" else "CPU us per connection"
+        hap, sy = cell.get("haproxy"), cell.get("steelyard")
+        row = [f"{metric.label} ({unit})", fmt_value(hap, ""), fmt_value(sy, "")]
+        row.append(fmt_ratio(sy / hap) if hap and sy else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def ratio(summary: dict[str, dict[str, float]], metric: str, peer: str) -> float | None:
@@ -699,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info["loadavg_after"] = os.getloadavg()[0]
     summary = summarize(runs)
+    costs = summarize_cost(runs)
     goals = evaluate_goals(summary)
     report = {
         "timestamp": started,
@@ -711,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
             "iperf3_streams": [1, 8],
         },
         "summary": summary,
+        "proxy_cpu_cost": costs,
         "goals": goals,
         "runs": runs,
     }
@@ -723,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration:g}s per run, median of {args.repeat} run(s) per cell\n"
     )
     print(markdown_table(summary))
+    print()
+    print(cost_table(costs))
     print()
     print(goals_table(goals))
     for line in warnings(runs, info, args.systems):
