@@ -832,7 +832,7 @@ def test_round_trip_property(
 
 
 # ---------------------------------------------------------------------------------------------
-# Interoperability with a real HAProxy (skipped when it is not installed).
+# Interoperability with a real HAProxy (`make test` installs it).
 #
 # Our header goes into an `accept-proxy` listener, HAProxy relays the connection to us with
 # `send-proxy-v2 ... crc32c`, and our parser must read back the addresses we sent: HAProxy
@@ -849,8 +849,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def haproxy_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, socket.socket]]:
-    if HAPROXY is None:
-        pytest.skip("haproxy is not installed")
+    assert HAPROXY is not None, "haproxy is not installed: run `make deps-system`"
     backend = socket.socket()
     backend.bind(("127.0.0.1", 0))
     backend.listen(16)
