@@ -3,15 +3,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv
 
-.PHONY: demo test lint bench-tcp deps-system venv clean
+.PHONY: demo test lint bench-tcp deps-system deps-python venv clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory deps-python
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Debian's python3 needs python3-venv before `python3 -m venv` works.
+deps-python:
+	@if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
 
 deps-system:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

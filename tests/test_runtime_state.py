@@ -104,3 +104,24 @@ def test_metrics_count_connections_and_bytes(tmp_path, backends, steelyard):
     assert m["steelyard_server_bytes_in_total"] == 33
     assert m["steelyard_server_bytes_out_total"] == 33
     assert m["steelyard_server_up"] == 1
+
+
+def test_slow_start_ramps_weight_after_a_server_comes_back(tmp_path, backends, steelyard):
+    a, b = backends("a"), backends("b")
+    health = {"kind": "tcp", "interval": "100ms", "timeout": "100ms", "rise": 1, "fall": 1}
+    cfg, _ = pool_cfg(tmp_path, [a.address, b.address], health=health, slow_start="3s")
+    cfg["pools"]["p"]["servers"][0]["weight"] = 100
+    sy = steelyard(cfg)
+    assert sy.server("p", a.address)["effective_weight"] == 100  # no ramp at start
+    a.stop()
+    sy.wait_log(rf"event=health_flip pool=p server={a.address} state=down")
+    a.restart()
+    sy.wait_log(rf"event=health_flip pool=p server={a.address} state=up")
+    seen = [sy.server("p", a.address)["effective_weight"]]
+    assert seen[0] < 100  # back, but not at full weight yet
+    wait_for(
+        lambda: seen.append(sy.server("p", a.address)["effective_weight"]) or seen[-1] == 100,
+        what="ramped to full weight",
+    )
+    assert seen == sorted(seen)  # it only grows
+    assert len(set(seen)) > 2  # in steps, not at once
