@@ -6,7 +6,15 @@ import os
 import signal
 import socket
 
-from fixtures.procs import base_config, connect, free_port, recv_all, recv_line, wait_for
+from fixtures.procs import (
+    base_config,
+    connect,
+    free_port,
+    recv_all,
+    recv_line,
+    refused,
+    wait_for,
+)
 
 
 def one_listener(tmp_path, servers, **top):
@@ -27,14 +35,7 @@ def test_sigterm_stops_accepting_and_lets_connections_finish(tmp_path, backends,
     sy.signal(signal.SIGTERM)
     sy.wait_log(r"event=stopping")
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    wait_for(refused, what="listener closed")
+    wait_for(lambda: refused(port), what="listener closed")
     held.sendall(b"two\n")
     assert recv_line(held) == b"two\n"  # the established connection still works
     assert sy.proc.poll() is None
@@ -94,14 +95,7 @@ def test_listener_added_and_removed_by_reload(tmp_path, backends, steelyard):
     with connect(port2) as s:
         assert recv_line(s) == b"a\n"
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    wait_for(refused, what="old listener closed")
+    wait_for(lambda: refused(port), what="old listener closed")
 
 
 def test_two_workers_share_listener_and_state(tmp_path, backends, steelyard):
