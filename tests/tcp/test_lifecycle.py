@@ -144,3 +144,32 @@ def test_probes_run_once_whatever_the_number_of_workers(tmp_path, backends, stee
     # One prober: each transition is decided, and logged, once, not once per worker.
     assert sy.count_log(rf"event=health_flip pool=p server={a.address} state=down") == 1
     assert sy.count_log(rf"event=health_flip pool=p server={a.address} state=up") == 1
+
+
+def test_reload_changes_the_number_of_workers(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    cfg["workers"] = 3
+    sy.reload(cfg)
+    wait_for(lambda: len(sy.worker_pids()) == 3, what="three workers")
+    cfg["workers"] = 1
+    sy.reload(cfg)
+    wait_for(lambda: len(sy.worker_pids()) == 1, what="back to one worker")
+    for _ in range(5):
+        with connect(port) as s:
+            assert recv_line(s) == b"a\n"
+    assert "event=worker_exit" not in sy.log()  # retired workers stop cleanly, not as crashes
+
+
+def test_ipv6_listener_and_server(tmp_path, backends, steelyard):
+    e = backends("e", "echo")
+    port = free_port()
+    cfg = base_config(tmp_path)
+    cfg["pools"] = {"p": {"servers": [{"address": e.address}]}}
+    cfg["tcp"] = [{"name": "v6", "listen": f"[::1]:{port}", "pool": "p"}]
+    sy = steelyard(cfg)
+    with socket.create_connection(("::1", port), timeout=10) as s:
+        s.sendall(b"over v6\n")
+        assert recv_line(s) == b"over v6\n"
+    assert sy.proc.poll() is None
