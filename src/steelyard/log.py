@@ -21,6 +21,8 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 
+_NAMES = {v: k for k, v in _LEVELS.items()}
+
 
 def _quote(value: Any) -> str:
     text = str(value)
@@ -34,7 +36,7 @@ class _Formatter(logging.Formatter):
         fields: dict[str, Any] = getattr(record, "fields", {})
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         ts += f".{int(record.msecs):03d}Z"
-        level = record.levelname.lower()
+        level = _NAMES.get(record.levelno, record.levelname.lower())
         if _json:
             return json.dumps({"ts": ts, "level": level, "event": record.getMessage(), **fields})
         parts = [f"ts={ts}", f"level={level}", f"event={record.getMessage()}"]
