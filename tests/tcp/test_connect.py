@@ -147,3 +147,23 @@ def test_drained_server_gets_no_new_connections(tmp_path, backends, steelyard):
     assert recv_line(held) == b"existing connection still works\n"
     held.close()
     wait_for(lambda: sy.server("p", drained.address)["active"] == 0, what="drained")
+
+
+def test_queue_serves_waiters_in_arrival_order(tmp_path, backends, steelyard):
+    a = backends("a", "echo")
+    cfg, port = listener(
+        tmp_path, {"servers": [{"address": a.address, "max_conns": 1}]}, queue_timeout="20s"
+    )
+    steelyard(cfg)
+    holder = socket.create_connection(("127.0.0.1", port))
+    holder.sendall(b"0\n")
+    assert recv_line(holder) == b"0\n"
+    waiters = []
+    for i in (1, 2, 3):
+        w = socket.create_connection(("127.0.0.1", port), timeout=10)
+        w.sendall(b"%d\n" % i)  # buffered until the waiter gets its slot
+        waiters.append(w)
+    holder.close()
+    for i, w in enumerate(waiters, 1):
+        assert recv_line(w) == b"%d\n" % i  # served one after another, first come first
+        w.close()

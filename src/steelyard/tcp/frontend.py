@@ -79,11 +79,16 @@ class PoolQueue:
         self.waiting: deque[Session] = deque()
 
     def wake(self) -> None:
-        # One freed slot wakes one waiter; it re-queues at the front if it still finds none.
+        """Serve waiters in order while slots are free; stop at the first that finds none.
+
+        A waiter that still finds no slot goes back to the front with its original deadline.
+        """
         while self.waiting:
             session = self.waiting.popleft()
+            if not session.queued:
+                continue  # gone meanwhile (timed out, client left)
+            session.dequeue()
             if session.queued:
-                session.dequeue()
                 return
 
 
@@ -207,11 +212,17 @@ class Session:
         tried = self.tried
         server = pool.pick(key, tried.__contains__ if tried else None)
         if server is not None:
+            self._cancel_timer()  # a queue deadline, if the session waited
             self.connect(server)
             return
         waiting_is_useful = any(s not in tried for s in pool.candidates())
         if waiting_is_useful and self.fe.cfg.max_queue > 0:
             q = self.fe.ctx.queue(pool)
+            if self.timer is not None:
+                # Woken but beaten to the slot: back to the front, same deadline.
+                self.queued = True
+                q.waiting.appendleft(self)
+                return
             if len(q.waiting) < self.fe.cfg.max_queue:
                 self.queued = True
                 q.waiting.append(self)
@@ -226,7 +237,6 @@ class Session:
 
     def dequeue(self) -> None:
         self.queued = False
-        self._cancel_timer()
         self.choose()
 
     def _queue_timeout(self) -> None:
