@@ -207,7 +207,8 @@ class Session:
     # choosing and connecting -------------------------------------------------------------
 
     def choose(self) -> None:
-        pool = self.pool
+        # The listener's current pool: a session that waited across a reload uses the new one.
+        pool = self.pool = self.fe.pool
         key = self.src[0].encode() if pool.balancer.keyed else None
         tried = self.tried
         server = pool.pick(key, tried.__contains__ if tried else None)
