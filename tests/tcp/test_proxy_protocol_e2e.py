@@ -38,7 +38,8 @@ def test_header_accepted_from_client_and_passed_on(tmp_path, backends, steelyard
     steelyard(cfg)
     with connect(port) as s:
         s.sendall(encode(("203.0.113.7", 40000), ("198.51.100.1", 443)) + b"data\n")
-        assert recv_line(s) == f"pp 2 src=203.0.113.7:40000 dst=127.0.0.1:{port}\n".encode()
+        # both original addresses are passed on, as HAProxy does
+        assert recv_line(s) == b"pp 2 src=203.0.113.7:40000 dst=198.51.100.1:443\n"
         assert recv_line(s) == b"data\n"
 
 

@@ -140,3 +140,25 @@ def recv_all_or_reset(s: socket.socket) -> bytes:
         return recv_line(s)
     except ConnectionResetError:
         return b""
+
+
+def test_small_request_then_half_close_is_answered(tmp_path, backends, steelyard):
+    """Data and FIN arriving together (one edge) must both be passed on."""
+    echo = backends("e", "echo")
+    cfg, port = tcp_config(tmp_path, [echo.address])
+    steelyard(cfg)
+    for i in range(20):
+        with connect(port, timeout=5) as s:
+            msg = b"%d " % i * 100
+            s.sendall(msg)
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == msg  # the echo, then EOF: not a hang until idle_timeout
+
+
+def test_server_banner_then_close_reaches_client_with_eof(tmp_path, backends, steelyard):
+    banner = backends("b", "banner")
+    cfg, port = tcp_config(tmp_path, [banner.address])
+    steelyard(cfg)
+    for _ in range(20):
+        with connect(port, timeout=5) as s:
+            assert recv_all(s) == b"b\n"

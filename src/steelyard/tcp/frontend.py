@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from steelyard.core.backend import Pool, Server, split_address
 from steelyard.log import log
-from steelyard.tcp.poller import OUT, Poller
+from steelyard.tcp.poller import HANGUP, OUT, Poller
 from steelyard.tcp.proxy_protocol import (
     ProxyHeaderParser,
     ProxyProtocolError,
@@ -36,12 +36,9 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, Server, bool, str], None]
 
 _ACCEPT_BATCH = 64
+ACCEPT_PAUSE = 1.0  # seconds without accepting after EMFILE/ENFILE/ENOBUFS
 _GONE = select.EPOLLHUP | select.EPOLLERR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-
-
-def _errname(code: int) -> str:
-    return errno.errorcode.get(code, str(code)).lower().replace("_", " ").removeprefix("e")
 
 
 def describe(exc: BaseException | None) -> str:
@@ -63,6 +60,8 @@ def make_listener(address: str, backlog: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Accepted sockets inherit it: one syscall per listener instead of one per client.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -85,8 +84,6 @@ class PoolQueue:
         """
         while self.waiting:
             session = self.waiting.popleft()
-            if not session.queued:
-                continue  # gone meanwhile (timed out, client left)
             session.dequeue()
             if session.queued:
                 return
@@ -120,6 +117,8 @@ class Session:
     __slots__ = (
         "attempts",
         "client",
+        "client_hup",
+        "dst",
         "fe",
         "flushed",
         "initial",
@@ -129,6 +128,7 @@ class Session:
         "queued",
         "relay",
         "server",
+        "server_hup",
         "src",
         "ssock",
         "timer",
@@ -141,6 +141,8 @@ class Session:
         self.client = client
         self.peer = peer
         self.src: tuple[str, int] = (peer[0], peer[1])
+        self.dst: tuple[str, int] | None = None  # from a received PROXY header
+        self.client_hup = self.server_hup = False  # hang-ups seen before the relay starts
         self.parser: ProxyHeaderParser | None = None
         self.initial = b""
         self.tried: set[Server] = set()
@@ -164,6 +166,8 @@ class Session:
             self.choose()
 
     def _on_client_event(self, events: int) -> None:
+        if events & HANGUP:
+            self.client_hup = True
         if self.parser is not None:
             self._read_header()
         elif events & _GONE and (self.queued or self.ssock is not None):
@@ -196,6 +200,7 @@ class Session:
         self._cancel_timer()
         if info.src is not None:
             self.src = info.src
+            self.dst = info.dst
         self.initial = parser.rest
         self.parser = None
         self.choose()
@@ -242,21 +247,36 @@ class Session:
 
     def _queue_timeout(self) -> None:
         self.timer = None
-        self.queued = False
+        self._leave_queue()
         self._drop("queue_timeout", pool=self.pool.name)
+
+    def _leave_queue(self) -> None:
+        if self.queued:
+            self.queued = False
+            # Bounded by max_queue; a stale entry would count against it until a slot frees.
+            self.fe.ctx.queue(self.pool).waiting.remove(self)
 
     def connect(self, server: Server) -> None:
         self.server = server
         self.attempts += 1
         self.pool.acquire(server)
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        # The C-level socket type, created non-blocking: no Python __init__, no extra ioctl.
-        sock = _socket.socket(family, _STREAM_NONBLOCK)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            # The C-level socket type, created non-blocking: no Python __init__, no extra ioctl.
+            sock = _socket.socket(family, _STREAM_NONBLOCK)
+        except OSError as exc:  # out of fds or memory: this attempt fails, the session goes on
+            self.server = None
+            self.pool.release(server)
+            self._drop("connect_error", server=server.address, cause=describe(exc))
+            return
         self.ssock = sock
-        code = sock.connect_ex((server.host, server.port))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex((server.host, server.port))
+        except OSError as exc:
+            code = exc.errno or errno.EINVAL
         if code not in (0, errno.EINPROGRESS):
-            self._connect_failed(_errname(code))
+            self._connect_failed(os.strerror(code).lower())
             return
         self.fe.ctx.poller.register(sock.fileno(), self._on_server_event)
         self.timer = self.fe.loop.call_later(self.fe.cfg.connect_timeout, self._connect_timeout)
@@ -272,6 +292,7 @@ class Session:
             return
         if not events & OUT:
             return  # not connected yet
+        self.server_hup = bool(events & HANGUP)
         self._cancel_timer()
         server = self.server
         failing = self.fe.ctx.failing
@@ -320,13 +341,14 @@ class Session:
         fe = self.fe
         header = b""
         if fe.cfg.proxy_protocol:
-            dst = self._local()
+            # The original destination when a PROXY header told us, else our own address.
+            dst = self.dst or self._local()
             encode = encode_v1 if fe.cfg.proxy_protocol == "v1" else encode_v2
             header = encode(self.src, dst)
         relay = Relay(fe.ctx.poller, self.client, sock, fe.ctx.pipes, self._on_relay_close)
         self.relay = relay
         self.ssock = None
-        relay.start(header + self.initial)
+        relay.start(header + self.initial, self.client_hup, self.server_hup)
         if header:
             relay.c2s.nbytes -= len(header)  # the header is ours, not the client's bytes
 
@@ -365,7 +387,9 @@ class Session:
                 bytes_in=relay.bytes_in,
                 bytes_out=relay.bytes_out,
             )
-        self.fe.ctx.queue(self.pool).wake()
+        q = self.fe.ctx.queues.get(self.pool.name)
+        if q is not None and q.waiting:
+            q.wake()
         self.fe.session_ended()
 
     # teardown ----------------------------------------------------------------------------
@@ -395,7 +419,7 @@ class Session:
             )
             self.relay.close(None)
             return
-        self.queued = False
+        self._leave_queue()
         if self.ssock is not None and self.server is not None:
             self.fe.ctx.poller.close_socket(self.ssock)
             self.ssock = None
@@ -423,7 +447,6 @@ class TcpFrontend:
         self._sweeper: asyncio.TimerHandle | None = None
         self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
         self._drained: asyncio.Future[None] | None = None
-        self.accepted = 0
         self._family = socket.AF_INET
 
     def start(self) -> None:
@@ -478,17 +501,34 @@ class TcpFrontend:
                 fd, peer = sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued in the backlog
             except OSError as exc:
-                # EMFILE and friends: log once per burst and let the backlog hold the rest.
-                log("accept_error", "error", listener=self.cfg.name, cause=describe(exc))
+                self._pause_accepting(exc)
                 return
-            self.accepted += 1
             client = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
-            client.setblocking(False)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.setblocking(False)  # TCP_NODELAY is inherited from the listener
             session = Session(self, client, peer)
             self.sessions.add(session)
             session.start()
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of fds or memory: stop accepting for a moment instead of spinning on the error.
+
+        The listener is level-triggered, so returning would call us again at once; the backlog
+        holds new clients meanwhile (asyncio's own servers do the same).
+        """
+        sock = self.sock
+        if sock is None:
+            return
+        log("accept_paused", "error", listener=self.cfg.name, cause=describe(exc), pause="1s")
+        self.loop.remove_reader(sock.fileno())
+
+        def resume() -> None:
+            if self.sock is sock:
+                self.loop.add_reader(sock.fileno(), self._on_accept)
+
+        self.loop.call_later(ACCEPT_PAUSE, resume)
 
     def _sweep(self) -> None:
         """Once a tick: account bytes, and close relays idle for `idle_timeout`."""

@@ -24,8 +24,8 @@ from steelyard.log import log
 
 Handler = Callable[[int], None]
 
-IN = select.EPOLLIN
 OUT = select.EPOLLOUT
+HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET

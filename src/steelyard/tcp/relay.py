@@ -25,7 +25,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from steelyard.tcp.poller import READABLE, WRITABLE, Poller
+from steelyard.tcp.poller import HANGUP, READABLE, WRITABLE, Poller
 
 CHUNK = 64 * 1024
 PIPE_SIZE = 1024 * 1024
@@ -87,6 +87,7 @@ class _Half:
         "done",
         "dst",
         "eof",
+        "hup",
         "nbytes",
         "pending",
         "pipe",
@@ -106,6 +107,9 @@ class _Half:
         self.eof = self.done = False
         # Optimistic at start: a fresh socket is writable, and the first read is cheap.
         self.can_read = self.can_write = True
+        # The source reported a hang-up (FIN, reset, error): a short read no longer means
+        # "drained", since the FIN came with the same edge as the data and no edge will follow.
+        self.hup = False
         self.nbytes = 0
 
     def pump(self) -> bool:
@@ -138,7 +142,7 @@ class _Half:
             return True
         self.nbytes += n
         self.relay.idle = 0
-        if n < CHUNK:
+        if n < CHUNK and not self.hup:
             self.can_read = False  # a short read drained the socket; the next edge wakes us
         try:
             sent = self.dst.send(_VIEW[:n])
@@ -174,6 +178,12 @@ class _Half:
         self.piped = n
         return self._flush()
 
+    def saw(self, events: int) -> None:
+        """Record what an event says about the source."""
+        self.can_read = True
+        if events & HANGUP:
+            self.hup = True
+
     def _flush(self) -> bool:
         """Write out what is held; False when dst is full (its next edge resumes us)."""
         try:
@@ -181,10 +191,12 @@ class _Half:
                 assert self.pipe is not None
                 while self.piped:
                     self.piped -= os.splice(self.pipe[0], self.dfd, self.piped, flags=_SPLICE_FLAGS)
+                    self.relay.idle = 0  # a slow reader draining is activity, not idleness
             else:
                 pending = memoryview(self.pending)
                 while pending:
                     pending = pending[self.dst.send(pending) :]
+                    self.relay.idle = 0
                 self.pending = b""
         except (BlockingIOError, InterruptedError):
             if not self.piped:
@@ -243,11 +255,16 @@ class Relay:
         self.c2s = _Half(self, client, server)
         self.s2c = _Half(self, server, client)
 
-    def start(self, initial: bytes = b"") -> None:
+    def start(
+        self, initial: bytes = b"", client_hup: bool = False, server_hup: bool = False
+    ) -> None:
         """Begin relaying; `initial` is client data already read (after a PROXY header).
 
         Both sockets must already be registered with the poller; this takes their events over.
+        `*_hup` carry hang-ups seen before the relay existed (their edges were consumed then).
         """
+        self.c2s.hup = client_hup
+        self.s2c.hup = server_hup
         if initial:
             self.c2s.nbytes += len(initial)
             self.c2s.pending = initial
@@ -257,14 +274,14 @@ class Relay:
 
     def _on_client(self, events: int) -> None:
         if events & READABLE:
-            self.c2s.can_read = True
+            self.c2s.saw(events)
         if events & WRITABLE:
             self.s2c.can_write = True
         self.pump()
 
     def _on_server(self, events: int) -> None:
         if events & READABLE:
-            self.s2c.can_read = True
+            self.s2c.saw(events)
         if events & WRITABLE:
             self.c2s.can_write = True
         self.pump()
