@@ -63,6 +63,30 @@ def _check_address(value: object) -> str:
 
 
 Address = Annotated[str, BeforeValidator(_check_address)]
+
+
+def _check_server_address(value: object) -> str:
+    address = _check_address(value)
+    host, _ = split_address(address)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # Resolving names per connection would block the data path; a resolver with TTLs
+        # belongs to the naming tier. Until then, servers are IP literals.
+        raise ValueError(
+            f"server address {address!r} must be an IP address (like 127.0.0.1:8080 or [::1]:80)"
+        ) from None
+    return address
+
+
+ServerAddress = Annotated[str, BeforeValidator(_check_server_address)]
+# A timeout that must pass some time; 0 would expire at once.
+Timeout = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(gt=0),
+]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 
 
@@ -133,7 +157,7 @@ class PassiveConfig(Strict):
 
 
 class ServerConfig(Strict):
-    address: Address
+    address: ServerAddress
     weight: int = Field(1, ge=0, le=1000)
     zone: str | None = None
     backup: bool = False
@@ -168,14 +192,14 @@ class TcpListenerConfig(Strict):
     name: Name
     listen: Address
     pool: str
-    connect_timeout: Duration = 3.0
+    connect_timeout: Timeout = 3.0
     retries: int = Field(2, ge=0, le=100)
-    idle_timeout: Duration = 300.0
-    queue_timeout: Duration = 3.0
+    idle_timeout: Duration = 300.0  # 0 = never
+    queue_timeout: Timeout = 3.0
     max_queue: int = Field(1024, ge=0)
     proxy_protocol: Literal["v1", "v2"] | None = None
     accept_proxy_protocol: bool = False
-    proxy_protocol_timeout: Duration = 3.0
+    proxy_protocol_timeout: Timeout = 3.0
     backlog: int = Field(1024, ge=1)
 
 
@@ -201,6 +225,8 @@ def is_loopback(address: str) -> bool:
 
 
 class StoreConfig(Strict):
+    # etcd (shared by several nodes) comes with the multi-node issues; the key exists so that
+    # configs can name it, and validation says it is not available yet.
     kind: Literal["embedded", "etcd"] = "embedded"
     path: str = "./steelyard-data"
     endpoints: list[str] = Field(default_factory=list)
@@ -208,8 +234,8 @@ class StoreConfig(Strict):
 
     @model_validator(mode="after")
     def _etcd(self) -> StoreConfig:
-        if self.kind == "etcd" and not self.endpoints:
-            raise ValueError("store.endpoints is required when kind is etcd")
+        if self.kind == "etcd":
+            raise ValueError("store kind etcd is not available yet: use kind: embedded")
         return self
 
 

@@ -8,6 +8,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+MAX_DURATION = 365 * 86400.0
+MIN_DURATION = 1e-6
+
+
 def parse_duration(value: object) -> float:
     """A duration string with a unit -> seconds. Bare 0 is accepted (it needs no unit)."""
     if isinstance(value, bool):
@@ -17,11 +21,27 @@ def parse_duration(value: object) -> float:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _SCALE[m.group(2)]
+            seconds = float(m.group(1)) * _SCALE[m.group(2)]
+            if seconds > MAX_DURATION:
+                raise ValueError(f"duration {value!r} is longer than a year")
+            if 0 < seconds < MIN_DURATION:
+                raise ValueError(f"duration {value!r} is shorter than a microsecond")
+            return seconds
     raise ValueError(f"bad duration {value!r}: use a number with a unit, like 500ms, 2s or 1m")
 
 
 def format_duration(seconds: float) -> str:
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+    """Seconds -> a duration string that `parse_duration` reads back to the same float.
+
+    The config travels to the workers as JSON through this pair, so it must be exact: `repr`
+    gives the shortest string that round-trips, and within the accepted range (a microsecond
+    to a year) it only needs a fixed-point fallback for the smallest values.
+    """
+    if 0 < seconds < 1:
+        ms = repr(seconds * 1000).removesuffix(".0")
+        if "e" not in ms and float(ms) * _SCALE["ms"] == seconds:
+            return ms + "ms"  # the friendlier form, when it reads back exactly
+    text = repr(float(seconds))
+    if "e" in text:
+        text = f"{seconds:.15f}".rstrip("0").rstrip(".")
+    return text.removesuffix(".0") + "s"
