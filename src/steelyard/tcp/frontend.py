@@ -433,6 +433,11 @@ def _fmt(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _idle_tick(idle_timeout: float) -> float:
+    """Sweep often enough to cut idle relays within a quarter of their timeout."""
+    return min(1.0, max(idle_timeout / 4, 0.05)) if idle_timeout else 1.0
+
+
 class TcpFrontend:
     """A listening socket of one `tcp:` entry, in one worker."""
 
@@ -445,7 +450,7 @@ class TcpFrontend:
         self.sessions: set[Session] = set()
         self.stopping = False
         self._sweeper: asyncio.TimerHandle | None = None
-        self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
+        self._idle_tick = _idle_tick(cfg.idle_timeout)
         self._drained: asyncio.Future[None] | None = None
         self._family = socket.AF_INET
 
@@ -459,7 +464,7 @@ class TcpFrontend:
         """Reload: new settings and pool apply to new connections; established ones go on."""
         self.cfg = cfg
         self.pool = pool
-        self._idle_tick = min(1.0, max(cfg.idle_timeout / 4, 0.05))
+        self._idle_tick = _idle_tick(cfg.idle_timeout)
 
     def stop_accepting(self) -> None:
         self.stopping = True
@@ -532,7 +537,8 @@ class TcpFrontend:
 
     def _sweep(self) -> None:
         """Once a tick: account bytes, and close relays idle for `idle_timeout`."""
-        limit = self.cfg.idle_timeout / self._idle_tick
+        # idle_timeout 0 means never: the sweep still accounts bytes.
+        limit = self.cfg.idle_timeout / self._idle_tick if self.cfg.idle_timeout else float("inf")
         for session in list(self.sessions):
             relay = session.relay
             if relay is None:
