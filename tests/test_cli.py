@@ -117,3 +117,26 @@ def test_demo_serves_through_its_listener(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+def test_run_fails_cleanly_when_the_admin_address_is_taken(tmp_path):
+    import socket
+
+    import yaml
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    cfg = {
+        "admin": {"listen": f"127.0.0.1:{taken.getsockname()[1]}"},
+        "store": {"path": str(tmp_path / "store")},
+    }
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    try:
+        r = run_cli("run", "-c", str(f))
+    finally:
+        taken.close()
+    assert r.returncode == 1
+    assert "event=admin_listen_error" in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr + r.stdout

@@ -173,3 +173,41 @@ def test_ipv6_listener_and_server(tmp_path, backends, steelyard):
         s.sendall(b"over v6\n")
         assert recv_line(s) == b"over v6\n"
     assert sy.proc.poll() is None
+
+
+def test_reload_to_an_admin_address_in_use_is_refused(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, port = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        bad = dict(cfg, admin={"listen": f"127.0.0.1:{taken.getsockname()[1]}"})
+        bad["tcp"] = [
+            *cfg["tcp"],
+            {"name": "new", "listen": f"127.0.0.1:{free_port()}", "pool": "p"},
+        ]
+        sy.reload(bad)
+        sy.wait_log(r"event=reload_refused .*admin\.listen")
+    finally:
+        taken.close()
+    assert sy.api("GET", "/healthz") == b"ok"  # the old admin API still answers
+    assert refused(int(bad["tcp"][1]["listen"].rsplit(":", 1)[1]))  # nothing half-applied
+    with connect(port) as s:
+        assert recv_line(s) == b"a\n"
+
+
+def test_a_burst_of_sighups_leaves_exactly_the_configured_workers(tmp_path, backends, steelyard):
+    a = backends("a")
+    cfg, _ = one_listener(tmp_path, [a.address])
+    sy = steelyard(cfg)
+    cfg["workers"] = 3
+    sy.write_config(cfg)
+    for _ in range(3):  # the kernel may merge some of these; each one delivered is a reload
+        sy.signal(signal.SIGHUP)
+    wait_for(lambda: sy.count_log(r"event=reload ") >= 1, what="a reload")
+    sy.reload()  # one more, serialised after the burst: everything before it has settled
+    assert len(sy.worker_pids()) == 3
+    tracked = {w["pid"] for w in sy.api("GET", "/api/status")["workers"]}
+    assert tracked == set(sy.worker_pids())

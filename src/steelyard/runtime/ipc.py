@@ -3,10 +3,11 @@
 The channel carries control, not data: config pushes, server state flips, stats every second and
 passive-health reports. JSON lines keep it debuggable with strace and cheap at these rates.
 
-Supervisor -> worker:  {"t": "config", "config": {...}}    apply a validated config
+Supervisor -> worker:  {"t": "config", "config": {...}, "states": [[pool, address, state]],
+                        "first": true (at start) | "seq": n (on reload, answered by "applied")}
                        {"t": "state", "pool", "server", "state": {...}}
                        {"t": "stop", "timeout": seconds}  stop accepting, drain, exit
-Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "error", "message"}
+Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "error", "message"}
                        {"t": "result", "pool", "server", "ok", "reason"}
                        {"t": "stats", "servers": [[pool, address, active, total, failures,
                                                    bytes_in, bytes_out], ...]}   (deltas but active)
@@ -49,7 +50,11 @@ class Channel:
             return None
         if not line:
             return None
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError:
+            # A peer killed mid-write leaves half a line: treat it as gone, like EOF.
+            return None
 
     async def drain(self) -> None:
         try:

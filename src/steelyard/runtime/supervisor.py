@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from steelyard import log as logmod
@@ -45,6 +44,7 @@ class WorkerHandle:
     task: asyncio.Task[None] | None = None
     active: dict[tuple[str, str], int] = field(default_factory=dict)
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
@@ -65,6 +65,9 @@ class Supervisor:
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
         self._seq = 0  # config pushes, acknowledged by the workers
+        self._reload_lock = asyncio.Lock()  # SIGHUPs in a burst apply one after another
+        self._crashes: dict[int, int] = {}  # worker index -> crashes in a row (backoff)
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.started = time.time()
 
     # start / stop -----------------------------------------------------------------------
@@ -78,7 +81,12 @@ class Supervisor:
         self.monitor = HealthMonitor(self._monitored(), on_change=self._on_health)
         self.monitor.start()
         if cfg.admin.listen:
-            self.admin = await start_admin(self, cfg.admin.listen, cfg.admin.token)
+            try:
+                self.admin = await start_admin(self, cfg.admin.listen, cfg.admin.token)
+            except OSError as exc:
+                log("admin_listen_error", "error", listen=cfg.admin.listen, cause=str(exc))
+                await self.stop()
+                raise SystemExit(1) from None
         for i in range(cfg.workers):
             await self._spawn(i, first=True)
         errors = [await w.ready for w in self.workers.values()]
@@ -104,9 +112,15 @@ class Supervisor:
     def _monitored(self) -> dict[str, tuple[Pool, Any]]:
         return {name: (pool, self.cfg.pools[name]) for name, pool in self.pools.items()}
 
+    def _background(self, coro: Any) -> None:
+        # Keep a reference: the loop only holds weak ones, and a lost task is a lost reload.
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def request_stop(self) -> None:
         if not self.stopping:
-            self.loop.create_task(self.stop())
+            self._background(self.stop())
 
     async def stop(self) -> None:
         if self.stopping:
@@ -152,19 +166,22 @@ class Supervisor:
         channel = await Channel.open(parent)
         handle = WorkerHandle(index, proc, channel, self.loop.create_future())
         self.workers[index] = handle
-        channel.send({"t": "config", "config": self._config_json(), "first": True})
-        self._push_all_states(handle)
+        channel.send(self._config_msg(first=True))
         handle.task = self.loop.create_task(self._serve_worker(handle, first))
         log("worker_start", index=index, pid=proc.pid)
         return handle
 
-    def _config_json(self) -> dict[str, Any]:
-        return self.cfg.model_dump(mode="json")
-
-    def _push_all_states(self, handle: WorkerHandle) -> None:
-        for name, pool in self.pools.items():
-            for s in pool.servers:
-                handle.channel.send(self._state_msg(name, s))
+    def _config_msg(self, **extra: Any) -> dict[str, Any]:
+        """The config with every server's state: a worker applies both before it listens."""
+        states = [
+            [name, s.address, s.state()] for name, pool in self.pools.items() for s in pool.servers
+        ]
+        return {
+            "t": "config",
+            "config": self.cfg.model_dump(mode="json"),
+            "states": states,
+            **extra,
+        }
 
     @staticmethod
     def _state_msg(pool: str, server: Server) -> dict[str, Any]:
@@ -203,8 +220,12 @@ class Supervisor:
         log("worker_exit", "error", index=handle.index, pid=handle.proc.pid, code=code)
         if first and handle.ready.result() is not None:
             return
-        await asyncio.sleep(0.2)  # a crash loop must not spin the CPU
-        if not self.stopping:
+        # Back off on a crash loop (0.2 s doubling to 10 s); a worker that ran a while is forgiven.
+        lived = time.monotonic() - handle.started
+        crashes = 0 if lived > 30 else self._crashes.get(handle.index, 0)
+        self._crashes[handle.index] = crashes + 1
+        await asyncio.sleep(min(0.2 * 2**crashes, 10.0))
+        if not self.stopping and self.workers.get(handle.index) is handle:
             await self._spawn(handle.index)
 
     def _on_stats(self, handle: WorkerHandle, rows: list[list[Any]]) -> None:
@@ -312,10 +333,16 @@ class Supervisor:
     # reload -----------------------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload())
+        self._background(self._reload())
 
     async def _reload(self) -> None:
-        if self.config_path is None or self.stopping:
+        async with self._reload_lock:
+            await self._reload_locked()
+
+    async def _reload_locked(self) -> None:
+        if self.stopping:
+            return
+        if self.config_path is None:
             log("reload_skipped", cause="no config file (demo)")
             return
         try:
@@ -326,6 +353,8 @@ class Supervisor:
             log("reload_failed", "error", errors=len(exc.issues), kept="previous config")
             return
         old = self.cfg
+        if not await self._swap_admin(old, new):
+            return
         changes = _describe_changes(old, new)
         self.cfg = new
         logmod.setup(new.log_format, new.log_level)
@@ -337,19 +366,12 @@ class Supervisor:
         self.slowstart.prune(self.pools)
         assert self.monitor is not None
         self.monitor.update(self._monitored())
-        if old.admin != new.admin:
-            if self.admin is not None:
-                await self.admin.stop()
-                self.admin = None
-            if new.admin.listen:
-                self.admin = await start_admin(self, new.admin.listen, new.admin.token)
         self._seq += 1
         acks = []
         for w in self.workers.values():
             ack = w.acks[self._seq] = self.loop.create_future()
             acks.append(ack)
-            w.channel.send({"t": "config", "config": self._config_json(), "seq": self._seq})
-            self._push_all_states(w)
+            w.channel.send(self._config_msg(seq=self._seq))
         await self._resize_workers(new.workers)
         # "reload" is logged once every worker runs the new config, so it means "done".
         _, late = await asyncio.wait(acks, timeout=10) if acks else (set(), set())
@@ -359,6 +381,29 @@ class Supervisor:
             changes=changes or "none",
             workers_late=len(late) or None,
         )
+
+    async def _swap_admin(self, old: Config, new: Config) -> bool:
+        """Move the admin API to the new settings; False (reload refused) if it can't listen."""
+        if old.admin == new.admin:
+            return True
+        same_port = old.admin.listen == new.admin.listen
+        if same_port and self.admin is not None:
+            await self.admin.stop()  # the new one needs the port
+            self.admin = None
+        try:
+            fresh = None
+            if new.admin.listen:
+                fresh = await start_admin(self, new.admin.listen, new.admin.token)
+        except OSError as exc:
+            log("reload_refused", "error", error=f"admin.listen {new.admin.listen}: {exc}")
+            log("reload_failed", "error", errors=1, kept="previous config")
+            if self.admin is None and old.admin.listen:
+                self.admin = await start_admin(self, old.admin.listen, old.admin.token)
+            return False
+        if self.admin is not None:
+            await self.admin.stop()
+        self.admin = fresh
+        return True
 
     async def _resize_workers(self, n: int) -> None:
         for i in range(n):
@@ -391,7 +436,6 @@ def _describe_changes(old: Config, new: Config) -> str:
 
 async def run_supervisor(cfg: Config, config_path: str | None) -> int:
     logmod.setup(cfg.log_format, cfg.log_level)
-    Path(cfg.store.path).mkdir(parents=True, exist_ok=True)
     sup = Supervisor(cfg, config_path)
     try:
         await sup.start()

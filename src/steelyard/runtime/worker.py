@@ -35,7 +35,8 @@ class Worker:
         self.frontends: dict[str, TcpFrontend] = {}  # by listen address
         self.retired: set[TcpFrontend] = set()  # removed by a reload, draining
         self.cfg: Config | None = None
-        self._sent: dict[int, tuple[int, int, int, int]] = {}
+        # Counters last reported, per (pool, address): stats carry deltas.
+        self._sent: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self._stopping = False
 
     # supervisor messages ----------------------------------------------------------------
@@ -52,7 +53,8 @@ class Worker:
                     return 1
                 kind = msg.get("t")
                 if kind == "config":
-                    ok = self.apply_config(Config.model_validate(msg["config"]), msg.get("first"))
+                    cfg = Config.model_validate(msg["config"])
+                    ok = self.apply_config(cfg, msg.get("states", []), msg.get("first"))
                     if msg.get("first"):
                         if not ok:
                             await self.channel.drain()
@@ -72,11 +74,23 @@ class Worker:
         finally:
             stats.cancel()
 
-    def apply_config(self, cfg: Config, first: bool = False) -> bool:
-        """Apply a config; False when a listener could not be bound at first start."""
+    def apply_config(self, cfg: Config, states: list[list[Any]], first: bool = False) -> bool:
+        """Apply a config and the server states that go with it, then (re)open listeners.
+
+        False when a listener could not be bound at first start.
+        """
         logmod.setup(cfg.log_format, cfg.log_level)
         self.cfg = cfg
         self.pools = build_pools(cfg, self.pools)
+        for pool_name, address, state in states:
+            pool = self.pools.get(pool_name)
+            server = pool.server(address) if pool else None
+            if server is not None:
+                server.apply_state(state)
+        for pool in self.pools.values():
+            pool.refresh()
+        live = {(name, s.address) for name, pool in self.pools.items() for s in pool.servers}
+        self._sent = {key: v for key, v in self._sent.items() if key in live}
         wanted = {lst.listen: lst for lst in cfg.tcp}
         for listen, fe in list(self.frontends.items()):
             if listen not in wanted:
@@ -141,12 +155,13 @@ class Worker:
                 session.account()
         for name, pool in self.pools.items():
             for s in pool.servers:
-                prev = self._sent.get(id(s), (0, 0, 0, 0))
+                key = (name, s.address)
+                prev = self._sent.get(key, (0, 0, 0, 0))
                 now = (s.total, s.failures, s.bytes_in, s.bytes_out)
                 if now != prev or s.active:
                     deltas = [a - b for a, b in zip(now, prev, strict=True)]
                     rows.append([name, s.address, s.active, *deltas])
-                    self._sent[id(s)] = now
+                    self._sent[key] = now
         if rows:
             self.channel.send({"t": "stats", "servers": rows})
         if not self._stopping:
