@@ -140,3 +140,23 @@ def test_run_fails_cleanly_when_the_admin_address_is_taken(tmp_path):
     assert r.returncode == 1
     assert "event=admin_listen_error" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_a_second_instance_on_the_same_port_is_refused(tmp_path, backends, steelyard):
+    """SO_REUSEPORT must not let two steelyards silently split one port's traffic."""
+    import yaml
+
+    a = backends("a")
+    port = free_port()
+    cfg = base_config(tmp_path / "one")
+    cfg["pools"] = {"p": {"servers": [{"address": a.address}]}}
+    cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p"}]
+    first_dir = tmp_path / "one"
+    first_dir.mkdir()
+    steelyard(cfg, workdir=first_dir)
+    second = dict(base_config(tmp_path / "two"), pools=cfg["pools"], tcp=cfg["tcp"])
+    f = tmp_path / "second.yaml"
+    f.write_text(yaml.safe_dump(second))
+    r = run_cli("run", "-c", str(f))
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in r.stderr + r.stdout

@@ -139,8 +139,9 @@ class Pool:
         self.balance = balance
         self.protect_threshold = protect_threshold
         self._by_address = {s.address: s for s in self.servers}
-        self._balancer: Balancer = make_balancer(balance, [])
-        self._members: tuple[tuple[Server, int], ...] = ()
+        self._built: Balancer | None = None
+        self._capped = False
+        self._members: tuple[tuple[Server, int], ...] | None = None
         self.refresh()
 
     def server(self, address: str) -> Server | None:
@@ -168,27 +169,38 @@ class Pool:
         return usable
 
     def refresh(self) -> None:
-        """Rebuild the algorithm if membership or weights changed; call after any state change."""
+        """Note a change of membership or weights; call after any state change.
+
+        The table itself is built at the next pick: a process that never picks (the
+        supervisor) never pays for ring or Maglev builds, and a burst of changes costs one build.
+        """
         members = tuple((s, s.effective_weight) for s in self.candidates())
         if members != self._members:
             self._members = members
-            self._balancer = make_balancer(self.balance, [s for s, _ in members])
+            self._built = None
+            self._capped = any(s.max_conns > 0 for s, _ in members)
 
     @property
     def balancer(self) -> Balancer:
-        return self._balancer
+        if self._built is None:
+            self._built = make_balancer(self.balance, [s for s, _ in self._members])
+        return self._built
 
     def pick(
         self, key: bytes | None = None, skip: Callable[[Server], bool] | None = None
     ) -> Server | None:
         """Choose a server for a new connection, skipping full servers and `skip(server)`."""
+        balancer = self._built or self.balancer
         if skip is None:
-            return self._balancer.pick(key, _full)
+            # Without max_conns nobody is ever full: the algorithms' skip-free paths are faster.
+            return balancer.pick(key, _full if self._capped else None)
+        if not self._capped:
+            return balancer.pick(key, skip)
 
         def skipped(s: Server) -> bool:
             return not s.has_capacity or skip(s)
 
-        return self._balancer.pick(key, skipped)
+        return balancer.pick(key, skipped)
 
     def acquire(self, server: Server) -> None:
         server.active += 1
@@ -200,4 +212,5 @@ class Pool:
     def on_result(self, server: Server, ok: bool) -> None:
         if not ok:
             server.failures += 1
-        self._balancer.on_result(server, ok)
+        if self._built is not None:
+            self._built.on_result(server, ok)

@@ -22,7 +22,7 @@ from steelyard.admin.api import pool_view, start_admin
 from steelyard.admin.metrics import MetricsRegistry, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
-from steelyard.core.backend import AdminState, Pool, Server
+from steelyard.core.backend import AdminState, Pool, Server, split_address
 from steelyard.core.health.monitor import HealthMonitor
 from steelyard.core.health.passive import PassiveEjector
 from steelyard.core.health.slowstart import SlowStart
@@ -87,6 +87,12 @@ class Supervisor:
                 log("admin_listen_error", "error", listen=cfg.admin.listen, cause=str(exc))
                 await self.stop()
                 raise SystemExit(1) from None
+        taken = probe_listeners([t.listen for t in cfg.tcp])
+        if taken:
+            for problem in taken:
+                log("listen_error", "error", cause=problem)
+            await self.stop()
+            raise SystemExit(1)
         for i in range(cfg.workers):
             await self._spawn(i, first=True)
         errors = [await w.ready for w in self.workers.values()]
@@ -353,6 +359,13 @@ class Supervisor:
             log("reload_failed", "error", errors=len(exc.issues), kept="previous config")
             return
         old = self.cfg
+        held = {t.listen for t in old.tcp}
+        taken = probe_listeners([t.listen for t in new.tcp if t.listen not in held])
+        if taken:
+            for problem in taken:
+                log("reload_refused", "error", error=problem)
+            log("reload_failed", "error", errors=len(taken), kept="previous config")
+            return
         if not await self._swap_admin(old, new):
             return
         changes = _describe_changes(old, new)
@@ -412,6 +425,28 @@ class Supervisor:
         for i in [i for i in self.workers if i >= n]:
             w = self.workers.pop(i)
             w.channel.send({"t": "stop", "timeout": self.cfg.shutdown_timeout})
+
+
+def probe_listeners(addresses: list[str]) -> list[str]:
+    """Bind each address once without SO_REUSEPORT; list those something else already holds.
+
+    Workers bind with SO_REUSEPORT, which would silently share a port with another process
+    that also set it (a second steelyard, say) and split its traffic. Probing first turns that
+    into the "address in use" an operator expects.
+    """
+    problems = []
+    for address in addresses:
+        host, port = split_address(address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                problems.append(
+                    f"cannot listen on {address}: {os.strerror(exc.errno or 0).lower()}"
+                )
+    return problems
 
 
 def _describe_changes(old: Config, new: Config) -> str:
