@@ -6,7 +6,15 @@ import signal
 import subprocess
 import sys
 
-from fixtures.procs import base_config, connect, free_port, recv_line, wait_for
+from fixtures.procs import (
+    base_config,
+    connect,
+    free_port,
+    recv_line,
+    run_with_config,
+    taken_port,
+    wait_for,
+)
 
 STEELYARD = [sys.executable, "-m", "steelyard.cli"]
 
@@ -52,24 +60,12 @@ def test_run_refuses_a_bad_config(tmp_path):
 
 
 def test_run_fails_when_a_listener_cannot_bind(tmp_path, backends):
-    import socket
-
     a = backends("a")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()  # no SO_REUSEPORT: our bind must fail
-    port = taken.getsockname()[1]
     cfg = base_config(tmp_path)
     cfg["pools"] = {"p": {"servers": [{"address": a.address}]}}
-    cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p"}]
-    import yaml
-
-    f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump(cfg))
-    try:
-        r = run_cli("run", "-c", str(f))
-    finally:
-        taken.close()
+    with taken_port() as port:
+        cfg["tcp"] = [{"name": "front", "listen": f"127.0.0.1:{port}", "pool": "p"}]
+        r = run_with_config(tmp_path, cfg)
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stdout + r.stderr
 
@@ -120,23 +116,9 @@ def test_demo_serves_through_its_listener(tmp_path):
 
 
 def test_run_fails_cleanly_when_the_admin_address_is_taken(tmp_path):
-    import socket
-
-    import yaml
-
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    cfg = {
-        "admin": {"listen": f"127.0.0.1:{taken.getsockname()[1]}"},
-        "store": {"path": str(tmp_path / "store")},
-    }
-    f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump(cfg))
-    try:
-        r = run_cli("run", "-c", str(f))
-    finally:
-        taken.close()
+    with taken_port() as port:
+        cfg = {"admin": {"listen": f"127.0.0.1:{port}"}, "store": {"path": str(tmp_path / "s")}}
+        r = run_with_config(tmp_path, cfg)
     assert r.returncode == 1
     assert "event=admin_listen_error" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr + r.stdout
@@ -144,7 +126,6 @@ def test_run_fails_cleanly_when_the_admin_address_is_taken(tmp_path):
 
 def test_a_second_instance_on_the_same_port_is_refused(tmp_path, backends, steelyard):
     """SO_REUSEPORT must not let two steelyards silently split one port's traffic."""
-    import yaml
 
     a = backends("a")
     port = free_port()
@@ -155,8 +136,6 @@ def test_a_second_instance_on_the_same_port_is_refused(tmp_path, backends, steel
     first_dir.mkdir()
     steelyard(cfg, workdir=first_dir)
     second = dict(base_config(tmp_path / "two"), pools=cfg["pools"], tcp=cfg["tcp"])
-    f = tmp_path / "second.yaml"
-    f.write_text(yaml.safe_dump(second))
-    r = run_cli("run", "-c", str(f))
+    r = run_with_config(tmp_path, second)
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in r.stderr + r.stdout

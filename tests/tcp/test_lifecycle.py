@@ -13,6 +13,7 @@ from fixtures.procs import (
     recv_all,
     recv_line,
     refused,
+    taken_port,
     wait_for,
 )
 
@@ -179,19 +180,12 @@ def test_reload_to_an_admin_address_in_use_is_refused(tmp_path, backends, steely
     a = backends("a")
     cfg, port = one_listener(tmp_path, [a.address])
     sy = steelyard(cfg)
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    try:
-        bad = dict(cfg, admin={"listen": f"127.0.0.1:{taken.getsockname()[1]}"})
-        bad["tcp"] = [
-            *cfg["tcp"],
-            {"name": "new", "listen": f"127.0.0.1:{free_port()}", "pool": "p"},
-        ]
+    with taken_port() as taken:
+        bad = dict(cfg, admin={"listen": f"127.0.0.1:{taken}"})
+        extra = {"name": "new", "listen": f"127.0.0.1:{free_port()}", "pool": "p"}
+        bad["tcp"] = [*cfg["tcp"], extra]
         sy.reload(bad)
         sy.wait_log(r"event=reload_refused .*admin\.listen")
-    finally:
-        taken.close()
     assert sy.api("GET", "/healthz") == b"ok"  # the old admin API still answers
     assert refused(int(bad["tcp"][1]["listen"].rsplit(":", 1)[1]))  # nothing half-applied
     with connect(port) as s:
