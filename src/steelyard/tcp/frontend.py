@@ -145,7 +145,7 @@ class Session:
         self.client_hup = self.server_hup = False  # hang-ups seen before the relay starts
         self.parser: ProxyHeaderParser | None = None
         self.initial = b""
-        self.tried: set[Server] = set()
+        self.tried: set[Server] | None = None  # servers that failed this session's connects
         self.attempts = 0
         self.server: Server | None = None
         self.ssock: _socket.socket | None = None
@@ -221,7 +221,7 @@ class Session:
             self._cancel_timer()  # a queue deadline, if the session waited
             self.connect(server)
             return
-        waiting_is_useful = any(s not in tried for s in pool.candidates())
+        waiting_is_useful = any(tried is None or s not in tried for s in pool.candidates())
         if waiting_is_useful and self.fe.cfg.max_queue > 0:
             q = self.fe.ctx.queue(pool)
             if self.timer is not None:
@@ -285,11 +285,13 @@ class Session:
         sock = self.ssock
         if sock is None or self.server is None:
             return
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._cancel_timer()
-            self._connect_failed(os.strerror(code).lower())
-            return
+        # A failed connect always carries EPOLLERR: only then is SO_ERROR worth a syscall.
+        if events & _GONE:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._cancel_timer()
+                self._connect_failed(os.strerror(code).lower())
+                return
         if not events & OUT:
             return  # not connected yet
         self.server_hup = bool(events & HANGUP)
@@ -326,6 +328,8 @@ class Session:
             cause=reason,
             attempt=self.attempts,
         )
+        if self.tried is None:
+            self.tried = set()
         self.tried.add(server)
         self.fe.ctx.queue(self.pool).wake()
         if self.fe.stopping:
