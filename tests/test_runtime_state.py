@@ -28,6 +28,9 @@ def test_active_check_marks_down_and_up_with_one_log_line_each(tmp_path, backend
     a.stop()
     sy.wait_log(rf"event=health_flip pool=p server={a.address} state=down")
     wait_for(lambda: sy.server("p", a.address)["health"] == "down", what="api shows down")
+    check = sy.server("p", a.address)["check"]
+    assert (check["check"], check["last_ok"]) == ("tcp", False)
+    assert "refused" in check["last_detail"] and check["consecutive_fail"] >= 2
     assert all(hello(port) == b"b" for _ in range(5))
     a.restart()
     sy.wait_log(rf"event=health_flip pool=p server={a.address} state=up")
@@ -55,6 +58,8 @@ def test_passive_ejection_after_consecutive_failures(tmp_path, backends, steelya
         assert hello(port) == b"live"
     sy.wait_log(rf"event=passive_eject .*server={dead}")
     wait_for(lambda: sy.server("p", dead)["ejected"], what="ejected in the api")
+    record = sy.server("p", dead)["passive"]
+    assert record["ejected"] and 0 < record["remaining"] <= 30 and record["times"] == 1
     before = sy.count_log(rf"event=connect_failed .*server={dead}")
     for _ in range(6):
         assert hello(port) == b"live"

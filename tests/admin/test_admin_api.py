@@ -79,6 +79,7 @@ async def test_get_pools(http: aiohttp.ClientSession, admin: AdminServer) -> Non
         "bytes_in": 0,
         "bytes_out": 0,
         "health_flips": 0,
+        "ramp": 1.0,
     }
     assert web["servers"][1]["backup"] is True
     assert web["servers"][2]["max_conns"] == 10

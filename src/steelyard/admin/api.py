@@ -84,6 +84,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "bytes_in": server.bytes_in,
         "bytes_out": server.bytes_out,
         "health_flips": server.health_flips,
+        "ramp": server.ramp,  # slow start: share of the weight in use, 1.0 when done
     }
 
 

@@ -298,7 +298,17 @@ class Supervisor:
     # admin controller -------------------------------------------------------------------
 
     def pools_view(self) -> dict[str, Any]:
-        return {"pools": [pool_view(p) for p in self.pools.values()]}
+        """Pools with each server's last check and passive record, for GET /api/pools."""
+        checks = self.monitor.status() if self.monitor is not None else {}
+        passive = self.passive.status(time.monotonic())
+        pools = []
+        for pool in self.pools.values():
+            view = pool_view(pool)
+            for server in view["servers"]:
+                server["check"] = checks.get(pool.name, {}).get(server["address"])
+                server["passive"] = passive.get(pool.name, {}).get(server["address"])
+            pools.append(view)
+        return {"pools": pools}
 
     async def set_server(
         self, pool_name: str, address: str, state: str | None, weight: int | None
