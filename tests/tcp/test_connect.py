@@ -167,3 +167,31 @@ def test_queue_serves_waiters_in_arrival_order(tmp_path, backends, steelyard):
     for i, w in enumerate(waiters, 1):
         assert recv_line(w) == b"%d\n" % i  # served one after another, first come first
         w.close()
+
+
+def test_max_conns_holds_across_workers(tmp_path, backends, steelyard):
+    """Workers share the count: max_conns 1 with 3 workers still means one connection."""
+    import select
+
+    a = backends("a")
+    cfg, port = listener(
+        tmp_path, {"servers": [{"address": a.address, "max_conns": 1}]}, queue_timeout="20s"
+    )
+    cfg["workers"] = 3
+    sy = steelyard(cfg)
+    assert len(sy.worker_pids()) == 3
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+    try:
+        for _ in range(6):
+            # exactly one client is served at a time, whichever worker accepted it
+            ready, _, _ = select.select(clients, [], [], 5)
+            assert len(ready) == 1
+            (served,) = ready
+            assert recv_line(served) == b"a\n"
+            ready, _, _ = select.select(clients, [], [], 0.3)
+            assert served not in ready and not ready  # nobody else got in meanwhile
+            clients.remove(served)
+            served.close()
+    finally:
+        for c in clients:
+            c.close()

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steelyard.core.balance import Balancer, make_balancer
+
+if TYPE_CHECKING:
+    from steelyard.core.counters import SharedCounters
 
 
 class AdminState(StrEnum):
@@ -64,7 +67,9 @@ class Server:
     health_flips: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the workers' shared count (core/counters.py): slot -1 means this process counts alone
+    shared: SharedCounters | None = None
+    slot: int = -1
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -94,8 +99,14 @@ class Server:
         return self.admin is AdminState.READY and self.up and self.effective_weight > 0
 
     @property
+    def load(self) -> int:
+        """Active connections over all workers (this process's when nothing is shared)."""
+        shared = self.shared
+        return self.active if shared is None else shared.total(self.slot)
+
+    @property
     def has_capacity(self) -> bool:
-        return self.max_conns <= 0 or self.active < self.max_conns
+        return self.max_conns <= 0 or self.load < self.max_conns
 
     def state(self) -> dict[str, Any]:
         """The runtime state the supervisor pushes to workers."""
@@ -205,9 +216,25 @@ class Pool:
     def acquire(self, server: Server) -> None:
         server.active += 1
         server.total += 1
+        if server.shared is not None:
+            server.shared.add(server.slot, 1)
+
+    def try_acquire(self, server: Server) -> bool:
+        """Claim a connection slot; False if that overran `max_conns` (slot given back).
+
+        Claim first, then check: two workers that both saw one free slot can't both keep it.
+        """
+        self.acquire(server)
+        if server.max_conns > 0 and server.load > server.max_conns:
+            self.release(server)
+            server.total -= 1
+            return False
+        return True
 
     def release(self, server: Server) -> None:
         server.active -= 1
+        if server.shared is not None:
+            server.shared.add(server.slot, -1)
 
     def on_result(self, server: Server, ok: bool) -> None:
         if not ok:

@@ -23,6 +23,7 @@ from steelyard.admin.metrics import MetricsRegistry, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
 from steelyard.core.backend import AdminState, Pool, Server, split_address
+from steelyard.core.counters import SLOTS, SharedCounters
 from steelyard.core.health.monitor import HealthMonitor
 from steelyard.core.health.passive import PassiveEjector
 from steelyard.core.health.slowstart import SlowStart
@@ -68,6 +69,10 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()  # SIGHUPs in a burst apply one after another
         self._crashes: dict[int, int] = {}  # worker index -> crashes in a row (backoff)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Connection counts shared by the workers; one column per (pool, address), never reused.
+        self.counters = SharedCounters.create()
+        self._slots: dict[tuple[str, str], int] = {}
+        self._rows = 1  # the highest worker index ever started + 1
         self.started = time.time()
 
     # start / stop -----------------------------------------------------------------------
@@ -93,6 +98,7 @@ class Supervisor:
                 log("listen_error", "error", cause=problem)
             await self.stop()
             raise SystemExit(1)
+        self._rows = cfg.workers  # every worker must sum every row from its first config
         for i in range(cfg.workers):
             await self._spawn(i, first=True)
         errors = [await w.ready for w in self.workers.values()]
@@ -151,6 +157,7 @@ class Supervisor:
         if self.admin is not None:
             await self.admin.stop()
         self.store.close()
+        self.counters.close()
         log("stopped", pid=os.getpid())
         self._stopped.set()
 
@@ -161,12 +168,15 @@ class Supervisor:
 
     async def _spawn(self, index: int, first: bool = False) -> WorkerHandle:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._rows = max(self._rows, index + 1)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "steelyard.runtime.worker",
             str(child.fileno()),
-            pass_fds=(child.fileno(),),
+            str(self.counters.fd),
+            str(index),
+            pass_fds=(child.fileno(), self.counters.fd),
         )
         child.close()
         channel = await Channel.open(parent)
@@ -180,14 +190,26 @@ class Supervisor:
     def _config_msg(self, **extra: Any) -> dict[str, Any]:
         """The config with every server's state: a worker applies both before it listens."""
         states = [
-            [name, s.address, s.state()] for name, pool in self.pools.items() for s in pool.servers
+            [name, s.address, s.state(), self._slot(name, s.address)]
+            for name, pool in self.pools.items()
+            for s in pool.servers
         ]
+        extra.setdefault("rows", self._rows)
         return {
             "t": "config",
             "config": self.cfg.model_dump(mode="json"),
             "states": states,
             **extra,
         }
+
+    def _slot(self, pool: str, address: str) -> int:
+        slot = self._slots.get((pool, address))
+        if slot is None:
+            slot = len(self._slots) if len(self._slots) < SLOTS else -1
+            self._slots[(pool, address)] = slot
+            if slot < 0:
+                log("counters_full", "warn", pool=pool, server=address, counted="per worker")
+        return slot
 
     @staticmethod
     def _state_msg(pool: str, server: Server) -> dict[str, Any]:
@@ -216,6 +238,8 @@ class Supervisor:
                 log("worker_error", "error", index=handle.index, cause=error)
         code = await handle.proc.wait()
         handle.channel.close()
+        # Its connections are gone with it: stop counting them against max_conns.
+        self.counters.clear_row(handle.index)
         if not handle.ready.done():
             handle.ready.set_result(error or f"worker exited with code {code}")
         for key in handle.active:
@@ -389,6 +413,7 @@ class Supervisor:
         self.slowstart.prune(self.pools)
         assert self.monitor is not None
         self.monitor.update(self._monitored())
+        self._rows = max(self._rows, new.workers)
         self._seq += 1
         acks = []
         for w in self.workers.values():

@@ -18,6 +18,7 @@ from typing import Any
 from steelyard import log as logmod
 from steelyard.config.model import Config
 from steelyard.core.backend import Pool, Server
+from steelyard.core.counters import SharedCounters
 from steelyard.log import log
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
@@ -27,10 +28,11 @@ STATS_INTERVAL = 1.0
 
 
 class Worker:
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, counters: SharedCounters | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = channel
         self.ctx = WorkerContext(self.loop, self._report)
+        self.counters = counters
         self.pools: dict[str, Pool] = {}
         self.frontends: dict[str, TcpFrontend] = {}  # by listen address
         self.retired: set[TcpFrontend] = set()  # removed by a reload, draining
@@ -54,6 +56,8 @@ class Worker:
                 kind = msg.get("t")
                 if kind == "config":
                     cfg = Config.model_validate(msg["config"])
+                    if self.counters is not None:
+                        self.counters.rows = int(msg.get("rows", 1))
                     ok = self.apply_config(cfg, msg.get("states", []), msg.get("first"))
                     if msg.get("first"):
                         if not ok:
@@ -82,11 +86,13 @@ class Worker:
         logmod.setup(cfg.log_format, cfg.log_level)
         self.cfg = cfg
         self.pools = build_pools(cfg, self.pools)
-        for pool_name, address, state in states:
+        for pool_name, address, state, slot in states:
             pool = self.pools.get(pool_name)
             server = pool.server(address) if pool else None
             if server is not None:
                 server.apply_state(state)
+                server.slot = slot
+                server.shared = self.counters if slot >= 0 else None
         for pool in self.pools.values():
             pool.refresh()
         live = {(name, s.address) for name, pool in self.pools.items() for s in pool.servers}
@@ -181,10 +187,10 @@ class Worker:
         self.ctx.poller.close()
 
 
-async def _main(fd: int) -> int:
+async def _main(fd: int, counters_fd: int, row: int) -> int:
     sock = socket.socket(fileno=fd)
     channel = await Channel.open(sock)
-    worker = Worker(channel)
+    worker = Worker(channel, SharedCounters(counters_fd, row))
     loop = asyncio.get_running_loop()
     # Signals go to the supervisor; a worker only obeys its channel. Ctrl-C in a terminal
     # reaches the whole process group, so ignore it here and let the supervisor drain us.
@@ -201,8 +207,8 @@ def main() -> None:
 
     logmod.setup()
     if os.environ.get("STEELYARD_LOOP") == "asyncio":
-        sys.exit(asyncio.run(_main(int(sys.argv[1]))))
-    sys.exit(uvloop.run(_main(int(sys.argv[1]))))
+        sys.exit(asyncio.run(_main(*map(int, sys.argv[1:4]))))
+    sys.exit(uvloop.run(_main(*map(int, sys.argv[1:4]))))
 
 
 if __name__ == "__main__":

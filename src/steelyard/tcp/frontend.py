@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, Server, bool, str], None]
 
 _ACCEPT_BATCH = 64
+QUEUE_POLL = 0.05  # seconds between looks at the queues while clients wait
 ACCEPT_PAUSE = 1.0  # seconds without accepting after EMFILE/ENFILE/ENOBUFS
 _GONE = select.EPOLLHUP | select.EPOLLERR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -99,6 +100,24 @@ class WorkerContext:
         self.report = report
         self.queues: dict[str, PoolQueue] = {}
         self.failing: set[Server] = set()  # servers whose last connect failed here
+        self._poll: asyncio.TimerHandle | None = None
+
+    def watch_queues(self) -> None:
+        """Look at waiting clients every QUEUE_POLL while any wait.
+
+        A slot freed here wakes a waiter at once; one freed by another worker (max_conns counts
+        all workers) or a server coming back is only seen by looking.
+        """
+        if self._poll is None:
+            self._poll = self.loop.call_later(QUEUE_POLL, self._poll_queues)
+
+    def _poll_queues(self) -> None:
+        self._poll = None
+        for q in self.queues.values():
+            if q.waiting:
+                q.wake()
+        if any(q.waiting for q in self.queues.values()):
+            self.watch_queues()
 
     def queue(self, pool: Pool) -> PoolQueue:
         q = self.queues.get(pool.name)
@@ -216,7 +235,14 @@ class Session:
         pool = self.pool = self.fe.pool
         key = self.src[0].encode() if pool.balancer.keyed else None
         tried = self.tried
-        server = pool.pick(key, tried.__contains__ if tried else None)
+        skip = tried.__contains__ if tried else None
+        while True:
+            server = pool.pick(key, skip)
+            if server is None or pool.try_acquire(server):
+                break
+            # Another worker took the last slot between our look and our claim: skip it.
+            lost = {server, *(tried or ())}
+            skip = lost.__contains__
         if server is not None:
             self._cancel_timer()  # a queue deadline, if the session waited
             self.connect(server)
@@ -233,6 +259,7 @@ class Session:
                 self.queued = True
                 q.waiting.append(self)
                 self.timer = self.fe.loop.call_later(self.fe.cfg.queue_timeout, self._queue_timeout)
+                self.fe.ctx.watch_queues()
                 return
             self._drop("queue_full", pool=pool.name, queued=len(q.waiting))
             return
@@ -257,9 +284,9 @@ class Session:
             self.fe.ctx.queue(self.pool).waiting.remove(self)
 
     def connect(self, server: Server) -> None:
+        """Connect to `server`, whose slot `choose` has already claimed."""
         self.server = server
         self.attempts += 1
-        self.pool.acquire(server)
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
         try:
             # The C-level socket type, created non-blocking: no Python __init__, no extra ioctl.

@@ -30,7 +30,7 @@ class First(Balancer):
 
     def pick(self, key: bytes | None = None, skip: Skip = None) -> Server | None:
         for server in self._members:
-            if server.max_conns > 0 and server.active >= server.max_conns:
+            if server.max_conns > 0 and server.load >= server.max_conns:
                 continue
             if skip is not None and skip(server):
                 continue

@@ -5,7 +5,7 @@ The server with the fewest active connections per unit of weight wins, so long-l
 Ratios are compared by cross-multiplication (`a.active * b.w < b.active * a.w`): exact integers,
 no float rounding deciding close calls. When several servers tie (always the case on an idle
 pool), smooth weighted round robin runs among the tied ones only, so an idle pool spreads by
-weight instead of always choosing the first server. `server.active` is this process's count.
+weight instead of always choosing the first server. `server.load` counts every worker's connections.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class LeastConn(Balancer):
         for i, (server, weight) in enumerate(members):
             if skip is not None and skip(server):
                 continue
-            active = server.active
+            active = server.load
             if best < 0 or active * best_weight < best_active * weight:
                 best, best_active, best_weight, many = i, active, weight, False
             elif active * best_weight == best_active * weight:
@@ -59,7 +59,7 @@ class LeastConn(Balancer):
             server, w = members[i]
             if skip is not None and i != first and skip(server):
                 continue
-            if server.active * weight != active * w:
+            if server.load * weight != active * w:
                 continue
             current[i] += w
             total += w

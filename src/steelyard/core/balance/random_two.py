@@ -43,7 +43,7 @@ class RandomTwo(Balancer):
         first, second = self._draw_two([w for _, w in members])
         a, wa = members[first]
         b, wb = members[second]
-        return b if b.active * wa < a.active * wb else a
+        return b if b.load * wa < a.load * wb else a
 
     def _draw_two(self, weights: list[int]) -> tuple[int, int]:
         """Two distinct indexes; the second is drawn by weight from the rest."""
