@@ -14,7 +14,7 @@ membership or weights change. The algorithm's tables are immutable; the pool swa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,23 @@ class Server:
             self.weight_override = state["weight"]
         if "ramp" in state:
             self.ramp = float(state["ramp"])
+
+
+def find_server(pools: Mapping[str, Pool], pool_name: str, address: str) -> Server | None:
+    """The server `address` of pool `pool_name`, or None when either is unknown."""
+    pool = pools.get(pool_name)
+    return pool.server(address) if pool is not None else None
+
+
+def require_server(pools: Mapping[str, Pool], pool_name: str, address: str) -> tuple[Pool, Server]:
+    """Like `find_server`, for requests: raises LookupError saying which name is unknown."""
+    pool = pools.get(pool_name)
+    if pool is None:
+        raise LookupError(f"unknown pool {pool_name!r}")
+    server = pool.server(address)
+    if server is None:
+        raise LookupError(f"unknown server {address!r} in pool {pool_name!r}")
+    return pool, server
 
 
 def _full(server: Server) -> bool:

@@ -22,7 +22,14 @@ from steelyard.admin.api import pool_view, start_admin
 from steelyard.admin.metrics import MetricsRegistry, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
-from steelyard.core.backend import AdminState, Pool, Server, split_address
+from steelyard.core.backend import (
+    AdminState,
+    Pool,
+    Server,
+    find_server,
+    require_server,
+    split_address,
+)
 from steelyard.core.counters import SLOTS, SharedCounters
 from steelyard.core.health.monitor import HealthMonitor
 from steelyard.core.health.passive import PassiveEjector
@@ -260,8 +267,7 @@ class Supervisor:
 
     def _on_stats(self, handle: WorkerHandle, rows: list[list[Any]]) -> None:
         for pool_name, address, active, total, failures, bytes_in, bytes_out in rows:
-            pool = self.pools.get(pool_name)
-            server = pool.server(address) if pool else None
+            server = find_server(self.pools, pool_name, address)
             if server is None:
                 continue
             handle.active[(pool_name, address)] = active
@@ -302,11 +308,13 @@ class Supervisor:
             self.slowstart.begin(pool_name, server, duration, time.monotonic())
 
     def _on_result(self, msg: dict[str, Any]) -> None:
-        pool = self.pools.get(msg["pool"])
-        server = pool.server(msg["server"]) if pool else None
         pc = self.cfg.pools.get(msg["pool"])
-        if pool is None or server is None or pc is None or pc.passive is None:
+        if pc is None or pc.passive is None:
             return
+        try:
+            pool, server = require_server(self.pools, msg["pool"], msg["server"])
+        except LookupError:
+            return  # a report racing a reload that removed the server
         if self.passive.record(pool, pc.passive, server, bool(msg["ok"]), time.monotonic()):
             self.push(pool.name, server)
 
@@ -337,12 +345,7 @@ class Supervisor:
     async def set_server(
         self, pool_name: str, address: str, state: str | None, weight: int | None
     ) -> dict[str, Any]:
-        pool = self.pools.get(pool_name)
-        if pool is None:
-            raise LookupError(f"unknown pool {pool_name!r}")
-        server = pool.server(address)
-        if server is None:
-            raise LookupError(f"unknown server {address!r} in pool {pool_name!r}")
+        pool, server = require_server(self.pools, pool_name, address)
         if state is not None:
             try:
                 new_state = AdminState(state)

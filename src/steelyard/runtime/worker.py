@@ -17,7 +17,7 @@ from typing import Any
 
 from steelyard import log as logmod
 from steelyard.config.model import Config
-from steelyard.core.backend import Pool, Server
+from steelyard.core.backend import Pool, Server, find_server, require_server
 from steelyard.core.counters import SharedCounters
 from steelyard.log import log
 from steelyard.runtime.ipc import Channel
@@ -87,8 +87,7 @@ class Worker:
         self.cfg = cfg
         self.pools = build_pools(cfg, self.pools)
         for pool_name, address, state, slot in states:
-            pool = self.pools.get(pool_name)
-            server = pool.server(address) if pool else None
+            server = find_server(self.pools, pool_name, address)
             if server is not None:
                 server.apply_state(state)
                 server.slot = slot
@@ -139,9 +138,9 @@ class Worker:
         self.loop.create_task(drain())
 
     def apply_state(self, msg: dict[str, Any]) -> None:
-        pool = self.pools.get(msg["pool"])
-        server = pool.server(msg["server"]) if pool else None
-        if pool is None or server is None:
+        try:
+            pool, server = require_server(self.pools, msg["pool"], msg["server"])
+        except LookupError:
             return  # a push racing a reload; the next config carries the state
         server.apply_state(msg["state"])
         pool.refresh()

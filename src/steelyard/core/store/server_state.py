@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from steelyard.core.backend import AdminState, Pool, Server
+from steelyard.core.backend import AdminState, Pool, Server, find_server
 from steelyard.core.store.base import Store
 from steelyard.log import log
 
@@ -63,8 +63,7 @@ def restore(store: Store, pools: dict[str, Pool]) -> int:
         if parsed is None:
             continue  # other state kept under pools/ is not ours to judge
         pool_name, address = parsed
-        pool = pools.get(pool_name)
-        server = pool.server(address) if pool is not None else None
+        server = find_server(pools, pool_name, address)
         if server is None:
             store.delete(key)
             log("state_forgotten", pool=pool_name, server=address, cause="not in the config")
