@@ -14,17 +14,23 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from steelyard.config.units import format_duration, parse_duration
+from steelyard.config.http_model import HttpListenerConfig
+from steelyard.config.shared import (
+    Address,
+    Duration,
+    Name,
+    ServerAddress,
+    Strict,
+    Timeout,
+    parse_status_ranges,
+)
 from steelyard.core.backend import split_address
 from steelyard.core.balance import ALGORITHMS
 
@@ -48,64 +54,6 @@ def format_path(path: tuple[str | int, ...]) -> str:
             # Keys with dots or spaces would make the dotted form ambiguous.
             out += f"[{part!r}]"
     return out
-
-
-Duration = Annotated[
-    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
-]
-
-
-def _check_address(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected an address host:port, like 127.0.0.1:8080, got {value!r}")
-    split_address(value)
-    return value
-
-
-Address = Annotated[str, BeforeValidator(_check_address)]
-
-
-def _check_server_address(value: object) -> str:
-    address = _check_address(value)
-    host, _ = split_address(address)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        # Resolving names per connection would block the data path; a resolver with TTLs
-        # belongs to the naming tier. Until then, servers are IP literals.
-        raise ValueError(
-            f"server address {address!r} must be an IP address (like 127.0.0.1:8080 or [::1]:80)"
-        ) from None
-    return address
-
-
-ServerAddress = Annotated[str, BeforeValidator(_check_server_address)]
-# A timeout that must pass some time; 0 would expire at once.
-Timeout = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    Field(gt=0),
-]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-def parse_status_ranges(spec: str) -> list[tuple[int, int]]:
-    """`200-299,301` -> [(200, 299), (301, 301)]."""
-    ranges: list[tuple[int, int]] = []
-    for part in str(spec).split(","):
-        m = re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*", part)
-        if not m:
-            raise ValueError(f"bad status range {part.strip()!r}: use 200-299 or 200,204")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if not 100 <= lo <= hi <= 599:
-            raise ValueError(f"bad status range {part.strip()!r}")
-        ranges.append((lo, hi))
-    return ranges
 
 
 class HealthConfig(Strict):
@@ -260,6 +208,7 @@ class Config(Strict):
     shutdown_timeout: Duration = 30.0
     pools: dict[Name, PoolConfig] = Field(default_factory=dict)
     tcp: list[TcpListenerConfig] = Field(default_factory=list)
+    http: list[HttpListenerConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -292,18 +241,28 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
                 servers[key] = j
     if cfg.admin.listen:
         listens[split_address(cfg.admin.listen)] = ("admin", "listen")
-    for i, lst in enumerate(cfg.tcp):
-        if lst.pool not in cfg.pools:
-            problems.append((("tcp", i, "pool"), f"unknown pool {lst.pool!r}"))
+    listeners: list[tuple[str, int, TcpListenerConfig | HttpListenerConfig]] = [
+        *(("tcp", i, lst) for i, lst in enumerate(cfg.tcp)),
+        *(("http", i, lst) for i, lst in enumerate(cfg.http)),
+    ]
+    for tier, i, lst in listeners:
+        if isinstance(lst, TcpListenerConfig) and lst.pool not in cfg.pools:
+            problems.append(((tier, i, "pool"), f"unknown pool {lst.pool!r}"))
+        if isinstance(lst, HttpListenerConfig):
+            for j, route in enumerate(lst.routes):
+                if route.pool is not None and route.pool not in cfg.pools:
+                    problems.append(
+                        ((tier, i, "routes", j, "pool"), f"unknown pool {route.pool!r}")
+                    )
         if lst.name in names:
-            problems.append((("tcp", i, "name"), f"duplicate listener name {lst.name!r}"))
+            problems.append(((tier, i, "name"), f"duplicate listener name {lst.name!r}"))
         names.add(lst.name)
         key = split_address(lst.listen)
         if key in listens:
             where = format_path(listens[key])
-            problems.append((("tcp", i, "listen"), f"{lst.listen} is already used by {where}"))
+            problems.append(((tier, i, "listen"), f"{lst.listen} is already used by {where}"))
         else:
-            listens[key] = ("tcp", i, "listen")
+            listens[key] = (tier, i, "listen")
     return problems
 
 
@@ -313,6 +272,7 @@ __all__ = [
     "AdminConfig",
     "Config",
     "HealthConfig",
+    "HttpListenerConfig",
     "PassiveConfig",
     "PoolConfig",
     "ServerConfig",

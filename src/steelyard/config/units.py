@@ -45,3 +45,35 @@ def format_duration(seconds: float) -> str:
     if "e" in text:
         text = f"{seconds:.15f}".rstrip("0").rstrip(".")
     return text.removesuffix(".0") + "s"
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|m|M|g|G)?\s*$")
+_SIZE_SCALE = {
+    None: 1,
+    "B": 1,
+    "k": 1024,
+    "K": 1024,
+    "KiB": 1024,
+    "KB": 1000,
+    "m": 1024**2,
+    "M": 1024**2,
+    "MiB": 1024**2,
+    "MB": 1000**2,
+    "g": 1024**3,
+    "G": 1024**3,
+    "GiB": 1024**3,
+    "GB": 1000**3,
+}
+
+
+def parse_size(value: object) -> int:
+    """A byte size: a plain number, or with a unit (`64KiB`, `1m` as nginx, `10MB`)."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like 64KiB or 1m")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(m.group(1)) * _SIZE_SCALE[m.group(2)]
+    raise ValueError(f"bad size {value!r}: use bytes, or a unit as in 64KiB, 1m or 10MB")

@@ -99,7 +99,7 @@ class Supervisor:
                 log("admin_listen_error", "error", listen=cfg.admin.listen, cause=str(exc))
                 await self.stop()
                 raise SystemExit(1) from None
-        taken = probe_listeners([t.listen for t in cfg.tcp])
+        taken = probe_listeners([t.listen for t in [*cfg.tcp, *cfg.http]])
         if taken:
             for problem in taken:
                 log("listen_error", "error", cause=problem)
@@ -123,7 +123,7 @@ class Supervisor:
             "ready",
             pid=os.getpid(),
             workers=cfg.workers,
-            listeners=",".join(f"{t.name}@{t.listen}" for t in cfg.tcp) or None,
+            listeners=",".join(f"{t.name}@{t.listen}" for t in [*cfg.tcp, *cfg.http]) or None,
             admin=cfg.admin.listen,
             restored=applied or None,
         )
@@ -396,8 +396,8 @@ class Supervisor:
             log("reload_failed", "error", errors=len(exc.issues), kept="previous config")
             return
         old = self.cfg
-        held = {t.listen for t in old.tcp}
-        taken = probe_listeners([t.listen for t in new.tcp if t.listen not in held])
+        held = {t.listen for t in [*old.tcp, *old.http]}
+        taken = probe_listeners([t.listen for t in [*new.tcp, *new.http] if t.listen not in held])
         if taken:
             for problem in taken:
                 log("reload_refused", "error", error=problem)
@@ -492,16 +492,18 @@ def _describe_changes(old: Config, new: Config) -> str:
     for kind, a, b in (
         ("pool", set(old.pools), set(new.pools)),
         ("tcp", {t.name for t in old.tcp}, {t.name for t in new.tcp}),
+        ("http", {t.name for t in old.http}, {t.name for t in new.http}),
     ):
         parts += [f"+{kind}:{x}" for x in sorted(b - a)]
         parts += [f"-{kind}:{x}" for x in sorted(a - b)]
     for name in sorted(set(old.pools) & set(new.pools)):
         if old.pools[name] != new.pools[name]:
             parts.append(f"~pool:{name}")
-    old_tcp = {t.name: t for t in old.tcp}
-    for t in new.tcp:
-        if t.name in old_tcp and old_tcp[t.name] != t:
-            parts.append(f"~tcp:{t.name}")
+    for kind, before, after in (("tcp", old.tcp, new.tcp), ("http", old.http, new.http)):
+        previous = {t.name: t for t in before}
+        for t in after:
+            if t.name in previous and previous[t.name] != t:
+                parts.append(f"~{kind}:{t.name}")
     if old.workers != new.workers:
         parts.append(f"workers:{old.workers}->{new.workers}")
     return " ".join(parts)

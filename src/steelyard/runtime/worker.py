@@ -16,13 +16,17 @@ import sys
 from typing import Any
 
 from steelyard import log as logmod
+from steelyard.config.http_model import HttpListenerConfig
 from steelyard.config.model import Config
 from steelyard.core.backend import Pool, Server, find_server, require_server
 from steelyard.core.counters import SharedCounters
+from steelyard.http.frontend import HttpFrontend
 from steelyard.log import log
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
 from steelyard.tcp.frontend import TcpFrontend, WorkerContext, describe
+
+Frontend = TcpFrontend | HttpFrontend
 
 STATS_INTERVAL = 1.0
 
@@ -34,8 +38,8 @@ class Worker:
         self.ctx = WorkerContext(self.loop, self._report)
         self.counters = counters
         self.pools: dict[str, Pool] = {}
-        self.frontends: dict[str, TcpFrontend] = {}  # by listen address
-        self.retired: set[TcpFrontend] = set()  # removed by a reload, draining
+        self.frontends: dict[str, Frontend] = {}  # by listen address
+        self.retired: set[Frontend] = set()  # removed by a reload, draining
         self.cfg: Config | None = None
         # Counters last reported, per (pool, address): stats carry deltas.
         self._sent: dict[tuple[str, str], tuple[int, int, int, int]] = {}
@@ -96,20 +100,26 @@ class Worker:
             pool.refresh()
         live = {(name, s.address) for name, pool in self.pools.items() for s in pool.servers}
         self._sent = {key: v for key, v in self._sent.items() if key in live}
-        wanted = {lst.listen: lst for lst in cfg.tcp}
+        wanted: dict[str, Any] = {lst.listen: lst for lst in [*cfg.tcp, *cfg.http]}
         for listen, fe in list(self.frontends.items()):
-            if listen not in wanted:
+            lst = wanted.get(listen)
+            if lst is None or isinstance(lst, HttpListenerConfig) != isinstance(fe, HttpFrontend):
                 fe.stop_accepting()
                 del self.frontends[listen]
                 self._retire(fe)
         ok = True
         for listen, lst in wanted.items():
-            pool = self.pools[lst.pool]
             fe = self.frontends.get(listen)
-            if fe is not None:
-                fe.update(lst, pool)
+            if isinstance(fe, HttpFrontend):
+                fe.update(lst, self.pools)
                 continue
-            fe = TcpFrontend(lst, pool, self.ctx)
+            if isinstance(fe, TcpFrontend):
+                fe.update(lst, self.pools[lst.pool])
+                continue
+            if isinstance(lst, HttpListenerConfig):
+                fe = HttpFrontend(lst, self.pools, self.loop, self._report)
+            else:
+                fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
                 fe.start()
             except OSError as exc:
@@ -121,10 +131,11 @@ class Worker:
             self.frontends[listen] = fe
         for fe in self.frontends.values():
             # Sessions already running keep their pool object; new ones use the new pool.
-            fe.pool = self.pools[fe.cfg.pool]
+            if isinstance(fe, TcpFrontend):
+                fe.pool = self.pools[fe.cfg.pool]
         return ok
 
-    def _retire(self, fe: TcpFrontend) -> None:
+    def _retire(self, fe: Frontend) -> None:
         if not fe.sessions:
             fe.close()
             return
@@ -156,8 +167,7 @@ class Worker:
     def _send_stats(self) -> None:
         rows = []
         for fe in [*self.frontends.values(), *self.retired]:
-            for session in fe.sessions:
-                session.account()
+            fe.account()
         for name, pool in self.pools.items():
             for s in pool.servers:
                 key = (name, s.address)

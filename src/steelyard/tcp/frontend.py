@@ -524,6 +524,11 @@ class TcpFrontend:
             self._sweeper.cancel()
             self._sweeper = None
 
+    def account(self) -> None:
+        """Add the bytes relays moved since the last call to their servers' counters."""
+        for session in self.sessions:
+            session.account()
+
     def session_ended(self) -> None:
         if self._drained is not None and not self.sessions and not self._drained.done():
             self._drained.set_result(None)

@@ -1,0 +1,404 @@
+"""HTTP/1.x message framing, sans-IO: bytes in, events out, for requests and for responses.
+
+Parsing is llhttp's (through httptools), which is strict where request smuggling lives:
+Content-Length together with Transfer-Encoding, two Content-Lengths, a Transfer-Encoding whose
+last coding is not `chunked`, bad chunk sizes, whitespace before a colon, bare CR and NUL are all
+errors. On top of it this module adds what llhttp leaves to its caller: size limits (414, 431),
+the Host rules of RFC 9112 section 3.2, HEAD responses (llhttp would wait for a body), responses
+delimited by the connection closing, and a guarantee that a request whose head is followed by a
+framing error never reaches the event queue as a request.
+
+Events are tuples `(kind, payload)` in `reader.events`, taken by the caller after each `feed`:
+HEAD (a RequestHead or ResponseHead), DATA (body bytes, already de-chunked), END, UPGRADE (the
+bytes that followed an upgrade: they belong to the tunnel) and ERROR (an HttpError, always last).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+HEAD, DATA, END, UPGRADE, ERROR = range(5)
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class HttpError(Exception):
+    """A request the proxy refuses, with the status it answers (400, 413, 414, 431, ...)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RequestHead:
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: Headers = []
+        self.host: bytes | None = None
+        self.keep_alive = True
+        self.chunked = False
+        self.content_length: int | None = None
+        self.upgrade: bytes | None = None  # the Upgrade header's value, for upgrade requests
+        self.expect_continue = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class ResponseHead:
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.version = "1.1"
+        self.headers: Headers = []
+        self.keep_alive = True
+        self.chunked = False
+        self.content_length: int | None = None
+
+
+def _valid_host(value: bytes) -> bool:
+    """RFC 3986 host[:port]: a reg-name, IPv4, or a bracketed IPv6 literal; no userinfo."""
+    if not value:
+        return False
+    if value[0:1] == b"[":
+        end = value.find(b"]")
+        if end < 0:
+            return False
+        rest = value[end + 1 :]
+        inner = value[1:end]
+        if not inner or any(c not in b"0123456789abcdefABCDEF:." for c in inner):
+            return False
+    else:
+        host, _, port = value.partition(b":")
+        rest = b":" + port if port or value.endswith(b":") else b""
+        if not host or any(
+            not (chr(c).isalnum() or c in b"-._~!$&'()*+,;=%") or c > 127 for c in host
+        ):
+            return False
+    if rest:
+        port = rest[1:]
+        return rest[:1] == b":" and (not port or (port.isdigit() and len(port) <= 5))
+    return True
+
+
+class _Reader:
+    """What request and response readers share: the event queue and the head being built."""
+
+    def __init__(self, max_head: int) -> None:
+        self.events: deque[tuple[int, object]] = deque()
+        self.max_head = max_head
+        self._head_size = 0
+        self._in_head = False
+        self._in_message = False
+        self._open_head: object | None = None  # head of the message being read, until END
+        self.failed = False
+
+    too_large = HttpError(431, "request header fields too large")
+
+    def _grow_head(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.max_head:
+            raise HttpError(self.too_large.status, self.too_large.reason)
+
+    def _fail(self, error: HttpError) -> None:
+        # A message cut by an error was never whole: if nobody has taken its head yet, it must
+        # not be taken at all (this is what keeps a smuggling attempt from reaching a server).
+        head = self._open_head
+        if head is not None:
+            events = self.events
+            for i, (kind, payload) in enumerate(events):
+                if kind == HEAD and payload is head:
+                    while len(events) > i:
+                        events.pop()
+                    break
+        self.events.append((ERROR, error))
+        self.failed = True
+
+
+class RequestReader(_Reader):
+    """Requests from a client connection, pipelined or not."""
+
+    def __init__(self, max_head: int = 32 * 1024, max_uri: int = 8 * 1024) -> None:
+        super().__init__(max_head)
+        self.max_uri = max_uri
+        self._parser = httptools.HttpRequestParser(self)
+        self._head: RequestHead | None = None
+        self._url: list[bytes] = []
+        self._url_size = 0
+
+    def feed(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            before = self._in_head
+            self._parser.feed_data(data)
+            if before and self._in_head:
+                # No end of head in this chunk: bound what llhttp buffers for us.
+                self._grow_head(len(data))
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            head = self._head
+            if head is not None and head.method == "CONNECT":
+                self._fail(HttpError(405, "CONNECT is not allowed"))
+                return
+            self.events.append((UPGRADE, data[offset:]))
+            self.failed = True  # what follows is the tunnel's, not HTTP
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(HttpError(400, "invalid method"))
+        except HttpError as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, HttpError):  # raised by one of our callbacks
+                self._fail(exc.__context__)
+                return
+            reason = str(exc) or "bad request"
+            if "PRI" in reason:
+                reason = "HTTP/2 is not supported on this listener (use HTTP/1.1)"
+            self._fail(HttpError(400, reason.lower()))
+
+    # httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._url = []
+        self._url_size = 0
+        self._head_size = 0
+        self._in_head = True
+        self._in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._url_size += len(url)
+        if self._url_size > self.max_uri:
+            raise HttpError(414, "request URI too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None or not self._in_head:
+            return  # trailers: hop-by-hop, never forwarded
+        self._grow_head(len(name) + len(value) + 4)
+        lname = name.lower()
+        if lname == b"host":
+            if head.host is not None:
+                raise HttpError(400, "more than one Host header")
+            if not _valid_host(value):
+                raise HttpError(400, "invalid Host header")
+            head.host = value
+        elif lname == b"content-length":
+            head.content_length = int(value)  # llhttp has checked the digits and duplicates
+        elif lname == b"transfer-encoding":
+            head.chunked = True  # llhttp refuses any Transfer-Encoding not ending in chunked
+        elif lname == b"expect":
+            if value.lower() == b"100-continue":
+                head.expect_continue = True
+            else:
+                raise HttpError(417, "unsupported Expect")
+        elif lname == b"upgrade":
+            head.upgrade = value
+        head.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        parser = self._parser
+        self._in_head = False
+        head.method = parser.get_method().decode("ascii")
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
+        head.target = b"".join(self._url)
+        if not parser.should_upgrade():
+            head.upgrade = None
+        target = head.target
+        if target[:1] != b"/":
+            if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+                # Absolute form: its authority replaces Host (RFC 9112 section 3.2.2).
+                rest = target.split(b"://", 1)[1]
+                slash = rest.find(b"/")
+                authority = rest if slash < 0 else rest[:slash]
+                if not _valid_host(authority):
+                    raise HttpError(400, "invalid authority in the request target")
+                head.host = authority
+                head.target = b"/" if slash < 0 else rest[slash:]
+            elif not (target == b"*" and head.method == "OPTIONS") and head.method != "CONNECT":
+                raise HttpError(400, "invalid request target")
+        if head.host is None and head.version != "1.0":
+            raise HttpError(400, "missing Host header")
+        self._open_head = head
+        self.events.append((HEAD, head))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append((DATA, body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._open_head = None
+        self.events.append((END, None))
+
+
+class ResponseReader(_Reader):
+    """Responses on a server connection, one request at a time.
+
+    `expect(method)` is called before each request is sent: a response to HEAD has no body,
+    whatever its Content-Length says, and llhttp has to be told by starting it afresh.
+    """
+
+    too_large = HttpError(502, "response header from server too large")
+
+    def __init__(self, max_head: int = 64 * 1024) -> None:
+        super().__init__(max_head)
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: ResponseHead | None = None
+        self._reason: list[bytes] = []
+        self._no_body = False
+        self._skip_rest = False  # after a HEAD response: bytes now are a protocol error
+        self.until_close = False  # the body ends when the server closes
+        self.head_leftover = False
+
+    def expect(self, method: str) -> None:
+        if self._skip_rest:
+            self._parser = httptools.HttpResponseParser(self)
+            self._skip_rest = False
+        self._no_body = method == "HEAD"
+        self.until_close = False
+        self.head_leftover = False
+
+    def feed(self, data: bytes) -> None:
+        if self.failed:
+            return
+        if self._skip_rest:
+            self._fail(HttpError(502, "server sent data after a response to HEAD"))
+            return
+        try:
+            self._parser.feed_data(data)
+            if self._in_head:
+                self._grow_head(len(data))
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self.events.append((UPGRADE, data[offset:]))
+            self.failed = True
+        except HttpError as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadDone):
+                if not data.endswith(b"\r\n\r\n"):
+                    # Bytes after the head of a HEAD answer: whatever they are, the framing
+                    # of this connection can no longer be trusted, so it is not reused.
+                    self.head_leftover = True
+            elif isinstance(cause, HttpError):
+                self._fail(cause)
+            else:
+                self._fail(HttpError(502, f"invalid response from server: {str(exc).lower()}"))
+
+    def feed_eof(self) -> None:
+        """The server closed: that ends a close-delimited body, and is an error mid-message."""
+        if self.failed:
+            return
+        if self._in_message and self.until_close and not self._in_head:
+            self._in_message = False
+            self._open_head = None
+            self.events.append((END, None))
+        elif self._in_message:
+            self._fail(HttpError(502, "server closed the connection mid-response"))
+
+    @property
+    def busy(self) -> bool:
+        """A response has started and not ended."""
+        return self._in_message
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+        self._reason = []
+        self._head_size = 0
+        self._in_head = True
+        self._in_message = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason.append(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None or not self._in_head:
+            return
+        self._grow_head(len(name) + len(value) + 4)
+        lname = name.lower()
+        if lname == b"content-length":
+            head.content_length = int(value)
+        elif lname == b"transfer-encoding":
+            head.chunked = value.rstrip().lower().endswith(b"chunked")
+        head.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        parser = self._parser
+        self._in_head = False
+        head.status = parser.get_status_code()
+        head.reason = b"".join(self._reason)
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
+        status = head.status
+        if status < 200 and status != 101:
+            self._in_message = False  # 100 Continue, 103 Early Hints: a prelude, not the answer
+            return
+        self._open_head = head
+        self.events.append((HEAD, head))
+        if self._no_body and status != 101:
+            # llhttp would wait for the Content-Length bytes of a HEAD answer: end it here and
+            # restart the parser before the next response.
+            self._in_message = False
+            self._open_head = None
+            self._skip_rest = True
+            self.events.append((END, None))
+            raise _HeadDone
+        if (
+            head.content_length is None
+            and not head.chunked
+            and status not in (101, 204, 304)
+            and status >= 200
+        ):
+            self.until_close = True
+            head.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append((DATA, body))
+
+    def on_message_complete(self) -> None:
+        if not self._in_message:
+            return  # the end of a 1xx prelude
+        self._in_message = False
+        self._open_head = None
+        self.events.append((END, None))
+
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop llhttp after a HEAD response's headers."""

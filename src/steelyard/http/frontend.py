@@ -1,0 +1,202 @@
+"""One `http:` listener in a worker: the listening socket, its routes, pools and shared state.
+
+What the connections of a listener share lives here: compiled routes, the keep-alive pool of
+server connections, TLS contexts, request ids, and the hooks that report to the supervisor
+(passive health) and count for metrics and the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from steelyard.config.http_model import HttpListenerConfig, Sticky
+from steelyard.core.backend import Pool, Server
+from steelyard.http.codec import RequestReader
+from steelyard.http.headers import RequestIds
+from steelyard.http.routing import CompiledRoute, compile_routes
+from steelyard.http.upstream import KeepalivePool
+from steelyard.log import log
+from steelyard.tcp.frontend import make_listener
+
+if TYPE_CHECKING:
+    from steelyard.http.proxy import ClientConn, Exchange
+
+# Report a result to the supervisor (passive health): (pool, server, ok, reason).
+Reporter = Callable[[str, Server, bool, str], None]
+
+
+class HttpFrontend:
+    def __init__(
+        self,
+        cfg: HttpListenerConfig,
+        pools: dict[str, Pool],
+        loop: asyncio.AbstractEventLoop,
+        report: Reporter,
+    ) -> None:
+        self.cfg = cfg
+        self.pools = pools
+        self.loop = loop
+        self._report = report
+        self.routes: list[CompiledRoute] = compile_routes(cfg)
+        self.keepalive = KeepalivePool(
+            loop, cfg.upstream_keepalive, cfg.upstream_keepalive_timeout,
+            cfg.upstream_keepalive_requests,
+        )  # fmt: skip
+        self.request_ids = RequestIds()
+        self.conns: set[ClientConn] = set()
+        self.stopping = False
+        self.scheme = "https" if cfg.tls else "http"
+        self.failing: set[Server] = set()  # servers whose last result here was a failure
+        self._server: asyncio.AbstractServer | None = None
+        self._sock = None
+        self._drained: asyncio.Future[None] | None = None
+        self._sticky: dict[str, dict[bytes, Server]] = {}
+        self._tls_upstream: dict[bool, ssl.SSLContext] = {}
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> set[ClientConn]:
+        return self.conns
+
+    def start(self) -> None:
+        """Bind now (errors are the caller's), start serving on the next loop turn."""
+        from steelyard.http.proxy import ClientConn
+
+        sock = make_listener(self.cfg.listen, self.cfg.backlog)
+        self._sock = sock
+        tls = None
+        if self.cfg.tls is not None:
+            from steelyard.http.tls import server_context
+
+            tls = server_context(self.cfg.tls)
+
+        async def serve() -> None:
+            self._server = await self.loop.create_server(
+                lambda: ClientConn(self), sock=sock, ssl=tls, backlog=self.cfg.backlog
+            )
+
+        self.loop.create_task(serve())
+
+    def update(self, cfg: HttpListenerConfig, pools: dict[str, Pool]) -> None:
+        """Reload: new routes and settings for new requests; connections in flight go on."""
+        self.cfg = cfg
+        self.pools = pools
+        self.routes = compile_routes(cfg)
+        self.keepalive.configure(
+            cfg.upstream_keepalive, cfg.upstream_keepalive_timeout, cfg.upstream_keepalive_requests
+        )
+        self._sticky.clear()
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        elif self._sock is not None:
+            self._sock.close()
+        self._sock = None
+        # Idle client connections go now; busy ones close after their current response.
+        for conn in list(self.conns):
+            if conn.exchange is None and conn.tunnel is None:
+                conn.close()
+
+    async def drain(self, timeout: float) -> int:
+        if self.conns:
+            self._drained = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+            except TimeoutError:
+                pass
+        cut = len(self.conns)
+        for conn in list(self.conns):
+            conn.close()
+        self.close()
+        return cut
+
+    def close(self) -> None:
+        self.stop_accepting()
+        self.keepalive.close()
+
+    def conn_closed(self, conn: ClientConn) -> None:
+        if self._drained is not None and not self.conns and not self._drained.done():
+            self._drained.set_result(None)
+
+    def account(self) -> None:
+        """Byte counters are kept as requests end; nothing to flush."""
+
+    # helpers for connections ---------------------------------------------------------------
+
+    def new_reader(self) -> RequestReader:
+        return RequestReader(self.cfg.max_header_bytes, self.cfg.max_uri_bytes)
+
+    def upstream_tls(self, route: CompiledRoute | None) -> ssl.SSLContext | None:
+        if route is None or not route.settings["upstream_tls"]:
+            return None
+        verify = bool(route.settings["verify"])
+        ctx = self._tls_upstream.get(verify)
+        if ctx is None:
+            from steelyard.http.tls import client_context
+
+            ctx = self._tls_upstream[verify] = client_context(verify)
+        return ctx
+
+    def sticky_value(self, server: Server) -> bytes:
+        return hashlib.md5(server.address.encode(), usedforsecurity=False).hexdigest().encode()
+
+    def sticky_server(self, pool: Pool, value: bytes) -> Server | None:
+        table = self._sticky.get(pool.name)
+        if table is None or len(table) != len(pool.servers):
+            table = self._sticky[pool.name] = {self.sticky_value(s): s for s in pool.servers}
+        return table.get(value)
+
+    def sticky_cookie(self, sticky: Sticky, value: bytes) -> bytes:
+        parts = [sticky.cookie.encode() + b"=" + value, b"Path=" + sticky.path.encode()]
+        if sticky.max_age is not None:
+            parts.append(b"Max-Age=%d" % int(sticky.max_age))
+        if sticky.http_only:
+            parts.append(b"HttpOnly")
+        if sticky.secure:
+            parts.append(b"Secure")
+        return b"; ".join(parts)
+
+    # reports -------------------------------------------------------------------------------
+
+    def report(self, route: CompiledRoute | None, server: Server, ok: bool, cause: str) -> None:
+        pool = route.cfg.pool if route is not None else None
+        if pool is None:
+            return
+        if ok:
+            if server in self.failing:
+                self.failing.discard(server)
+                self._report(pool, server, True, "")
+            return
+        server.failures += 1
+        self.failing.add(server)
+        self._report(pool, server, False, cause)
+
+    def report_status(self, route: CompiledRoute, server: Server, status: int) -> None:
+        if status < 500:
+            self.report(route, server, True, "")
+
+    def count_status(self, route: CompiledRoute | None, status: int) -> None:
+        """Requests answered without an exchange (bad requests, timeouts before a request)."""
+
+    def count_retry(self, route: CompiledRoute | None, server: Server) -> None:
+        pass
+
+    def log_access(self, ex: Exchange) -> None:
+        if ex.status >= 500 and ex.cause:
+            log(
+                "http_error",
+                "warn",
+                listener=self.cfg.name,
+                status=ex.status,
+                server=ex.last_server.address if ex.last_server else None,
+                peer=ex.conn.peer,
+                cause=ex.cause,
+            )

@@ -1,0 +1,953 @@
+"""The client side of the HTTP proxy: one protocol per client connection, one Exchange per request.
+
+A `ClientConn` turns bytes into requests (codec.RequestReader) and runs them one at a time, in
+order: pipelined requests wait in the reader's event queue, with reading paused, until the one
+before them has been answered. An `Exchange` routes a request, picks a server, sends the request
+on a pooled or new server connection, and streams the response back. Bodies are streamed both
+ways and never held whole: reading from one side pauses while the other side's write buffer is
+full. Up to `retry_buffer` bytes of a request body are kept so the request can be replayed on
+another server; a request whose body outgrew it is not retried.
+
+Timeouts use one lazy deadline per client connection: moving a deadline later only stores a
+number, and the timer re-arms itself when it fires early. That keeps timers off the per-request
+path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from steelyard.core.backend import Server
+from steelyard.http.codec import DATA, END, ERROR, HEAD, UPGRADE, HttpError, RequestHead
+from steelyard.http.headers import (
+    cookie_value,
+    encode_head,
+    header_value,
+    request_headers,
+    response_headers,
+)
+from steelyard.http.pages import local_response, status_line
+from steelyard.http.routing import CompiledRoute, match
+from steelyard.http.upstream import UpstreamConn, open_connection
+from steelyard.log import log
+
+if TYPE_CHECKING:
+    from steelyard.http.frontend import HttpFrontend
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_CHUNK_END = b"0\r\n\r\n"
+# Body bytes held for a server connection that is not ready yet, before reading pauses.
+_PENDING_MAX = 256 * 1024
+_WRITE_HIGH = 256 * 1024
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class ClientConn(asyncio.Protocol):
+    def __init__(self, fe: HttpFrontend) -> None:
+        self.fe = fe
+        self.loop = fe.loop
+        self.transport: asyncio.Transport | None = None
+        self.reader = fe.new_reader()
+        self.exchange: Exchange | None = None
+        self.peer_ip = "-"
+        self.peer = "-"
+        self.requests = 0
+        self.closing = False
+        self.read_paused = False  # paused by us (pipelining or a slow server)
+        self.write_paused = False  # the client's socket buffer is full
+        self.tunnel: UpstreamConn | None = None
+        self.deadline = 0.0
+        self.deadline_kind = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._idle = True  # between requests: no byte of the next one yet
+
+    # asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0]
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        fe = self.fe
+        fe.conns.add(self)
+        if fe.cfg.max_conns and len(fe.conns) > fe.cfg.max_conns:
+            log("max_conns", "warn", listener=fe.cfg.name, peer=self.peer, max=fe.cfg.max_conns)
+            self.send_error(503, close=True)
+            return
+        self.set_deadline(fe.cfg.client_header_timeout, "header")
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            self.set_deadline(self.tunnel_timeout, "tunnel")
+            return
+        ex = self.exchange
+        if ex is not None and self.reader.failed and ex.head.upgrade is not None:
+            ex.early_tunnel_bytes(data)  # the client speaks the new protocol before the 101
+            return
+        if self._idle and ex is None:
+            self._idle = False
+            self.set_deadline(self.fe.cfg.client_header_timeout, "header")
+        self.reader.feed(data)
+        self.process()
+
+    def eof_received(self) -> bool:
+        ex = self.exchange
+        if self.tunnel is not None:
+            self.tunnel.write_eof()  # half-close through the tunnel: the server may still answer
+            return True
+        if ex is not None and not ex.body_done:
+            ex.client_gone("client closed the connection while sending the body")
+        elif ex is None:
+            self.close()
+            return False
+        # The request is in; keep the socket open for the answer, then close.
+        self.closing_after = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.fe.conns.discard(self)
+        self._cancel_timer()
+        ex = self.exchange
+        if ex is not None:
+            ex.client_gone("client closed the connection")
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        self.fe.conn_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading(True)
+        if self.tunnel is not None:
+            self.tunnel.pause_reading(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading(False)
+        if self.tunnel is not None:
+            self.tunnel.pause_reading(False)
+
+    # requests ------------------------------------------------------------------------------
+
+    closing_after = False
+
+    def process(self) -> None:
+        """Run what the reader has queued, in order, as far as the current exchange allows."""
+        events = self.reader.events
+        while events and not self.closing:
+            ex = self.exchange
+            kind = events[0][0]
+            if ex is None:
+                kind, payload = events.popleft()
+                if kind == HEAD:
+                    assert isinstance(payload, RequestHead)
+                    self.requests += 1
+                    self.exchange = Exchange(self, payload)
+                    self.exchange.start()
+                elif kind == ERROR:
+                    assert isinstance(payload, HttpError)
+                    self.refuse(payload)
+                continue
+            if ex.body_done:
+                if kind == UPGRADE:
+                    payload = events.popleft()[1]
+                    assert isinstance(payload, bytes)
+                    ex.early_tunnel_bytes(payload)
+                    continue
+                # A pipelined request: it waits, and so does reading, until this one is answered.
+                self.pause_reading(True)
+                return
+            kind, payload = events.popleft()
+            if kind == DATA:
+                assert isinstance(payload, bytes)
+                ex.on_body(payload)
+            elif kind == END:
+                ex.on_body_end()
+            elif kind == ERROR:
+                assert isinstance(payload, HttpError)
+                ex.on_client_error(payload)
+            elif kind == UPGRADE:
+                assert isinstance(payload, bytes)
+                ex.on_body_end()
+                ex.early_tunnel_bytes(payload)
+
+    def refuse(self, error: HttpError) -> None:
+        """A request we could not parse: answer and close, as nothing after it can be trusted."""
+        log(
+            "bad_request",
+            "warn",
+            listener=self.fe.cfg.name,
+            peer=self.peer,
+            status=error.status,
+            cause=error.reason,
+        )
+        self.fe.count_status(None, error.status)
+        self.send_error(error.status, close=True)
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        self.exchange = None
+        if self.closing:
+            return
+        if not keep_alive or self.closing_after:
+            self.close_after_write()
+            return
+        self._idle = True
+        self.set_deadline(self.fe.cfg.keepalive_timeout, "keepalive")
+        if self.reader.events:
+            self._idle = False
+            self.set_deadline(self.fe.cfg.client_header_timeout, "header")
+            self.process()
+        if self.exchange is None and self.read_paused:
+            self.pause_reading(False)
+
+    def keep_alive_allowed(self, head: RequestHead) -> bool:
+        cfg = self.fe.cfg
+        return (
+            head.keep_alive
+            and self.requests < cfg.keepalive_requests
+            and cfg.keepalive_timeout > 0
+            and not self.fe.stopping
+            and not self.closing_after
+        )
+
+    # output ------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def send_error(self, status: int, close: bool = False, head_only: bool = False) -> None:
+        self.write(local_response(status, close=close, head_only=head_only))
+        if close:
+            self.close_after_write()
+
+    def close_after_write(self) -> None:
+        """Close once what is written has been sent (asyncio flushes before closing)."""
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self._cancel_timer()
+            self.transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    def pause_reading(self, paused: bool) -> None:
+        if paused == self.read_paused or self.transport is None or self.closing:
+            return
+        self.read_paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # tunnel (after 101 Switching Protocols) ----------------------------------------------
+
+    tunnel_timeout = 3600.0
+
+    def tunnel_activity(self) -> None:
+        self.set_deadline(self.tunnel_timeout, "tunnel")
+
+    def tunnel_eof(self) -> None:
+        if self.transport is not None and not self.closing and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    # deadlines ---------------------------------------------------------------------------
+
+    def set_deadline(self, seconds: float, kind: str) -> None:
+        if seconds <= 0:
+            self.deadline = 0.0
+            return
+        when = self.loop.time() + seconds
+        self.deadline = when
+        self.deadline_kind = kind
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def clear_deadline(self) -> None:
+        self.deadline = 0.0
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.deadline or self.closing:
+            return
+        now = self.loop.time()
+        if now < self.deadline:
+            self._timer = self.loop.call_at(self.deadline, self._on_timer)
+            self._timer_at = self.deadline
+            return
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        self.on_deadline(kind)
+
+    def on_deadline(self, kind: str) -> None:
+        cfg = self.fe.cfg
+        if kind == "keepalive":
+            self.close()
+        elif kind == "header":
+            log(
+                "client_timeout",
+                "warn",
+                listener=cfg.name,
+                peer=self.peer,
+                phase="header",
+                timeout=f"{cfg.client_header_timeout:g}s",
+            )
+            self.fe.count_status(None, 408)
+            self.send_error(408, close=True)
+        elif kind == "tunnel":
+            log("tunnel_timeout", listener=cfg.name, peer=self.peer)
+            if self.tunnel is not None:
+                self.tunnel.close()
+            self.close()
+        elif self.exchange is not None:
+            self.exchange.on_timeout(kind)
+
+
+class Exchange:
+    """One request and its response."""
+
+    def __init__(self, conn: ClientConn, head: RequestHead) -> None:
+        self.conn = conn
+        self.fe = conn.fe
+        self.head = head
+        self.route: CompiledRoute | None = None
+        self.settings: dict = {}
+        self.started = time.monotonic()
+        self.body_done = not head.has_body
+        self.body_size = 0
+        self.kept: list[bytes] | None = [] if head.has_body else None  # for a replay
+        self.kept_size = 0
+        self.pending: list[bytes] = []  # body bytes waiting for a server connection
+        self.pending_size = 0
+        self.upstream: UpstreamConn | None = None
+        self.server: Server | None = None
+        self.tried: set[Server] = set()
+        self.tries = 0
+        self.connecting: asyncio.Task | None = None
+        self.responded = False  # any byte of a response went to the client
+        self.resp_chunked = False
+        self.resp_close = False
+        self.resp_head_only = False
+        self.status = 0
+        self.upstream_status = 0
+        self.bytes_sent = 0
+        self.done = False
+        self.keep_alive = conn.keep_alive_allowed(head)
+        self.request_id: bytes | None = None
+        self.sent_head = b""
+        self.sticky_set: bytes | None = None
+        self.t_connect = -1.0
+        self.t_header = -1.0
+        self.cause = ""
+        self.resp_keep = True
+        self.got_head = False  # the current attempt has a response head
+        self.last_server: Server | None = None
+        self.early = b""
+
+    # start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        head = self.head
+        fe = self.fe
+        route = match(fe.routes, head)
+        if route is None:
+            self.finish_local(404, b"404 Not Found: no route for this request\n")
+            return
+        self.route = route
+        self.settings = route.settings
+        max_body = fe.cfg.max_body_bytes
+        if max_body and head.content_length is not None and head.content_length > max_body:
+            self.keep_alive = False
+            self.finish_local(413)
+            return
+        cfg = route.cfg
+        if cfg.return_ is not None:
+            self.finish_local(
+                cfg.return_.status,
+                cfg.return_.body.encode(),
+                content_type=cfg.return_.content_type.encode(),
+            )
+            return
+        if cfg.redirect is not None:
+            self.finish_local(
+                cfg.redirect.status,
+                b"",
+                headers=[(b"Location", self.expand(cfg.redirect.location).encode())],
+            )
+            return
+        if cfg.redirect_https:
+            host = (head.host or b"").decode("latin-1")
+            self.finish_local(
+                301, b"", headers=[(b"Location", f"https://{host}".encode() + head.target)]
+            )
+            return
+        if head.upgrade is not None and head.has_body:
+            self.keep_alive = False
+        if head.expect_continue and head.has_body:
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.try_next()
+
+    def expand(self, template: str) -> str:
+        head = self.head
+        return (
+            template.replace("$host", (head.host or b"").decode("latin-1"))
+            .replace("$request_uri", head.target.decode("latin-1"))
+            .replace("$scheme", self.fe.scheme)
+        )
+
+    # choosing a server -------------------------------------------------------------------
+
+    def balance_key(self) -> bytes | None:
+        key = self.route.cfg.hash_key if self.route else None
+        if key is None or key == "source":
+            return self.conn.peer_ip.encode()
+        if key == "uri":
+            return self.head.target
+        kind, _, name = key.partition(":")
+        if kind == "header":
+            return header_value(self.head.headers, name.lower().encode()) or b""
+        return cookie_value(self.head.headers, name.encode()) or b""
+
+    def choose(self) -> Server | None:
+        assert self.route is not None
+        pool = self.fe.pools[self.route.cfg.pool or ""]
+        sticky = self.route.cfg.sticky
+        tried = self.tried
+        if sticky is not None:
+            value = cookie_value(self.head.headers, sticky.cookie.encode())
+            if value is not None:
+                server = self.fe.sticky_server(pool, value)
+                usable = server is not None and server not in tried and server.usable
+                if usable and pool.try_acquire(server):
+                    return server
+        key = self.balance_key() if pool.balancer.keyed else None
+        skip = tried.__contains__ if tried else None
+        while True:
+            server = pool.pick(key, skip)
+            if server is None or pool.try_acquire(server):
+                break
+            lost = {server, *tried}
+            skip = lost.__contains__
+        if server is not None and sticky is not None:
+            self.sticky_set = self.fe.sticky_value(server)
+        return server
+
+    def try_next(self) -> None:
+        route = self.route
+        assert route is not None
+        server = self.choose()
+        if server is None:
+            reason = "no server available" if not self.tried else "no server left to try"
+            self.fail(503 if not self.tried else 502, reason)
+            return
+        self.tries += 1
+        self.server = server
+        conn = self.fe.keepalive.get(server)
+        if conn is not None:
+            self.attach(conn)
+            return
+        self.connect(server)
+
+    def connect(self, server: Server) -> None:
+        t0 = time.monotonic()
+
+        async def run() -> None:
+            try:
+                conn = await open_connection(
+                    self.fe.loop,
+                    server,
+                    self.fe.keepalive,
+                    self.settings["connect_timeout"],
+                    self.fe.upstream_tls(self.route),
+                    self.settings["sni"],
+                )
+            except TimeoutError:
+                self.connecting = None
+                self.upstream_failed(
+                    server, f"connect timeout after {self.settings['connect_timeout']:g}s"
+                )
+                return
+            except OSError as exc:
+                self.connecting = None
+                self.upstream_failed(server, f"connect failed: {_describe(exc)}")
+                return
+            self.connecting = None
+            self.t_connect = time.monotonic() - t0
+            if self.done:
+                conn.release(True)
+                return
+            self.attach(conn)
+
+        self.connecting = self.fe.loop.create_task(run())
+
+    def attach(self, conn: UpstreamConn) -> None:
+        """Send the request on `conn`: head, the body so far, and the rest as it comes."""
+        self.upstream = conn
+        self.got_head = False
+        self.last_server = conn.server
+        conn.owner = self
+        conn.requests += 1
+        if self.t_connect < 0:
+            self.t_connect = 0.0
+        head = self.head
+        conn.reader.expect(head.method)
+        if not self.sent_head:
+            self.sent_head = self.build_request_head()
+        out = [self.sent_head]
+        if self.kept:
+            out.extend(self.frame(b) for b in self.kept)
+        elif self.pending:
+            out.extend(self.frame(b) for b in self.pending)
+        self.pending = []
+        self.pending_size = 0
+        if self.body_done and head.chunked:
+            out.append(_CHUNK_END)
+        conn.write(b"".join(out))
+        if self.body_done:
+            self.conn.set_deadline(self.settings["read_timeout"], "read")
+        else:
+            self.conn.set_deadline(self.fe.cfg.client_body_timeout, "body")
+        if self.conn.read_paused and not self.body_done and not conn.paused:
+            self.conn.pause_reading(False)
+
+    def build_request_head(self) -> bytes:
+        head = self.head
+        route = self.route
+        assert route is not None
+        fe = self.fe
+        headers, rid = request_headers(
+            head.headers,
+            client_ip=self.conn.peer_ip,
+            scheme=fe.scheme,
+            host=head.host,
+            request_id=fe.request_ids.next() if fe.cfg.request_id else None,
+            via=fe.cfg.via,
+            forwarded=fe.cfg.forwarded,
+            upgrade=head.upgrade,
+            remove=route.remove_request,
+            set_=route.set_request,
+        )
+        self.request_id = rid
+        if head.host is not None and head.version == "1.0":
+            pass
+        if head.host is None:
+            headers.insert(0, (b"Host", (self.server.address if self.server else "").encode()))
+        if head.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        elif head.content_length is not None:
+            headers.append((b"Content-Length", str(head.content_length).encode()))
+        target = route.rewrite(head.target)
+        return encode_head(head.method.encode() + b" " + target + b" HTTP/1.1", headers)
+
+    def frame(self, data: bytes) -> bytes:
+        return _chunk(data) if self.head.chunked else data
+
+    # request body --------------------------------------------------------------------------
+
+    def on_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.body_size += len(data)
+        max_body = self.fe.cfg.max_body_bytes
+        if max_body and self.body_size > max_body:
+            self.keep_alive = False
+            self.abort_upstream()
+            if not self.responded:
+                self.finish_local(413)
+            else:
+                self.conn.close()
+            return
+        conn = self.upstream
+        if self.kept is not None:
+            self.kept_size += len(data)
+            if self.kept_size <= self.settings.get("retry_buffer", 0):
+                self.kept.append(data)
+            else:
+                # Too big to replay: this request is not retried. What was kept and not sent
+                # yet waits for the server connection like the rest.
+                if conn is None:
+                    self.pending.extend(self.kept)
+                    self.pending_size += self.kept_size - len(data)
+                self.kept = None
+        if conn is not None:
+            conn.write(self.frame(data))
+            self.conn.set_deadline(self.fe.cfg.client_body_timeout, "body")
+            return
+        if self.kept is None:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > _PENDING_MAX:
+                self.conn.pause_reading(True)
+
+    def on_body_end(self) -> None:
+        if self.body_done:
+            return
+        self.body_done = True
+        if self.done:
+            return
+        conn = self.upstream
+        if conn is not None:
+            if self.head.chunked:
+                conn.write(_CHUNK_END)
+            self.conn.set_deadline(self.settings["read_timeout"], "read")
+
+    def on_client_error(self, error: HttpError) -> None:
+        """The body turned out malformed: the server must not take it as a whole request."""
+        self.keep_alive = False
+        self.abort_upstream()
+        log(
+            "bad_request",
+            "warn",
+            listener=self.fe.cfg.name,
+            peer=self.conn.peer,
+            status=error.status,
+            cause=error.reason,
+        )
+        if not self.responded:
+            self.finish_local(error.status)
+        else:
+            self.end(cut=True)
+
+    def client_gone(self, cause: str) -> None:
+        if self.done:
+            return
+        self.cause = cause
+        self.abort_upstream()
+        self.status = self.status or 499
+        self.end(cut=True)
+
+    # server side ---------------------------------------------------------------------------
+
+    def can_retry(self) -> bool:
+        if self.responded or self.done:
+            return False
+        s = self.settings
+        if self.tries >= s["tries"]:
+            return False
+        if s["tries_timeout"] and time.monotonic() - self.started > s["tries_timeout"]:
+            return False
+        if self.head.method not in IDEMPOTENT and not s["retry_non_idempotent"]:
+            return False
+        # A body must have been kept whole, and have arrived whole, to be sent again.
+        return not self.head.has_body or (self.kept is not None and self.body_done)
+
+    def upstream_failed(self, server: Server, cause: str, status: int = 502) -> None:
+        """A server did not give a usable answer: next server, or an error to the client."""
+        if self.done:
+            self.release_server(ok=False)
+            return
+        self.upstream = None
+        self.fe.report(self.route, server, False, cause)
+        log(
+            "upstream_error",
+            "warn",
+            listener=self.fe.cfg.name,
+            route=self.route.name if self.route else None,
+            server=server.address,
+            peer=self.conn.peer,
+            cause=cause,
+            request_id=self.request_id.decode() if self.request_id else None,
+            attempt=self.tries,
+        )
+        self.release_server(ok=False)
+        self.tried.add(server)
+        if self.can_retry():
+            self.fe.count_retry(self.route, server)
+            self.try_next()
+            return
+        if self.responded:
+            self.end(cut=True)
+        else:
+            self.fail(status, cause)
+
+    def release_server(self, ok: bool) -> None:
+        server = self.server
+        if server is None or self.route is None:
+            return
+        self.server = None
+        pool = self.fe.pools.get(self.route.cfg.pool or "")
+        if pool is not None:
+            pool.release(server)
+            pool.on_result(server, ok)
+
+    def on_upstream_events(self, conn: UpstreamConn) -> None:
+        events = conn.reader.events
+        while events:
+            if conn is not self.upstream:
+                events.clear()
+                return
+            kind, payload = events.popleft()
+            if kind == DATA:
+                assert isinstance(payload, bytes)
+                self.bytes_sent += len(payload)
+                self.conn.write(_chunk(payload) if self.resp_chunked else payload)
+                self.conn.set_deadline(self.settings["read_timeout"], "read")
+            elif kind == HEAD:
+                self.on_response_head(conn, payload)
+            elif kind == END:
+                self.on_response_end(conn)
+            elif kind == ERROR:
+                assert isinstance(payload, HttpError)
+                server = conn.server
+                conn.release(False)
+                self.upstream = None
+                self.upstream_failed(server, payload.reason)
+                return
+            elif kind == UPGRADE:
+                assert isinstance(payload, bytes)
+                self.start_tunnel(conn, payload)
+                return
+
+    def on_response_head(self, conn: UpstreamConn, head: object) -> None:
+        from steelyard.http.codec import ResponseHead
+
+        assert isinstance(head, ResponseHead)
+        self.t_header = time.monotonic() - self.started
+        self.got_head = True
+        status = head.status
+        self.upstream_status = status
+        route = self.route
+        assert route is not None
+        if status in route.retry_on and self.can_retry():
+            server = conn.server
+            conn.release(False)
+            self.upstream = None
+            self.upstream_failed(server, f"status {status}")
+            return
+        req = self.head
+        upgrade = status == 101 and req.upgrade is not None
+        headers = response_headers(
+            head.headers, remove=route.remove_response, set_=route.set_response, upgrade=upgrade
+        )
+        if self.sticky_set is not None and route.cfg.sticky is not None:
+            cookie = self.fe.sticky_cookie(route.cfg.sticky, self.sticky_set)
+            headers.append((b"Set-Cookie", cookie))
+        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
+        if upgrade:
+            headers.append((b"Connection", b"upgrade"))
+        elif no_body:
+            if head.content_length is not None and req.method == "HEAD":
+                headers.append((b"Content-Length", str(head.content_length).encode()))
+        elif head.content_length is not None:
+            headers.append((b"Content-Length", str(head.content_length).encode()))
+        elif req.version == "1.1":
+            headers.append((b"Transfer-Encoding", b"chunked"))
+            self.resp_chunked = True
+        else:
+            self.keep_alive = False  # HTTP/1.0 client: the end of the body is our close
+        if not self.body_done or (req.upgrade is not None and not upgrade):
+            # The server answered before the whole body, or declined an upgrade after which the
+            # client may already speak another protocol: this connection ends with the response.
+            self.keep_alive = False
+        if not upgrade:
+            if not self.keep_alive:
+                headers.append((b"Connection", b"close"))
+            elif req.version == "1.0":
+                headers.append((b"Connection", b"keep-alive"))
+        self.status = status
+        self.resp_keep = head.keep_alive
+        self.last_server = conn.server
+        self.responded = True
+        self.conn.write(encode_head(status_line(status, head.reason or None), headers))
+        if self.server is not None:
+            self.fe.report_status(route, self.server, status)
+
+    def on_response_end(self, conn: UpstreamConn) -> None:
+        reusable = (
+            self.body_done
+            and conn.reader.busy is False
+            and self.upstream_keepalive(conn)
+            and not conn.reader.head_leftover
+        )
+        if self.resp_chunked:
+            self.conn.write(_CHUNK_END)
+        self.upstream = None
+        conn.release(reusable)
+        self.release_server(ok=True)
+        self.end()
+
+    def upstream_keepalive(self, conn: UpstreamConn) -> bool:
+        # The last response head decides: Connection: close or HTTP/1.0 without keep-alive.
+        return self.status != 101 and not conn.reader.until_close and self.resp_keep
+
+    def on_upstream_lost(self, conn: UpstreamConn, exc: BaseException | None) -> None:
+        if conn is not self.upstream or self.done:
+            return
+        self.upstream = None
+        server = conn.server
+        replayable = not self.head.has_body or (self.kept is not None and self.body_done)
+        if conn.reused and not self.got_head and not self.responded and replayable:
+            # A kept-alive connection the server closed as we reused it: not the server's
+            # fault, and not one of the tries. Replay on a fresh connection.
+            self.release_server(ok=True)
+            self.tries -= 1
+            self.tried.discard(server)
+            if self.choose_again(server):
+                return
+        cause = _describe(exc) if exc else "server closed the connection"
+        self.upstream_failed(server, cause if self.status == 0 else f"{cause} mid-response")
+
+    def choose_again(self, server: Server) -> bool:
+        """Reconnect to the same server after a stale keep-alive connection."""
+        pool = self.fe.pools[self.route.cfg.pool or ""] if self.route else None
+        if pool is None or not pool.try_acquire(server):
+            return False
+        self.tries += 1
+        self.server = server
+        self.connect(server)
+        return True
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        if not self.body_done:
+            self.conn.pause_reading(paused)
+            if paused:
+                self.conn.set_deadline(self.settings["send_timeout"], "send")
+            else:
+                self.conn.set_deadline(self.fe.cfg.client_body_timeout, "body")
+
+    def on_timeout(self, kind: str) -> None:
+        if self.done:
+            return
+        server = self.upstream.server if self.upstream else None
+        if kind == "body":
+            log(
+                "client_timeout",
+                "warn",
+                listener=self.fe.cfg.name,
+                peer=self.conn.peer,
+                phase="body",
+                timeout=f"{self.fe.cfg.client_body_timeout:g}s",
+            )
+            self.keep_alive = False
+            self.abort_upstream()
+            if not self.responded:
+                self.finish_local(408)
+            else:
+                self.end(cut=True)
+            return
+        if server is None:
+            return
+        timeout = self.settings["read_timeout" if kind == "read" else "send_timeout"]
+        conn = self.upstream
+        assert conn is not None
+        conn.release(False)
+        self.upstream = None
+        # A timed-out server is not retried: the request may be running there (nginx's
+        # default proxy_next_upstream retries timeouts only before sending).
+        self.tries = self.settings["tries"]
+        self.upstream_failed(server, f"{kind} timeout after {timeout:g}s", status=504)
+
+    # tunnel --------------------------------------------------------------------------------
+
+    def start_tunnel(self, conn: UpstreamConn, first: bytes) -> None:
+        client = self.conn
+        self.upstream = None
+        client.tunnel = conn
+        client.exchange = None
+        conn.owner = None
+        conn.raw = client
+        self.release_server(ok=True)
+        self.done = True
+        if first:
+            client.write(first)
+        if self.early:
+            conn.write(self.early)
+        client.tunnel_timeout = self.settings["tunnel_timeout"]
+        client.set_deadline(client.tunnel_timeout, "tunnel")
+        client.pause_reading(False)
+        self.fe.log_access(self)
+
+    def early_tunnel_bytes(self, data: bytes) -> None:
+        """Bytes the client sent after an upgrade request: the tunnel's, held until the 101."""
+        self.early += data
+
+    # endings -------------------------------------------------------------------------------
+
+    def abort_upstream(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.release(False)
+        self.release_server(ok=True)
+
+    def fail(self, status: int, cause: str) -> None:
+        """No response from any server: answer with `status` (502, 503, 504)."""
+        self.cause = cause
+        self.finish_local(status)
+
+    def finish_local(
+        self,
+        status: int,
+        body: bytes | None = None,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        if not self.body_done:
+            self.keep_alive = False  # the rest of the body is not read
+        self.status = status
+        self.responded = True
+        data = local_response(
+            status,
+            body,
+            content_type=content_type,
+            headers=headers,
+            close=not self.keep_alive,
+            keep_alive_10=self.head.version == "1.0",
+            head_only=self.head.method == "HEAD",
+        )
+        self.bytes_sent += len(data)
+        self.conn.write(data)
+        self.end()
+
+    def end(self, cut: bool = False) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.upstream is not None:
+            self.upstream.release(False)
+            self.upstream = None
+        self.release_server(ok=True)
+        self.fe.log_access(self)
+        if cut:
+            self.conn.close()
+            self.conn.exchange = None
+            return
+        self.conn.exchange_done(self, self.keep_alive and self.body_done)
+
+
+def _describe(exc: BaseException) -> str:
+    import os
+
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__

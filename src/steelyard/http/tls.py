@@ -1,0 +1,78 @@
+"""TLS contexts: a listener's certificates chosen by SNI, and the client context for servers.
+
+The first certificate is the default (clients without SNI, or with a name no certificate
+covers, as nginx's default server). Names come from each certificate's subjectAltName DNS
+entries (or its CN when it has none); `*.example.com` covers one label.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from steelyard.config.http_model import TlsConfig
+
+
+def _names(cert_path: str) -> list[str]:
+    info = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+    names = [v.lower() for k, v in info.get("subjectAltName", ()) if k == "DNS"]
+    if not names:
+        for rdn in info.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    names.append(value.lower())
+    return names
+
+
+def _context(cert: str, key: str, min_version: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def lookup(table: dict[str, ssl.SSLContext], name: str) -> ssl.SSLContext | None:
+    name = name.lower().rstrip(".")
+    ctx = table.get(name)
+    if ctx is None and "." in name:
+        ctx = table.get("*." + name.split(".", 1)[1])
+    return ctx
+
+
+def server_context(cfg: TlsConfig) -> ssl.SSLContext:
+    """The listener's context; its SNI callback swaps in the matching certificate's."""
+    contexts = [_context(c.cert, c.key, cfg.min_version) for c in cfg.certs]
+    table: dict[str, ssl.SSLContext] = {}
+    for c, ctx in zip(cfg.certs, contexts, strict=True):
+        for name in _names(c.cert):
+            table.setdefault(name, ctx)
+    default = contexts[0]
+
+    def pick(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
+        if name:
+            ctx = lookup(table, name)
+            if ctx is not None and ctx is not default:
+                sock.context = ctx
+
+    default.sni_callback = pick
+    return default
+
+
+def client_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def check_files(cfg: TlsConfig) -> list[str]:
+    """Problems loading the certificates, one line each (for `steelyard check`)."""
+    problems = []
+    for c in cfg.certs:
+        try:
+            _context(c.cert, c.key, cfg.min_version)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"{c.cert}: {exc}")
+    return problems
