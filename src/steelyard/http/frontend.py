@@ -23,7 +23,8 @@ from steelyard.log import log
 from steelyard.tcp.frontend import make_listener
 
 if TYPE_CHECKING:
-    from steelyard.http.proxy import ClientConn, Exchange
+    from steelyard.http.client import ClientConn
+    from steelyard.http.exchange import Exchange
 
 # Report a result to the supervisor (passive health): (pool, server, ok, reason).
 Reporter = Callable[[str, Server, bool, str], None]
@@ -65,7 +66,7 @@ class HttpFrontend:
 
     def start(self) -> None:
         """Bind now (errors are the caller's), start serving on the next loop turn."""
-        from steelyard.http.proxy import ClientConn
+        from steelyard.http.client import ClientConn
 
         sock = make_listener(self.cfg.listen, self.cfg.backlog)
         self._sock = sock
