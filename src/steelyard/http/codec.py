@@ -161,15 +161,16 @@ class RequestReader(_Reader):
         try:
             before = self._in_head
             self._parser.feed_data(data)
-            if before and self._in_head:
-                # No end of head in this chunk: bound what llhttp buffers for us.
-                self._grow_head(len(data))
+            if self._in_head:
+                # No end of head in this chunk: bound what llhttp buffers for us. A head that
+                # began in this chunk starts after the last blank line in it, if any.
+                if before:
+                    self._grow_head(len(data))
+                elif len(data) > self.max_head:
+                    start = data.rfind(b"\r\n\r\n")
+                    self._grow_head(len(data) - (start + 4 if start >= 0 else 0))
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
-            head = self._head
-            if head is not None and head.method == "CONNECT":
-                self._fail(HttpError(405, "CONNECT is not allowed"))
-                return
             self.events.append((UPGRADE, data[offset:]))
             self.failed = True  # what follows is the tunnel's, not HTTP
         except httptools.HttpParserInvalidMethodError:
@@ -232,6 +233,8 @@ class RequestReader(_Reader):
         parser = self._parser
         self._in_head = False
         head.method = parser.get_method().decode("ascii")
+        if head.method == "CONNECT":
+            raise HttpError(405, "CONNECT is not allowed")
         head.version = parser.get_http_version()
         head.keep_alive = parser.should_keep_alive()
         head.target = b"".join(self._url)
