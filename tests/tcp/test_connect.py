@@ -5,7 +5,15 @@ from __future__ import annotations
 import socket
 from collections import Counter
 
-from fixtures.procs import base_config, connect, free_port, recv_all, recv_line, wait_for
+from fixtures.procs import (
+    base_config,
+    blackhole,
+    connect,
+    free_port,
+    recv_all,
+    recv_line,
+    wait_for,
+)
 
 
 def listener(tmp_path, pool: dict, **opts):
@@ -52,20 +60,6 @@ def test_all_servers_down_closes_client_with_one_log_line(tmp_path, steelyard):
     with connect(port) as s:
         assert recv_all(s) == b""
     sy.wait_log(r"event=no_server_left listener=front .*attempts=2")
-
-
-def blackhole() -> tuple[socket.socket, list[socket.socket]]:
-    """A listening socket whose accept queue is full: further SYNs are dropped (no answer)."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(0)
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        f.connect_ex(lsock.getsockname())
-        fillers.append(f)
-    return lsock, fillers
 
 
 def test_server_that_never_answers_connect_times_out_then_next(tmp_path, backends, steelyard):

@@ -100,6 +100,8 @@ class HealthConfig(Strict):
 
 class PassiveConfig(Strict):
     consecutive_failures: int = Field(5, ge=1)
+    # HTTP: responses with a 5xx status in a row (0 = off), as Envoy's consecutive_5xx.
+    consecutive_5xx: int = Field(0, ge=0)
     eject_for: Duration = 30.0
     max_ejected: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -212,7 +212,9 @@ class Exchange:
             except TimeoutError:
                 self.connecting = None
                 self.upstream_failed(
-                    server, f"connect timeout after {self.settings['connect_timeout']:g}s"
+                    server,
+                    f"connect timeout after {self.settings['connect_timeout']:g}s",
+                    status=504,
                 )
                 return
             except OSError as exc:
@@ -379,13 +381,25 @@ class Exchange:
         # A body must have been kept whole, and have arrived whole, to be sent again.
         return not self.head.has_body or (self.kept is not None and self.body_done)
 
-    def upstream_failed(self, server: Server, cause: str, status: int = 502) -> None:
-        """A server did not give a usable answer: next server, or an error to the client."""
+    def upstream_failed(
+        self,
+        server: Server,
+        cause: str,
+        status: int = 502,
+        answered: bool = False,
+        retry: bool = True,
+    ) -> None:
+        """A server did not give a usable answer: next server, or an error to the client.
+
+        `answered`: it did answer, with a status in `retry_on` (already reported as a status,
+        not as a connection failure).
+        """
         if self.done:
             self.release_server(ok=False)
             return
         self.upstream = None
-        self.fe.report(self.route, server, False, cause)
+        if not answered:
+            self.fe.report(self.route, server, False, cause)
         log(
             "upstream_error",
             "warn",
@@ -399,7 +413,7 @@ class Exchange:
         )
         self.release_server(ok=False)
         self.tried.add(server)
-        if self.can_retry():
+        if retry and self.can_retry():
             self.fe.count_retry(self.route, server)
             self.try_next()
             return
@@ -439,7 +453,8 @@ class Exchange:
                 server = conn.server
                 conn.release(False)
                 self.upstream = None
-                self.upstream_failed(server, payload.reason)
+                # Not retried: a server that answers garbage has seen the request.
+                self.upstream_failed(server, payload.reason, retry=False)
                 return
             elif kind == UPGRADE:
                 assert isinstance(payload, bytes)
@@ -447,7 +462,6 @@ class Exchange:
                 return
 
     def on_response_head(self, conn: UpstreamConn, head: object) -> None:
-
         assert isinstance(head, ResponseHead)
         self.t_header = time.monotonic() - self.started
         self.got_head = True
@@ -459,7 +473,8 @@ class Exchange:
             server = conn.server
             conn.release(False)
             self.upstream = None
-            self.upstream_failed(server, f"status {status}")
+            self.fe.report_status(route, server, status)
+            self.upstream_failed(server, f"status {status}", answered=True)
             return
         req = self.head
         upgrade = status == 101 and req.upgrade is not None

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from steelyard.http.client import ClientConn
     from steelyard.http.exchange import Exchange
 
-# Report a result to the supervisor (passive health): (pool, server, ok, reason).
-Reporter = Callable[[str, Server, bool, str], None]
+# Report a result to the supervisor (passive health): (pool, server, ok, reason, kind).
+Reporter = Callable[[str, Server, bool, str, str], None]
 
 
 class HttpFrontend:
@@ -51,7 +51,9 @@ class HttpFrontend:
         self.conns: set[ClientConn] = set()
         self.stopping = False
         self.scheme = "https" if cfg.tls else "http"
-        self.failing: set[Server] = set()  # servers whose last result here was a failure
+        # Servers whose last result here was a failure: only a change is news to the supervisor.
+        self.failing: set[Server] = set()
+        self.failing_5xx: set[Server] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sock = None
         self._drained: asyncio.Future[None] | None = None
@@ -174,15 +176,24 @@ class HttpFrontend:
         if ok:
             if server in self.failing:
                 self.failing.discard(server)
-                self._report(pool, server, True, "")
+                self._report(pool, server, True, "", "connect")
             return
         server.failures += 1
         self.failing.add(server)
-        self._report(pool, server, False, cause)
+        self._report(pool, server, False, cause, "connect")
 
     def report_status(self, route: CompiledRoute, server: Server, status: int) -> None:
-        if status < 500:
-            self.report(route, server, True, "")
+        """A server answered: the connection worked, and a 5xx counts for outlier ejection."""
+        self.report(route, server, True, "")
+        pool = route.cfg.pool
+        if pool is None:
+            return
+        if status >= 500:
+            self.failing_5xx.add(server)
+            self._report(pool, server, False, f"status {status}", "5xx")
+        elif server in self.failing_5xx:
+            self.failing_5xx.discard(server)
+            self._report(pool, server, True, "", "5xx")
 
     def count_status(self, route: CompiledRoute | None, status: int) -> None:
         """Requests answered without an exchange (bad requests, timeouts before a request)."""

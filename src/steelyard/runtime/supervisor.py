@@ -315,7 +315,9 @@ class Supervisor:
             pool, server = require_server(self.pools, msg["pool"], msg["server"])
         except LookupError:
             return  # a report racing a reload that removed the server
-        if self.passive.record(pool, pc.passive, server, bool(msg["ok"]), time.monotonic()):
+        kind = msg.get("kind", "connect")
+        now = time.monotonic()
+        if self.passive.record(pool, pc.passive, server, bool(msg["ok"]), now, kind):
             self.push(pool.name, server)
 
     def _tick(self) -> None:

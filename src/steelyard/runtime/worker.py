@@ -159,10 +159,13 @@ class Worker:
 
     # reports ----------------------------------------------------------------------------
 
-    def _report(self, pool: str, server: Server, ok: bool, reason: str) -> None:
-        self.channel.send(
-            {"t": "result", "pool": pool, "server": server.address, "ok": ok, "reason": reason}
-        )
+    def _report(
+        self, pool: str, server: Server, ok: bool, reason: str, kind: str = "connect"
+    ) -> None:
+        msg = {"t": "result", "pool": pool, "server": server.address, "ok": ok, "reason": reason}
+        if kind != "connect":
+            msg["kind"] = kind
+        self.channel.send(msg)
 
     def _send_stats(self) -> None:
         rows = []

@@ -4,7 +4,9 @@ Active probes catch a dead server within `fall * interval`; real traffic often k
 workers report each connection attempt's outcome to the supervisor, which feeds them here. After
 `consecutive_failures` failures in a row a server is ejected for `eject_for`, multiplied by the
 number of times it was ejected in a row (capped at 10x), as Envoy's outlier detection does with
-`base_ejection_time`. "In a row" means: ejected again before it has stayed in for as long as its
+`base_ejection_time`. HTTP listeners also report response statuses: `consecutive_5xx` answers
+with a 5xx status in a row eject a server the same way (its own streak, apart from connection
+failures). "In a row" means: ejected again before it has stayed in for as long as its
 last ejection lasted, so a server that keeps failing backs off further and further while one
 that recovered starts from 1x again.
 
@@ -36,6 +38,7 @@ class _Record:
     pool: str
     server: Server
     failures: int = 0  # consecutive, since the last success or return
+    failures_5xx: int = 0  # consecutive 5xx answers (HTTP), since the last other answer
     until: float | None = None  # set while ejected
     ejected_at: float = 0.0
     last_duration: float = 0.0
@@ -59,9 +62,22 @@ class PassiveEjector:
         self._ejected: dict[tuple[str, str], _Record] = {}
 
     def record(
-        self, pool: Pool, config: PassiveConfig, server: Server, ok: bool, now: float
+        self,
+        pool: Pool,
+        config: PassiveConfig,
+        server: Server,
+        ok: bool,
+        now: float,
+        kind: str = "connect",
     ) -> bool:
-        """Count one connection outcome; True when this ejected the server (push it)."""
+        """Count one outcome (`kind` connect, or 5xx for an HTTP answer's status).
+
+        True when this ejected the server (push it).
+        """
+        field = "failures_5xx" if kind == "5xx" else "failures"
+        threshold = config.consecutive_5xx if kind == "5xx" else config.consecutive_failures
+        if threshold <= 0:
+            return False
         key = (pool.name, server.address)
         rec = self._records.get(key)
         if rec is None:
@@ -75,13 +91,14 @@ class PassiveEjector:
                 return False
             self._ejected.pop(key, None)  # un-ejected by someone else: count afresh
             rec.until = None
-            rec.failures = 0
+            rec.failures = rec.failures_5xx = 0
         if ok:
-            rec.failures = 0
+            setattr(rec, field, 0)
             rec.refused = False
             return False
-        rec.failures += 1
-        if rec.failures < config.consecutive_failures:
+        streak = getattr(rec, field) + 1
+        setattr(rec, field, streak)
+        if streak < threshold:
             return False
         total = len(pool.servers)
         ejected = sum(1 for s in pool.servers if s.ejected)
@@ -94,7 +111,8 @@ class PassiveEjector:
                     "warn",
                     pool=pool.name,
                     server=server.address,
-                    failures=rec.failures,
+                    failures=streak,
+                    kind=kind,
                     ejected=ejected,
                     servers=total,
                     max_ejected=config.max_ejected,
@@ -107,7 +125,7 @@ class PassiveEjector:
         rec.ejected_at = now
         rec.last_duration = duration
         rec.refused = False
-        rec.eject_failures = rec.failures
+        rec.eject_failures = streak
         server.ejected = True
         self._ejected[key] = rec
         log(
@@ -115,7 +133,8 @@ class PassiveEjector:
             "warn",
             pool=pool.name,
             server=server.address,
-            failures=rec.failures,
+            failures=streak,
+            kind=kind,
             until=_wall(rec.until, now),
             duration=round(duration, 3),
             times=rec.times,
@@ -134,7 +153,7 @@ class PassiveEjector:
                 continue
             del self._ejected[key]
             rec.until = None
-            rec.failures = 0
+            rec.failures = rec.failures_5xx = 0
             rec.returned_at = now
             rec.server.ejected = False
             log(
