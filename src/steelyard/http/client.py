@@ -138,8 +138,9 @@ class ClientConn(asyncio.Protocol):
                 elif kind == ERROR:
                     assert isinstance(payload, HttpError)
                     self.refuse(payload)
+                # else: the END of a request answered before it was read to its end
                 continue
-            if ex.body_done:
+            if ex.request_ended:
                 if kind == UPGRADE:
                     payload = events.popleft()[1]
                     assert isinstance(payload, bytes)
@@ -153,6 +154,7 @@ class ClientConn(asyncio.Protocol):
                 assert isinstance(payload, bytes)
                 ex.on_body(payload)
             elif kind == END:
+                ex.request_ended = True
                 ex.on_body_end()
             elif kind == ERROR:
                 assert isinstance(payload, HttpError)
@@ -184,7 +186,10 @@ class ClientConn(asyncio.Protocol):
             return
         self._idle = True
         self.set_deadline(self.fe.cfg.keepalive_timeout, "keepalive")
-        if self.reader.events:
+        events = self.reader.events
+        while events and events[0][0] in (DATA, END):
+            events.popleft()  # the end of the request just answered
+        if events:
             self._idle = False
             self.set_deadline(self.fe.cfg.client_header_timeout, "header")
             self.process()

@@ -62,6 +62,7 @@ class Exchange:
         self.settings: dict = {}
         self.started = time.monotonic()
         self.body_done = not head.has_body
+        self.request_ended = False  # the reader's END for this request was taken
         self.body_size = 0
         self.kept: list[bytes] | None = [] if head.has_body else None  # for a replay
         self.kept_size = 0
