@@ -79,7 +79,13 @@ class ClientConn(asyncio.Protocol):
     def eof_received(self) -> bool:
         ex = self.exchange
         if self.tunnel is not None:
-            self.tunnel.write_eof()  # half-close through the tunnel: the server may still answer
+            # Half-close through the tunnel: the server may still answer. Once both sides
+            # have ended, the tunnel is over.
+            self._client_eof = True
+            if self._server_eof:
+                self.end_tunnel()
+                return False
+            self.tunnel.write_eof()
             return True
         if ex is not None and not ex.body_done:
             ex.client_gone("client closed the connection while sending the body")
@@ -241,13 +247,25 @@ class ClientConn(asyncio.Protocol):
     # tunnel (after 101 Switching Protocols) ----------------------------------------------
 
     tunnel_timeout = 3600.0
+    _client_eof = False
+    _server_eof = False
 
     def tunnel_activity(self) -> None:
         self.set_deadline(self.tunnel_timeout, "tunnel")
 
     def tunnel_eof(self) -> None:
-        if self.transport is not None and not self.closing and self.transport.can_write_eof():
+        self._server_eof = True
+        if self._client_eof:
+            self.end_tunnel()
+        elif self.transport is not None and not self.closing and self.transport.can_write_eof():
             self.transport.write_eof()
+
+    def end_tunnel(self) -> None:
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.raw = None
+            tunnel.close()
+        self.close_after_write()
 
     # deadlines ---------------------------------------------------------------------------
 

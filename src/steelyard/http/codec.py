@@ -399,6 +399,9 @@ class ResponseReader(_Reader):
         if not self._in_message:
             return  # the end of a 1xx prelude
         self._in_message = False
+        if self._head is not None and self._head.status == 101:
+            self._open_head = None
+            return  # no END: what follows a 101 is the UPGRADE event and the tunnel
         self._open_head = None
         self.events.append((END, None))
 
