@@ -125,6 +125,7 @@ class UpstreamSettings(Strict):
     tunnel_timeout: Timeout | None = None
     upstream_tls: bool | None = None
     verify: bool | None = None
+    ca: str | None = None  # CA file to verify servers with, instead of the system's
     sni: str | None = None
 
     @field_validator("retry_on")
@@ -149,6 +150,7 @@ LISTENER_UPSTREAM_DEFAULTS: dict[str, object] = {
     "tunnel_timeout": 3600.0,
     "upstream_tls": False,
     "verify": True,
+    "ca": None,
     "sni": None,
 }
 

@@ -36,6 +36,7 @@ from steelyard.config.model import (
     SKIP_CROSS_CHECK,
     AdminConfig,
     Config,
+    HttpListenerConfig,
     PoolConfig,
     ServerConfig,
     TcpListenerConfig,
@@ -159,7 +160,7 @@ def _check(text: str) -> tuple[Config | None, list[ConfigIssue]]:
         issues += [_pydantic_issue(err, walker) for err in e.errors(include_url=False)]
         problems = _salvaged_cross_check(data)
     else:
-        problems = cross_check(cfg)
+        problems = cross_check(cfg) + _file_checks(cfg)
     for loc, message in problems:
         issues.append(ConfigIssue(walker.format(loc), _line(loc, lines), message))
     return cfg, issues
@@ -524,6 +525,18 @@ def _salvaged_cross_check(data: dict[Any, Any]) -> list[tuple[Loc, str]]:
             pool = PoolConfig.model_construct(servers=servers)
         pools[pool_name] = pool
     pools[_PLACEHOLDER] = PoolConfig.model_construct(servers=[])
+    raw_http = data.get("http", [])
+    http = [
+        salvage(
+            HttpListenerConfig,
+            raw,
+            ("http", i),
+            {"name": name, "listen": address},
+        )
+        for i, raw in enumerate(raw_http if isinstance(raw_http, list) else [])
+    ]
+    for listener in http:
+        listener.routes = []  # route checks need a valid listener
     raw_tcp = data.get("tcp", [])
     tcp = [
         salvage(
@@ -534,12 +547,24 @@ def _salvaged_cross_check(data: dict[Any, Any]) -> list[tuple[Loc, str]]:
         )
         for i, raw in enumerate(raw_tcp if isinstance(raw_tcp, list) else [])
     ]
-    cfg = Config.model_construct(admin=admin, pools=pools, tcp=tcp)
+    cfg = Config.model_construct(admin=admin, pools=pools, tcp=tcp, http=http)
     return [
         (loc, message)
         for loc, message in cross_check(cfg)
         if not any(loc[: len(p)] == p for p in placeholders)
     ]
+
+
+def _file_checks(cfg: Config) -> list[tuple[Loc, str]]:
+    """Files the config names that must load (certificates), as `nginx -t` checks them."""
+    from steelyard.http.tls import check_files
+
+    problems: list[tuple[Loc, str]] = []
+    for i, listener in enumerate(cfg.http):
+        if listener.tls is not None:
+            for j, message in check_files(listener.tls):
+                problems.append((("http", i, "tls", "certs", j), message))
+    return problems
 
 
 def _valid(model: type[_M], raw: object) -> _M | None:

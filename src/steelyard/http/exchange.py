@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -136,6 +137,14 @@ class Exchange:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.try_next()
 
+    @property
+    def conn_kind(self) -> tuple | None:
+        """How server connections for this route are made: None for plain HTTP."""
+        s = self.settings
+        if not s.get("upstream_tls"):
+            return None
+        return (bool(s["verify"]), s["ca"], s["sni"])
+
     def expand(self, template: str) -> str:
         head = self.head
         return (
@@ -191,7 +200,7 @@ class Exchange:
             return
         self.tries += 1
         self.server = server
-        conn = self.fe.keepalive.get(server)
+        conn = self.fe.keepalive.get(server, self.conn_kind)
         if conn is not None:
             self.attach(conn)
             return
@@ -209,6 +218,7 @@ class Exchange:
                     self.settings["connect_timeout"],
                     self.fe.upstream_tls(self.route),
                     self.settings["sni"],
+                    self.conn_kind,
                 )
             except TimeoutError:
                 self.connecting = None
@@ -685,6 +695,11 @@ class Exchange:
 
 
 def _describe(exc: BaseException) -> str:
+    # TLS errors are OSErrors whose errno says nothing useful ("operation not permitted").
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"tls: certificate verify failed ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"tls: {(exc.reason or str(exc)).lower().replace('_', ' ')}"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__

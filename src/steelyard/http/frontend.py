@@ -58,7 +58,7 @@ class HttpFrontend:
         self._sock = None
         self._drained: asyncio.Future[None] | None = None
         self._sticky: dict[str, dict[bytes, Server]] = {}
-        self._tls_upstream: dict[bool, ssl.SSLContext] = {}
+        self._tls_upstream: dict[tuple[bool, str | None], ssl.SSLContext] = {}
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -140,12 +140,12 @@ class HttpFrontend:
     def upstream_tls(self, route: CompiledRoute | None) -> ssl.SSLContext | None:
         if route is None or not route.settings["upstream_tls"]:
             return None
-        verify = bool(route.settings["verify"])
-        ctx = self._tls_upstream.get(verify)
+        key = (bool(route.settings["verify"]), route.settings["ca"])
+        ctx = self._tls_upstream.get(key)
         if ctx is None:
             from steelyard.http.tls import client_context
 
-            ctx = self._tls_upstream[verify] = client_context(verify)
+            ctx = self._tls_upstream[key] = client_context(*key)
         return ctx
 
     def sticky_value(self, server: Server) -> bytes:

@@ -58,8 +58,8 @@ def server_context(cfg: TlsConfig) -> ssl.SSLContext:
     return default
 
 
-def client_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+def client_context(verify: bool, ca: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -67,12 +67,14 @@ def client_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
-def check_files(cfg: TlsConfig) -> list[str]:
-    """Problems loading the certificates, one line each (for `steelyard check`)."""
+def check_files(cfg: TlsConfig) -> list[tuple[int, str]]:
+    """(index, problem) for each certificate that does not load (for `steelyard check`)."""
     problems = []
-    for c in cfg.certs:
+    for i, c in enumerate(cfg.certs):
         try:
             _context(c.cert, c.key, cfg.min_version)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(f"{c.cert}: {exc}")
+        except ssl.SSLError as exc:
+            problems.append((i, f"cannot load {c.cert} / {c.key}: {exc.reason or exc}"))
+        except OSError as exc:
+            problems.append((i, f"cannot load {c.cert} / {c.key}: {exc.strerror or exc}"))
     return problems

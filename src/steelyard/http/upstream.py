@@ -1,5 +1,9 @@
 """Connections to servers: one asyncio protocol per connection, and the keep-alive pool.
 
+Idle connections are pooled by server *and* by how they were made (plain, or TLS with given
+verification and SNI): a route that wants a verified TLS connection must never be handed one
+that another route opened without verification, or a plain one.
+
 A connection belongs to one exchange while a request is in flight, and to the pool while idle.
 Idle connections are kept per server, newest first (warm ones are reused, old ones age out),
 up to `upstream_keepalive` per server, for `upstream_keepalive_timeout`, for at most
@@ -13,6 +17,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from steelyard.core.backend import Server
@@ -44,6 +49,7 @@ class UpstreamConn(asyncio.Protocol):
         "closed",
         "idle_since",
         "keepalive",
+        "key",
         "owner",
         "paused",
         "raw",
@@ -54,8 +60,9 @@ class UpstreamConn(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, server: Server, keepalive: KeepalivePool) -> None:
+    def __init__(self, server: Server, keepalive: KeepalivePool, key: Hashable = None) -> None:
         self.server = server
+        self.key = (server, key)  # the pool key: server and connection kind
         self.keepalive = keepalive
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
@@ -174,14 +181,14 @@ class KeepalivePool:
         self.per_server = per_server
         self.timeout = timeout
         self.max_requests = max_requests
-        self.idle: dict[Server, deque[UpstreamConn]] = {}
+        self.idle: dict[tuple[Server, Hashable], deque[UpstreamConn]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
     def configure(self, per_server: int, timeout: float, max_requests: int) -> None:
         self.per_server, self.timeout, self.max_requests = per_server, timeout, max_requests
 
-    def get(self, server: Server) -> UpstreamConn | None:
-        conns = self.idle.get(server)
+    def get(self, server: Server, kind: Hashable = None) -> UpstreamConn | None:
+        conns = self.idle.get((server, kind))
         while conns:
             conn = conns.pop()
             if not conn.closed:
@@ -198,9 +205,9 @@ class KeepalivePool:
         ):
             conn.close()
             return
-        conns = self.idle.get(conn.server)
+        conns = self.idle.get(conn.key)
         if conns is None:
-            conns = self.idle[conn.server] = deque()
+            conns = self.idle[conn.key] = deque()
         if len(conns) >= self.per_server:
             conns.popleft().close()  # the oldest goes: it is the likeliest to be timed out
         conn.idle_since = self.loop.time()
@@ -209,7 +216,7 @@ class KeepalivePool:
             self._sweeper = self.loop.call_later(self._tick(), self._sweep)
 
     def forget(self, conn: UpstreamConn) -> None:
-        conns = self.idle.get(conn.server)
+        conns = self.idle.get(conn.key)
         if conns:
             try:
                 conns.remove(conn)
@@ -247,9 +254,13 @@ async def open_connection(
     timeout: float,
     tls: ssl.SSLContext | None = None,
     sni: str | None = None,
+    kind: Hashable = None,
 ) -> UpstreamConn:
-    """Connect to `server` within `timeout`; raises OSError or TimeoutError."""
-    factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(server, keepalive)  # noqa: E731
+    """Connect to `server` within `timeout`; raises OSError or TimeoutError.
+
+    `kind` tells apart connections made differently (TLS settings) in the keep-alive pool.
+    """
+    factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(server, keepalive, kind)  # noqa: E731
     async with asyncio.timeout(timeout):
         if tls is None:
             _, conn = await loop.create_connection(factory, server.host, server.port)
