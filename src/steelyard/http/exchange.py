@@ -41,6 +41,7 @@ from steelyard.log import log
 
 if TYPE_CHECKING:
     from steelyard.http.client import ClientConn
+    from steelyard.http.limits import ConnLimiter
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CHUNK_END = b"0\r\n\r\n"
@@ -64,6 +65,7 @@ class Exchange:
         self.started = time.monotonic()
         self.body_done = not head.has_body
         self.request_ended = False  # the reader's END for this request was taken
+        self.held: list[tuple[ConnLimiter, bytes]] = []  # limit_conn slots to give back
         self.body_size = 0
         self.kept: list[bytes] | None = [] if head.has_body else None  # for a replay
         self.kept_size = 0
@@ -105,6 +107,8 @@ class Exchange:
             return
         self.route = route
         self.settings = route.settings
+        if not fe.admit(self, route):
+            return
         max_body = fe.cfg.max_body_bytes
         if max_body and head.content_length is not None and head.content_length > max_body:
             self.keep_alive = False
@@ -621,6 +625,7 @@ class Exchange:
         conn.raw = client
         self.release_server(ok=True)
         self.done = True
+        self.release_held()  # limit_conn counts requests; a tunnel is not one
         if first:
             client.write(first)
         if self.early:
@@ -635,6 +640,11 @@ class Exchange:
         self.early += data
 
     # endings -------------------------------------------------------------------------------
+
+    def release_held(self) -> None:
+        for counter, key in self.held:
+            counter.release(key)
+        self.held.clear()
 
     def abort_upstream(self) -> None:
         if self.connecting is not None:
@@ -679,6 +689,7 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        self.release_held()
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None

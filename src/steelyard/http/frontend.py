@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from steelyard.config.http_model import HttpListenerConfig, Sticky
 from steelyard.core.backend import Pool, Server
 from steelyard.http.codec import RequestReader
-from steelyard.http.headers import RequestIds
+from steelyard.http.headers import RequestIds, header_value
+from steelyard.http.limits import ConnLimiter, RateLimiter, retry_after
 from steelyard.http.routing import CompiledRoute, compile_routes
 from steelyard.http.upstream import KeepalivePool
 from steelyard.log import log
@@ -59,6 +60,10 @@ class HttpFrontend:
         self._drained: asyncio.Future[None] | None = None
         self._sticky: dict[str, dict[bytes, Server]] = {}
         self._tls_upstream: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        # limiters by owner: -1 for the listener, else the route's index
+        self._rate: dict[int, RateLimiter] = {}
+        self._conns: dict[int, ConnLimiter] = {}
+        self._build_limiters()
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -94,6 +99,56 @@ class HttpFrontend:
             cfg.upstream_keepalive, cfg.upstream_keepalive_timeout, cfg.upstream_keepalive_requests
         )
         self._sticky.clear()
+        self._build_limiters()
+
+    def _build_limiters(self) -> None:
+        """Limiters for the listener and each route; kept across a reload when unchanged."""
+        old_rate, old_conns = self._rate, self._conns
+        self._rate, self._conns = {}, {}
+        owners = [(-1, self.cfg.limit_req, self.cfg.limit_conn)]
+        owners += [(r.index, r.cfg.limit_req, r.cfg.limit_conn) for r in self.routes]
+        for owner, req, conn in owners:
+            if req is not None:
+                prev = old_rate.get(owner)
+                same = prev is not None and (prev.rate, prev.burst) == (req.rate, req.burst)
+                self._rate[owner] = prev if same else RateLimiter(req.rate, req.burst)
+            if conn is not None:
+                prev_c = old_conns.get(owner)
+                same = prev_c is not None and prev_c.limit == conn.max
+                self._conns[owner] = prev_c if same else ConnLimiter(conn.max)
+
+    def admit(self, ex: Exchange, route: CompiledRoute) -> bool:
+        """Apply limit_req and limit_conn (listener's, then route's); answer when refused."""
+        if not self._rate and not self._conns:
+            return True
+        for owner, spec in ((-1, self.cfg), (route.index, route.cfg)):
+            limiter = self._rate.get(owner)
+            if limiter is not None and spec.limit_req is not None:
+                key = self._limit_key(ex, spec.limit_req.key)
+                if key:
+                    wait = limiter.check(key, self.loop.time())
+                    if wait:
+                        log("limit_req", "warn", listener=self.cfg.name, peer=ex.conn.peer,
+                            key=key.decode("latin-1"), retry_after=f"{wait:.3f}s")  # fmt: skip
+                        ex.finish_local(429, headers=[(b"Retry-After", retry_after(wait))])
+                        return False
+            counter = self._conns.get(owner)
+            if counter is not None and spec.limit_conn is not None:
+                key = self._limit_key(ex, spec.limit_conn.key)
+                if key:
+                    if not counter.acquire(key):
+                        log("limit_conn", "warn", listener=self.cfg.name, peer=ex.conn.peer,
+                            key=key.decode("latin-1"), max=counter.limit)  # fmt: skip
+                        ex.finish_local(503)
+                        return False
+                    ex.held.append((counter, key))
+        return True
+
+    def _limit_key(self, ex: Exchange, spec: str) -> bytes:
+        if spec == "source":
+            return ex.conn.peer_ip.encode()
+        name = spec.partition(":")[2].lower().encode()
+        return header_value(ex.head.headers, name) or b""  # no value: not limited, as nginx
 
     def stop_accepting(self) -> None:
         self.stopping = True
