@@ -15,11 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
 from steelyard.core.backend import AdminState, Pool
+from steelyard.http.stats import CLASSES, HttpStats
 
 # generate_latest writes the 0.0.4 text format; say so, whatever the library's newest type is.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -137,6 +143,42 @@ class PoolCollector(Collector):
         )
 
 
+class HttpCollector(Collector):
+    """HTTP requests per listener, route and server, from the supervisor's merged counters."""
+
+    def __init__(self, stats: HttpStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["listener", "route", "pool", "server"]
+        requests = CounterMetricFamily(
+            "steelyard_http_requests",
+            "HTTP requests answered, by status class (the proxy's own answers have server -).",
+            labels=[*labels, "code"],
+        )
+        retries = CounterMetricFamily(
+            "steelyard_http_retries",
+            "Requests tried again on another server after this server failed them.",
+            labels=labels,
+        )
+        latency = HistogramMetricFamily(
+            "steelyard_http_request_duration_seconds",
+            "Time from a request's head to the end of its answer.",
+            labels=labels,
+        )
+        for key, row in list(self.stats.rows.items()):
+            values = list(key)
+            for name, n in zip(CLASSES, row.classes, strict=True):
+                if n:
+                    requests.add_metric([*values, name], n)
+            retries.add_metric(values, row.retries)
+            latency.add_metric(values, row.cumulative(), row.sum)
+        yield from (requests, retries, latency)
+
+
 class MetricsRegistry:
     """A private CollectorRegistry plus rendering for the /metrics endpoint."""
 
@@ -158,4 +200,4 @@ class MetricsRegistry:
         return generate_latest(self.registry), CONTENT_TYPE
 
 
-__all__ = ["CONTENT_TYPE", "MetricsRegistry", "PoolCollector"]
+__all__ = ["CONTENT_TYPE", "HttpCollector", "MetricsRegistry", "PoolCollector"]

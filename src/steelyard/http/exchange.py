@@ -66,6 +66,7 @@ class Exchange:
         self.body_done = not head.has_body
         self.request_ended = False  # the reader's END for this request was taken
         self.held: list[tuple[ConnLimiter, bytes]] = []  # limit_conn slots to give back
+        self.attempts: list[list[str]] = []  # [server address, its status], for the log
         self.body_size = 0
         self.kept: list[bytes] | None = [] if head.has_body else None  # for a replay
         self.kept_size = 0
@@ -204,6 +205,7 @@ class Exchange:
             return
         self.tries += 1
         self.server = server
+        self.attempts.append([server.address, "-"])
         conn = self.fe.keepalive.get(server, self.conn_kind)
         if conn is not None:
             self.attach(conn)
@@ -413,6 +415,9 @@ class Exchange:
             self.release_server(ok=False)
             return
         self.upstream = None
+        if self.attempts and self.attempts[-1][1] == "-":
+            self.attempts[-1][1] = str(status)
+        self.last_server = server
         if not answered:
             self.fe.report(self.route, server, False, cause)
         log(
@@ -481,6 +486,8 @@ class Exchange:
         self.t_header = time.monotonic() - self.started
         self.got_head = True
         status = head.status
+        if self.attempts:
+            self.attempts[-1][1] = str(status)
         self.upstream_status = status
         route = self.route
         assert route is not None
@@ -681,7 +688,8 @@ class Exchange:
             keep_alive_10=self.head.version == "1.0",
             head_only=self.head.method == "HEAD",
         )
-        self.bytes_sent += len(data)
+        if self.head.method != "HEAD" and status not in (204, 304):
+            self.bytes_sent += len(data) - data.index(b"\r\n\r\n") - 4
         self.conn.write(data)
         self.end()
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from steelyard.config.http_model import HttpListenerConfig, Sticky
 from steelyard.core.backend import Pool, Server
+from steelyard.http.accesslog import AccessLog
 from steelyard.http.codec import RequestReader
 from steelyard.http.headers import RequestIds, header_value
 from steelyard.http.limits import ConnLimiter, RateLimiter, retry_after
 from steelyard.http.routing import CompiledRoute, compile_routes
+from steelyard.http.stats import HttpStats
 from steelyard.http.upstream import KeepalivePool
 from steelyard.log import log
 from steelyard.tcp.frontend import make_listener
@@ -64,6 +67,9 @@ class HttpFrontend:
         self._rate: dict[int, RateLimiter] = {}
         self._conns: dict[int, ConnLimiter] = {}
         self._build_limiters()
+        self.stats = HttpStats()
+        self.access: AccessLog | None = None
+        self._open_access_log()
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -100,6 +106,30 @@ class HttpFrontend:
         )
         self._sticky.clear()
         self._build_limiters()
+        self._open_access_log()
+
+    def _open_access_log(self) -> None:
+        want = self.cfg.access_log
+        have = self.access
+        if (
+            have is not None
+            and want is not None
+            and (have.path, have.format)
+            == (
+                want.path,
+                want.format,
+            )
+        ):
+            return
+        if have is not None:
+            have.close()
+            self.access = None
+        if want is not None:
+            try:
+                self.access = AccessLog(want.path, want.format, self.loop.call_later)
+            except OSError as exc:
+                log("access_log_error", "error", listener=self.cfg.name, path=want.path,
+                    cause=exc.strerror or str(exc))  # fmt: skip
 
     def _build_limiters(self) -> None:
         """Limiters for the listener and each route; kept across a reload when unchanged."""
@@ -179,6 +209,9 @@ class HttpFrontend:
     def close(self) -> None:
         self.stop_accepting()
         self.keepalive.close()
+        if self.access is not None:
+            self.access.close()
+            self.access = None
 
     def conn_closed(self, conn: ClientConn) -> None:
         if self._drained is not None and not self.conns and not self._drained.done():
@@ -252,18 +285,58 @@ class HttpFrontend:
 
     def count_status(self, route: CompiledRoute | None, status: int) -> None:
         """Requests answered without an exchange (bad requests, timeouts before a request)."""
+        self.stats.observe((self.cfg.name, "-", "-", "-"), status, 0.0)
 
     def count_retry(self, route: CompiledRoute | None, server: Server) -> None:
-        pass
+        if route is not None:
+            self.stats.retried((self.cfg.name, route.name, route.cfg.pool or "-", server.address))
 
     def log_access(self, ex: Exchange) -> None:
+        """One finished request: metrics, the access log, and an error line for a 5xx."""
+        route = ex.route
+        server = ex.last_server
+        elapsed = time.monotonic() - ex.started
+        key = (
+            self.cfg.name,
+            route.name if route is not None else "-",
+            (route.cfg.pool or "-") if route is not None else "-",
+            server.address if server is not None else "-",
+        )
+        self.stats.observe(key, ex.status, elapsed)
         if ex.status >= 500 and ex.cause:
             log(
                 "http_error",
                 "warn",
                 listener=self.cfg.name,
                 status=ex.status,
-                server=ex.last_server.address if ex.last_server else None,
+                server=server.address if server else None,
                 peer=ex.conn.peer,
                 cause=ex.cause,
+                request_id=ex.request_id.decode() if ex.request_id else None,
             )
+        access = self.access
+        if access is None:
+            return
+        head = ex.head
+        access.write(
+            {
+                "remote_addr": ex.conn.peer_ip,
+                "request": f"{head.method} {head.target.decode('latin-1')} HTTP/{head.version}",
+                "status": ex.status,
+                "body_bytes_sent": ex.bytes_sent,
+                "referer": _text(header_value(head.headers, b"referer")),
+                "user_agent": _text(header_value(head.headers, b"user-agent")),
+                "request_time": round(elapsed, 6),
+                "upstream_addr": ", ".join(a for a, _ in ex.attempts) or None,
+                "upstream_status": ", ".join(s for _, s in ex.attempts) or None,
+                "upstream_connect_time": None if ex.t_connect < 0 else round(ex.t_connect, 6),
+                "upstream_header_time": None if ex.t_header < 0 else round(ex.t_header, 6),
+                "request_id": _text(ex.request_id),
+                "route": route.name if route is not None else None,
+                "listener": self.cfg.name,
+            }
+        )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")

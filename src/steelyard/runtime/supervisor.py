@@ -19,7 +19,7 @@ from typing import Any
 
 from steelyard import log as logmod
 from steelyard.admin.api import pool_view, start_admin
-from steelyard.admin.metrics import MetricsRegistry, PoolCollector
+from steelyard.admin.metrics import HttpCollector, MetricsRegistry, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
 from steelyard.core.backend import (
@@ -36,6 +36,7 @@ from steelyard.core.health.passive import PassiveEjector
 from steelyard.core.health.slowstart import SlowStart
 from steelyard.core.store import open_store
 from steelyard.core.store.server_state import restore, save_server
+from steelyard.http.stats import HttpStats
 from steelyard.log import log
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
@@ -65,6 +66,8 @@ class Supervisor:
         self.store = open_store(cfg.store)
         self.registry = MetricsRegistry()
         self.registry.add_collector(PoolCollector(lambda: self.pools))
+        self.http_stats = HttpStats()
+        self.registry.add_collector(HttpCollector(self.http_stats))
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
@@ -231,6 +234,8 @@ class Supervisor:
             kind = msg.get("t")
             if kind == "stats":
                 self._on_stats(handle, msg["servers"])
+                if "http" in msg:
+                    self.http_stats.merge(msg["http"])
             elif kind == "result":
                 self._on_result(msg)
             elif kind == "applied":
@@ -335,12 +340,14 @@ class Supervisor:
         """Pools with each server's last check and passive record, for GET /api/pools."""
         checks = self.monitor.status() if self.monitor is not None else {}
         passive = self.passive.status(time.monotonic())
+        http = self.http_stats.by_server()
         pools = []
         for pool in self.pools.values():
             view = pool_view(pool)
             for server in view["servers"]:
                 server["check"] = checks.get(pool.name, {}).get(server["address"])
                 server["passive"] = passive.get(pool.name, {}).get(server["address"])
+                server["http"] = http.get((pool.name, server["address"]))
             pools.append(view)
         return {"pools": pools}
 

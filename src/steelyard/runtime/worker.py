@@ -180,8 +180,15 @@ class Worker:
                     deltas = [a - b for a, b in zip(now, prev, strict=True)]
                     rows.append([name, s.address, s.active, *deltas])
                     self._sent[key] = now
-        if rows:
-            self.channel.send({"t": "stats", "servers": rows})
+        http: list[list[Any]] = []
+        for fe in [*self.frontends.values(), *self.retired]:
+            if isinstance(fe, HttpFrontend):
+                http += fe.stats.drain()
+        if rows or http:
+            msg: dict[str, Any] = {"t": "stats", "servers": rows}
+            if http:
+                msg["http"] = http
+            self.channel.send(msg)
         if not self._stopping:
             self.loop.call_later(STATS_INTERVAL, self._send_stats)
 
