@@ -90,9 +90,9 @@ def test_ctl_pools_set_state_and_weight(tmp_path, backends, steelyard):
 
 
 def test_demo_serves_through_its_listener(tmp_path):
-    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    port, http_port, admin = free_port(), free_port(), f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [*STEELYARD, "demo", "--port", str(port), "--admin", admin],
+        [*STEELYARD, "demo", "--port", str(port), "--http-port", str(http_port), "--admin", admin],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -110,6 +110,11 @@ def test_demo_serves_through_its_listener(tmp_path):
                 bodies.add(recv_line(s))
         assert any(b"hello from backend-1" in b for b in bodies)
         assert any(b"hello from backend-2" in b for b in bodies)
+        import httpx
+
+        r = httpx.get(f"http://127.0.0.1:{http_port}/")
+        assert r.text.startswith("hello from backend-") and r.headers["x-served-by"] == "steelyard"
+        assert httpx.get(f"http://127.0.0.1:{http_port}/ping").text == "pong\n"
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0

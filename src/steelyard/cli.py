@@ -49,7 +49,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from steelyard.demo import run_demo
 
-    return uvloop.run(run_demo(args.port, args.admin))
+    return uvloop.run(run_demo(args.port, args.admin, args.http_port))
 
 
 # ctl ---------------------------------------------------------------------------------------
@@ -150,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True)
     check.set_defaults(func=_cmd_check)
 
-    demo = sub.add_parser("demo", help="run a TCP balancer over three built-in backends")
+    demo = sub.add_parser("demo", help="run TCP and HTTP balancers over built-in backends")
     demo.add_argument("--port", type=int, default=18080, help="the TCP listener's port")
+    demo.add_argument(
+        "--http-port", type=int, default=None, help="the HTTP listener's port (default: port+1)"
+    )
     demo.add_argument("--admin", default="127.0.0.1:9900", help="admin API address")
     demo.set_defaults(func=_cmd_demo)
 
