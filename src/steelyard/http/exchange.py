@@ -519,6 +519,8 @@ class Exchange:
             self.resp_chunked = True
         else:
             self.keep_alive = False  # HTTP/1.0 client: the end of the body is our close
+        if self.fe.stopping:
+            self.keep_alive = False  # shutting down: this connection ends with this answer
         if not self.body_done or (req.upgrade is not None and not upgrade):
             # The server answered before the whole body, or declined an upgrade after which the
             # client may already speak another protocol: this connection ends with the response.
@@ -675,8 +677,8 @@ class Exchange:
         content_type: bytes = b"text/plain; charset=utf-8",
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        if not self.body_done:
-            self.keep_alive = False  # the rest of the body is not read
+        if not self.body_done or self.fe.stopping:
+            self.keep_alive = False  # the rest of the body is not read, or we are stopping
         self.status = status
         self.responded = True
         data = local_response(
