@@ -16,35 +16,52 @@ Run: `make bench-tcp` or `.venv/bin/python bench/tcp.py [--duration 5] [--repeat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-HOST = "127.0.0.1"
+from harness import (
+    HAPROXY_MAXCONN,
+    HOST,
+    BenchError,
+    Procs,
+    accepts,
+    all_of,
+    busy_machine_warning,
+    cpu_seconds,
+    fmt_ratio,
+    free_ports,
+    git_revision,
+    haproxy_maxconn,
+    http_ok,
+    listening,
+    nginx_conf,
+    process_tree,
+    raise_on_sigterm,
+    rotations,
+    run_tool,
+    start_nginx,
+    steelyard_argv,
+    tool_version,
+    wait_until,
+    write_json,
+)
+
 SYSTEMS = ("direct", "haproxy", "steelyard")
-READY_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
-HAPROXY_MAXCONN = 100000
 
 
 @dataclass(frozen=True)
@@ -71,158 +88,6 @@ GOALS = (
 )
 
 
-class BenchError(RuntimeError):
-    """A system failed to start or a measurement failed; the message says which and why."""
-
-
-# processes -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            raise BenchError(
-                f"{self.name} exited with status {self.popen.returncode}; its last output:\n"
-                + self.tail()
-            )
-
-
-@dataclass
-class Procs:
-    """Every long-running process this run started, stopped in reverse order by `stop_all`."""
-
-    workdir: Path
-    items: list[Proc] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str]) -> Proc:
-        log = self.workdir / f"{name}.log"
-        with log.open("wb") as out:
-            # A new session: Ctrl-C reaches only this script, which then stops each group
-            # itself, including any workers a supervisor forked.
-            popen = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-            )
-        proc = Proc(name, popen, log)
-        self.items.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        # A second Ctrl-C must not cut the teardown short and leave a proxy running.
-        previous = {
-            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            for proc in reversed(self.items):
-                _stop_group(proc.popen)
-            self.items.clear()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _stop_group(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
-    # Children of the group (steelyard workers) may outlive their parent: kill what is left.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(STOP_TIMEOUT)
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports: all sockets stay open until every port is picked."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((HOST, 0))
-            ports.append(s.getsockname()[1])
-        return ports
-
-
-# readiness ---------------------------------------------------------------------------------------
-
-
-def wait_until(what: str, ready: Callable[[], bool], procs: list[Proc]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        for proc in procs:
-            proc.check_alive()
-        if ready():
-            return
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}, last output:\n{p.tail()}" for p in procs)
-            raise BenchError(f"{what} not ready after {READY_TIMEOUT:.0f}s\n{tails}")
-        time.sleep(0.05)
-
-
-def accepts(port: int) -> Callable[[], bool]:
-    # Only for listeners in front of nginx, which shrugs off an empty connection. Not for iperf3:
-    # an empty control connection fails its test, and iperf3 then closes and reopens its
-    # listener, resetting whichever client comes next.
-    def probe() -> bool:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    return probe
-
-
-def listening(port: int) -> Callable[[], bool]:
-    """A socket on HOST:port is in LISTEN state: what a connect would see, without connecting."""
-    local = f"{socket.htonl(0x7F000001):08X}:{port:04X}"  # as /proc/net/tcp spells 127.0.0.1
-
-    def probe() -> bool:
-        with open("/proc/net/tcp") as table:
-            next(table)  # header
-            return any(
-                fields[1] == local and fields[3] == "0A"  # 0A: TCP_LISTEN
-                for fields in (line.split() for line in table)
-            )
-
-    return probe
-
-
-def http_ok(url: str) -> Callable[[], bool]:
-    def probe() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return resp.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
-
-    return probe
-
-
-def all_of(*probes: Callable[[], bool]) -> Callable[[], bool]:
-    return lambda: all(p() for p in probes)
-
-
 # systems -----------------------------------------------------------------------------------------
 
 
@@ -236,40 +101,19 @@ class Ports:
 
 def start_backends(procs: Procs, ports: Ports) -> Ports:
     iperf = procs.start("iperf3-server", ["iperf3", "-s", "-B", HOST, "-p", str(ports.iperf)])
-    conf = write_nginx_conf(procs.workdir, ports.web)
-    nginx = procs.start("nginx", ["nginx", "-p", str(procs.workdir), "-e", "stderr", "-c", conf])
+    nginx = start_nginx(procs, "nginx", write_nginx_conf(procs.workdir, ports.web))
     wait_until("iperf3 server", listening(ports.iperf), [iperf])
     wait_until("nginx", accepts(ports.web), [nginx])
     return ports
 
 
-def write_nginx_conf(workdir: Path, port: int) -> str:
-    tmp = workdir / "nginx"
-    tmp.mkdir(exist_ok=True)
-    # Temp paths and pid in the workdir: runs as root without touching /var or /run.
-    conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-error_log stderr;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+def write_nginx_conf(workdir: Path, port: int) -> Path:
+    server = f"""
     server {{
         listen {HOST}:{port};
         location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-    path = workdir / "nginx.conf"
-    path.write_text(conf)
-    return str(path)
+    }}"""
+    return nginx_conf(workdir, "nginx", server)
 
 
 def start_haproxy(procs: Procs, backends: Ports, front: Ports) -> Ports:
@@ -300,23 +144,6 @@ listen web
     proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
     wait_until("haproxy", all_of(listening(front.iperf), accepts(front.web)), [proc])
     return front
-
-
-def haproxy_maxconn() -> int:
-    """100000, or less when the hard FD limit is lower (containers): HAProxy needs two FDs per
-    connection and refuses to start if it cannot raise its limit. The bench holds at most 50
-    client connections at a time, so the cap changes nothing it measures."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard == resource.RLIM_INFINITY:
-        return HAPROXY_MAXCONN
-    return max(1000, min(HAPROXY_MAXCONN, (hard - 1000) // 2))
-
-
-def steelyard_argv(config: Path) -> list[str]:
-    script = Path(sys.executable).with_name("steelyard")
-    if script.exists():
-        return [str(script), "run", "-c", str(config)]
-    return [sys.executable, "-m", "steelyard.cli", "run", "-c", str(config)]
 
 
 def write_steelyard_config(workdir: Path, backends: Ports, front: Ports, admin_port: int) -> Path:
@@ -362,16 +189,6 @@ def check_path(system: str, ports: Ports) -> None:
 # load generators ---------------------------------------------------------------------------------
 
 
-def run_tool(argv: list[str], timeout: float) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{' '.join(argv)}: no answer after {timeout:.0f}s") from exc
-    if done.returncode != 0 and not done.stdout.strip():
-        raise BenchError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
-    return done.stdout
-
-
 def run_iperf(port: int, streams: int, duration: float) -> tuple[float, dict[str, Any]]:
     argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", f"{duration:g}", "-P", str(streams)]
     out = run_tool([*argv, "-J"], timeout=duration + 30)
@@ -408,39 +225,13 @@ def run_wrk(port: int, duration: float) -> tuple[float, dict[str, Any]]:
     return float(m.group(1)), raw
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (steelyard's supervisor forks its workers)."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(c) for c in children)
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time used so far by these processes."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def measure(
     bench: Bench, metric: Metric, system: str, duration: float
 ) -> tuple[float, dict[str, Any]]:
     ports = bench.paths[system]
     # The proxy's own CPU time per unit of work: on a 2-core machine shared with the load
     # generator and the backend, this shows the proxy's cost even where it is not the limit.
-    proxy = next((p for p in bench.procs.items if p.name == system), None)
+    proxy = bench.procs.find(system)
     pids = process_tree(proxy.popen.pid) if proxy else []
     cpu_before = cpu_seconds(pids)
     if metric.backend == "iperf":
@@ -456,28 +247,6 @@ def measure(
 
 
 # environment -------------------------------------------------------------------------------------
-
-
-def tool_version(argv: list[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unavailable: {exc}"
-    # nginx prints its version on stderr, the others on stdout.
-    text = (done.stdout + done.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
-def git_revision() -> str:
-    repo = Path(__file__).resolve().parent.parent
-    rev = tool_version(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return rev + ("-dirty" if dirty else "")
 
 
 def machine_info() -> dict[str, Any]:
@@ -525,15 +294,6 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
     for system, path in paths.items():
         check_path(system, path)
     return Bench(procs, backends, {s: paths[s] for s in systems})
-
-
-def rotations(systems: list[str], repeat: int) -> Iterator[tuple[int, str]]:
-    # Each round starts one system later, so no system always runs first (on a cold cache)
-    # or last (after the others heated the machine).
-    for rep in range(repeat):
-        shift = rep % len(systems)
-        for system in systems[shift:] + systems[:shift]:
-            yield rep, system
 
 
 def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
@@ -630,14 +390,8 @@ def warnings(runs: list[dict[str, Any]], info: dict[str, Any], systems: list[str
             out.append(f"{where}: wrk socket errors: {raw['socket_errors']}")
         if raw.get("non_2xx"):
             out.append(f"{where}: {raw['non_2xx']} non-2xx responses")
-    # Only the load before we started says something: the bench itself keeps both cores busy.
-    busy = info["loadavg_before"]
-    if busy > 0.5 * (info["nproc"] or 1):
-        out.append(
-            f"1-minute load average was {busy:.1f} before the run on {info['nproc']} cores: "
-            "something else is using the CPUs, so absolute numbers are low and noisy; "
-            "use --repeat to steady the ratios"
-        )
+    if busy := busy_machine_warning(info):
+        out.append(busy)
     if "haproxy" in systems and info["haproxy_maxconn"] < HAPROXY_MAXCONN:
         out.append(
             f"haproxy maxconn lowered to {info['haproxy_maxconn']} to fit the FD hard limit "
@@ -650,10 +404,6 @@ def fmt_value(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
     return f"{value:,.0f}" if unit == "req/s" else f"{value:.2f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
@@ -708,10 +458,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def write_outputs(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "tcp.json"
-    # Written beside, then renamed: an interrupted run never leaves half a file.
-    tmp = out / "tcp.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(json_path)
+    write_json(json_path, report)
     plot(report, out / "tcp.png")
     print(f"\nwrote {json_path} and {out / 'tcp.png'}", file=sys.stderr)
 
@@ -740,14 +487,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    # Turns SIGTERM into an exception so the finally block stops every process we started.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
         check_tools(args.systems)
         info = machine_info()

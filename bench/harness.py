@@ -1,0 +1,345 @@
+"""Shared machinery of the benchmarks in bench/: processes, readiness probes, tools, environment.
+
+Why: every benchmark starts peers and steelyard, waits for them to be ready, runs a load tool,
+measures the proxy's CPU and stops everything it started, also on Ctrl-C. Keeping that in one
+place means a fix to teardown or readiness reaches every benchmark. The scripts run as
+`python bench/x.py`, so this module is imported as `harness` from the script's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+HAPROXY_MAXCONN = 100000
+
+
+class BenchError(RuntimeError):
+    """A system failed to start or a measurement failed; the message says which and why."""
+
+
+# processes -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise BenchError(
+                f"{self.name} exited with status {self.popen.returncode}; its last output:\n"
+                + self.tail()
+            )
+
+
+@dataclass
+class Procs:
+    """Every long-running process this run started, stopped in reverse order by `stop_all`."""
+
+    workdir: Path
+    items: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            # A new session: Ctrl-C reaches only this script, which then stops each group
+            # itself, including any workers a supervisor forked.
+            popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        proc = Proc(name, popen, log)
+        self.items.append(proc)
+        return proc
+
+    def find(self, name: str) -> Proc | None:
+        return next((p for p in self.items if p.name == name), None)
+
+    def stop_all(self) -> None:
+        # A second Ctrl-C must not cut the teardown short and leave a proxy running.
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for proc in reversed(self.items):
+                _stop_group(proc.popen)
+            self.items.clear()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _stop_group(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+    # Children of the group (steelyard workers) may outlive their parent: kill what is left.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(STOP_TIMEOUT)
+
+
+def raise_on_sigterm(signum: int, frame: object) -> None:
+    """Signal handler: SIGTERM becomes KeyboardInterrupt, so `finally` stops every process."""
+    raise KeyboardInterrupt
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all sockets stay open until every port is picked."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((HOST, 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+# readiness ---------------------------------------------------------------------------------------
+
+
+def wait_until(what: str, ready: Callable[[], bool], procs: list[Proc]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        for proc in procs:
+            proc.check_alive()
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name}, last output:\n{p.tail()}" for p in procs)
+            raise BenchError(f"{what} not ready after {READY_TIMEOUT:.0f}s\n{tails}")
+        time.sleep(0.05)
+
+
+def accepts(port: int) -> Callable[[], bool]:
+    # Only for listeners in front of nginx, which shrugs off an empty connection. Not for iperf3:
+    # an empty control connection fails its test, and iperf3 then closes and reopens its
+    # listener, resetting whichever client comes next.
+    def probe() -> bool:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def listening(port: int) -> Callable[[], bool]:
+    """A socket on HOST:port is in LISTEN state: what a connect would see, without connecting."""
+    local = f"{socket.htonl(0x7F000001):08X}:{port:04X}"  # as /proc/net/tcp spells 127.0.0.1
+
+    def probe() -> bool:
+        with open("/proc/net/tcp") as table:
+            next(table)  # header
+            return any(
+                fields[1] == local and fields[3] == "0A"  # 0A: TCP_LISTEN
+                for fields in (line.split() for line in table)
+            )
+
+    return probe
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    return probe
+
+
+def all_of(*probes: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: all(p() for p in probes)
+
+
+# systems -----------------------------------------------------------------------------------------
+
+
+def nginx_conf(workdir: Path, name: str, http_body: str) -> Path:
+    """Write `<name>.conf` for one foreground nginx process; `http_body` goes in `http {}`.
+
+    `master_process off`: one process that serves requests as root, so it reads files in the
+    private temp dir and needs no user switch. It runs the same event loop a worker would.
+    """
+    tmp = workdir / name
+    tmp.mkdir(exist_ok=True)
+    # Temp paths and pid in the workdir: runs as root without touching /var or /run.
+    conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{http_body}
+}}
+"""
+    path = workdir / f"{name}.conf"
+    path.write_text(conf)
+    return path
+
+
+def start_nginx(procs: Procs, name: str, conf: Path) -> Proc:
+    return procs.start(name, ["nginx", "-p", str(procs.workdir), "-e", "stderr", "-c", str(conf)])
+
+
+def haproxy_maxconn() -> int:
+    """100000, or less when the hard FD limit is lower (containers): HAProxy needs two FDs per
+    connection and refuses to start if it cannot raise its limit. The benches hold at most a
+    few hundred client connections at a time, so the cap changes nothing they measure."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return HAPROXY_MAXCONN
+    return max(1000, min(HAPROXY_MAXCONN, (hard - 1000) // 2))
+
+
+def steelyard_argv(config: Path) -> list[str]:
+    script = Path(sys.executable).with_name("steelyard")
+    if script.exists():
+        return [str(script), "run", "-c", str(config)]
+    return [sys.executable, "-m", "steelyard.cli", "run", "-c", str(config)]
+
+
+# measurement -------------------------------------------------------------------------------------
+
+
+def run_tool(argv: list[str], timeout: float) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{' '.join(argv)}: no answer after {timeout:.0f}s") from exc
+    if done.returncode != 0 and not done.stdout.strip():
+        raise BenchError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (steelyard's supervisor forks its workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rotations(systems: list[str], repeat: int) -> Iterator[tuple[int, str]]:
+    # Each round starts one system later, so no system always runs first (on a cold cache)
+    # or last (after the others heated the machine).
+    for rep in range(repeat):
+        shift = rep % len(systems)
+        for system in systems[shift:] + systems[:shift]:
+            yield rep, system
+
+
+# environment -------------------------------------------------------------------------------------
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable: {exc}"
+    # nginx prints its version on stderr, the others on stdout.
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def git_revision() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    rev = tool_version(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return rev + ("-dirty" if dirty else "")
+
+
+def busy_machine_warning(info: dict[str, Any]) -> str | None:
+    """A note when the load before the run was high: the bench itself keeps all cores busy,
+    so only the load average taken before it started says something about other users."""
+    busy = info["loadavg_before"]
+    if busy <= 0.5 * (info["nproc"] or 1):
+        return None
+    return (
+        f"1-minute load average was {busy:.1f} before the run on {info['nproc']} cores: "
+        "something else is using the CPUs, so absolute numbers are low and noisy; "
+        "use --repeat to steady the ratios"
+    )
+
+
+# output ------------------------------------------------------------------------------------------
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    # Written beside, then renamed: an interrupted run never leaves half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
