@@ -215,8 +215,24 @@ class ClientConn(asyncio.Protocol):
     # output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closing:
+        held = self.held
+        if held is not None:
+            held.append(data)
+        elif self.transport is not None and not self.closing:
             self.transport.write(data)
+
+    # While a batch of server events is handled, writes are gathered and sent as one: a
+    # response head and its body then cost one send, not two.
+    held: list[bytes] | None = None
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held and self.transport is not None and not self.closing:
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def send_error(self, status: int, close: bool = False, head_only: bool = False) -> None:
         self.write(local_response(status, close=close, head_only=head_only))
@@ -226,6 +242,7 @@ class ClientConn(asyncio.Protocol):
     def close_after_write(self) -> None:
         """Close once what is written has been sent (asyncio flushes before closing)."""
         if self.transport is not None and not self.closing:
+            self.flush()
             self.closing = True
             self._cancel_timer()
             self.transport.close()

@@ -15,6 +15,7 @@ bytes that followed an upgrade: they belong to the tunnel) and ERROR (an HttpErr
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 import httptools
@@ -36,11 +37,13 @@ class HttpError(Exception):
 class RequestHead:
     __slots__ = (
         "chunked",
+        "connection",
         "content_length",
         "expect_continue",
         "headers",
         "host",
         "keep_alive",
+        "lnames",
         "method",
         "target",
         "upgrade",
@@ -52,6 +55,8 @@ class RequestHead:
         self.target = b""
         self.version = "1.1"
         self.headers: Headers = []
+        self.lnames: list[bytes] = []  # the header names lowercased, in step with `headers`
+        self.connection: bytes | None = None  # the Connection header's value(s)
         self.host: bytes | None = None
         self.keep_alive = True
         self.chunked = False
@@ -67,9 +72,11 @@ class RequestHead:
 class ResponseHead:
     __slots__ = (
         "chunked",
+        "connection",
         "content_length",
         "headers",
         "keep_alive",
+        "lnames",
         "reason",
         "status",
         "version",
@@ -80,34 +87,20 @@ class ResponseHead:
         self.reason = b""
         self.version = "1.1"
         self.headers: Headers = []
+        self.lnames: list[bytes] = []
+        self.connection: bytes | None = None
         self.keep_alive = True
         self.chunked = False
         self.content_length: int | None = None
 
 
+# RFC 3986 host[:port]: a reg-name (unreserved, sub-delims, pct-encoded) or IPv4, or a
+# bracketed IPv6 literal; an optional port of up to five digits; no userinfo.
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+
+
 def _valid_host(value: bytes) -> bool:
-    """RFC 3986 host[:port]: a reg-name, IPv4, or a bracketed IPv6 literal; no userinfo."""
-    if not value:
-        return False
-    if value[0:1] == b"[":
-        end = value.find(b"]")
-        if end < 0:
-            return False
-        rest = value[end + 1 :]
-        inner = value[1:end]
-        if not inner or any(c not in b"0123456789abcdefABCDEF:." for c in inner):
-            return False
-    else:
-        host, _, port = value.partition(b":")
-        rest = b":" + port if port or value.endswith(b":") else b""
-        if not host or any(
-            not (chr(c).isalnum() or c in b"-._~!$&'()*+,;=%") or c > 127 for c in host
-        ):
-            return False
-    if rest:
-        port = rest[1:]
-        return rest[:1] == b":" and (not port or (port.isdigit() and len(port) <= 5))
-    return True
+    return _HOST.fullmatch(value) is not None
 
 
 class _Reader:
@@ -206,9 +199,13 @@ class RequestReader(_Reader):
         head = self._head
         if head is None or not self._in_head:
             return  # trailers: hop-by-hop, never forwarded
-        self._grow_head(len(name) + len(value) + 4)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head:
+            raise HttpError(431, "request header fields too large")
         lname = name.lower()
-        if lname == b"host":
+        if lname == b"connection":
+            head.connection = value if head.connection is None else head.connection + b"," + value
+        elif lname == b"host":
             if head.host is not None:
                 raise HttpError(400, "more than one Host header")
             if not _valid_host(value):
@@ -226,6 +223,7 @@ class RequestReader(_Reader):
         elif lname == b"upgrade":
             head.upgrade = value
         head.headers.append((name, value))
+        head.lnames.append(lname)
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -352,13 +350,18 @@ class ResponseReader(_Reader):
         head = self._head
         if head is None or not self._in_head:
             return
-        self._grow_head(len(name) + len(value) + 4)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head:
+            raise HttpError(502, "response header from server too large")
         lname = name.lower()
         if lname == b"content-length":
             head.content_length = int(value)
         elif lname == b"transfer-encoding":
             head.chunked = value.rstrip().lower().endswith(b"chunked")
+        elif lname == b"connection":
+            head.connection = value if head.connection is None else head.connection + b"," + value
         head.headers.append((name, value))
+        head.lnames.append(lname)
 
     def on_headers_complete(self) -> None:
         head = self._head

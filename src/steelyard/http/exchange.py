@@ -56,46 +56,48 @@ def _chunk(data: bytes) -> bytes:
 class Exchange:
     """One request and its response."""
 
+    # Defaults for what most requests never change: set on the class, so creating an
+    # Exchange (once per request) assigns only what differs.
+    route: CompiledRoute | None = None
+    settings: dict = {}  # read only; replaced by the route's
+    request_ended = False  # the reader's END for this request was taken
+    body_size = 0
+    kept_size = 0
+    pending_size = 0
+    upstream: UpstreamConn | None = None
+    server: Server | None = None
+    tried: frozenset[Server] = frozenset()  # servers that failed this request
+    tries = 0
+    connecting: asyncio.Task | None = None
+    responded = False  # any byte of a response went to the client
+    resp_chunked = False
+    status = 0
+    upstream_status = 0
+    bytes_sent = 0
+    done = False
+    request_id: bytes | None = None
+    sent_head = b""
+    sticky_set: bytes | None = None
+    t_connect = -1.0
+    t_header = -1.0
+    cause = ""
+    resp_keep = True
+    got_head = False  # the current attempt has a response head
+    last_server: Server | None = None
+    early = b""
+    held: tuple[tuple[ConnLimiter, bytes], ...] = ()  # limit_conn slots to give back
+
     def __init__(self, conn: ClientConn, head: RequestHead) -> None:
         self.conn = conn
         self.fe = conn.fe
         self.head = head
-        self.route: CompiledRoute | None = None
-        self.settings: dict = {}
         self.started = time.monotonic()
-        self.body_done = not head.has_body
-        self.request_ended = False  # the reader's END for this request was taken
-        self.held: list[tuple[ConnLimiter, bytes]] = []  # limit_conn slots to give back
-        self.attempts: list[list[str]] = []  # [server address, its status], for the log
-        self.body_size = 0
-        self.kept: list[bytes] | None = [] if head.has_body else None  # for a replay
-        self.kept_size = 0
+        has_body = head.chunked or bool(head.content_length)
+        self.body_done = not has_body
+        self.kept: list[bytes] | None = [] if has_body else None  # for a replay
         self.pending: list[bytes] = []  # body bytes waiting for a server connection
-        self.pending_size = 0
-        self.upstream: UpstreamConn | None = None
-        self.server: Server | None = None
-        self.tried: set[Server] = set()
-        self.tries = 0
-        self.connecting: asyncio.Task | None = None
-        self.responded = False  # any byte of a response went to the client
-        self.resp_chunked = False
-        self.resp_close = False
-        self.resp_head_only = False
-        self.status = 0
-        self.upstream_status = 0
-        self.bytes_sent = 0
-        self.done = False
+        self.attempts: list[list[str]] = []  # [server address, its status], for the log
         self.keep_alive = conn.keep_alive_allowed(head)
-        self.request_id: bytes | None = None
-        self.sent_head = b""
-        self.sticky_set: bytes | None = None
-        self.t_connect = -1.0
-        self.t_header = -1.0
-        self.cause = ""
-        self.resp_keep = True
-        self.got_head = False  # the current attempt has a response head
-        self.last_server: Server | None = None
-        self.early = b""
 
     # start -------------------------------------------------------------------------------
 
@@ -284,6 +286,8 @@ class Exchange:
         fe = self.fe
         headers, rid = request_headers(
             head.headers,
+            head.lnames,
+            head.connection,
             client_ip=self.conn.peer_ip,
             scheme=fe.scheme,
             host=head.host,
@@ -432,7 +436,7 @@ class Exchange:
             attempt=self.tries,
         )
         self.release_server(ok=False)
-        self.tried.add(server)
+        self.tried = self.tried | {server}
         if retry and self.can_retry():
             self.fe.count_retry(self.route, server)
             self.try_next()
@@ -453,6 +457,14 @@ class Exchange:
             pool.on_result(server, ok)
 
     def on_upstream_events(self, conn: UpstreamConn) -> None:
+        client = self.conn
+        client.hold()
+        try:
+            self._upstream_events(conn)
+        finally:
+            client.flush()
+
+    def _upstream_events(self, conn: UpstreamConn) -> None:
         events = conn.reader.events
         while events:
             if conn is not self.upstream:
@@ -501,7 +513,12 @@ class Exchange:
         req = self.head
         upgrade = status == 101 and req.upgrade is not None
         headers = response_headers(
-            head.headers, remove=route.remove_response, set_=route.set_response, upgrade=upgrade
+            head.headers,
+            head.lnames,
+            head.connection,
+            remove=route.remove_response,
+            set_=route.set_response,
+            upgrade=upgrade,
         )
         if self.sticky_set is not None and route.cfg.sticky is not None:
             cookie = self.fe.sticky_cookie(route.cfg.sticky, self.sticky_set)
@@ -567,7 +584,7 @@ class Exchange:
             # fault, and not one of the tries. Replay on a fresh connection.
             self.release_server(ok=True)
             self.tries -= 1
-            self.tried.discard(server)
+            self.tried = self.tried - {server}
             if self.choose_again(server):
                 return
         cause = _describe(exc) if exc else "server closed the connection"
@@ -653,7 +670,7 @@ class Exchange:
     def release_held(self) -> None:
         for counter, key in self.held:
             counter.release(key)
-        self.held.clear()
+        self.held = ()
 
     def abort_upstream(self) -> None:
         if self.connecting is not None:

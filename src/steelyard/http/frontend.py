@@ -171,7 +171,7 @@ class HttpFrontend:
                             key=key.decode("latin-1"), max=counter.limit)  # fmt: skip
                         ex.finish_local(503)
                         return False
-                    ex.held.append((counter, key))
+                    ex.held = (*ex.held, (counter, key))
         return True
 
     def _limit_key(self, ex: Exchange, spec: str) -> bytes:

@@ -33,13 +33,16 @@ _REPLACED = frozenset(
 )
 
 
-def connection_tokens(headers: Headers) -> set[bytes]:
-    """Lowercased names listed in Connection headers."""
-    out: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            out.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return out
+def connection_tokens(connection: bytes | None) -> frozenset[bytes]:
+    """Lowercased names listed in a Connection value, other than close and keep-alive."""
+    if not connection:
+        return frozenset()
+    tokens = {t.strip().lower() for t in connection.split(b",")}
+    tokens -= _CONNECTION_WORDS
+    return frozenset(tokens)
+
+
+_CONNECTION_WORDS = {b"close", b"keep-alive", b"upgrade", b""}
 
 
 def _ip_for_forwarded(ip: str) -> str:
@@ -58,8 +61,15 @@ class RequestIds:
         return f"{self._prefix}{self._n:016x}".encode()
 
 
+_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+# Request headers the proxy appends to rather than passes on.
+_MERGED = frozenset({b"x-forwarded-for", b"forwarded", b"via", b"x-request-id"})
+
+
 def request_headers(
     headers: Headers,
+    lnames: list[bytes],
+    connection: bytes | None,
     *,
     client_ip: str,
     scheme: str,
@@ -68,41 +78,44 @@ def request_headers(
     via: bool,
     forwarded: bool,
     upgrade: bytes | None,
-    remove: Iterable[bytes] = (),
+    remove: frozenset[bytes] = frozenset(),
     set_: Iterable[tuple[bytes, bytes]] = (),
 ) -> tuple[Headers, bytes | None]:
-    """Headers to send to the server, and the request id (the client's, or `request_id`)."""
-    drop = HOP_BY_HOP | _REPLACED
-    named = connection_tokens(headers) if _has_connection(headers) else None
-    if named:
-        drop = drop | named
-    if remove:
-        drop = drop | frozenset(remove)
+    """Headers to send to the server, and the request id (the client's, or `request_id`).
+
+    `lnames` are the header names lowercased (the codec has them), `connection` the value of
+    the Connection header, whose listed names are hop-by-hop too.
+    """
+    drop = _REQUEST_DROP
+    named = connection_tokens(connection)
+    if named or remove:
+        drop = drop | named | remove
     out: Headers = []
     xff: bytes | None = None
     fwd: bytes | None = None
     via_in: bytes | None = None
     rid: bytes | None = None
-    for name, value in headers:
-        lname = name.lower()
+    for header, lname in zip(headers, lnames, strict=True):
         if lname in drop:
             continue
-        if lname == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-            continue
-        if lname == b"forwarded" and forwarded:
-            fwd = value if fwd is None else fwd + b", " + value
-            continue
-        if lname == b"via" and via:
-            via_in = value if via_in is None else via_in + b", " + value
-            continue
-        if lname == b"x-request-id":
-            rid = value
-        out.append((name, value))
+        if lname in _MERGED:
+            value = header[1]
+            if lname == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if lname == b"forwarded" and forwarded:
+                fwd = value if fwd is None else fwd + b", " + value
+                continue
+            if lname == b"via" and via:
+                via_in = value if via_in is None else via_in + b", " + value
+                continue
+            if lname == b"x-request-id":
+                rid = value
+        out.append(header)
     ip = client_ip.encode()
     out.append((b"X-Forwarded-For", ip if xff is None else xff + b", " + ip))
     out.append((b"X-Real-IP", ip))
-    out.append((b"X-Forwarded-Proto", scheme.encode()))
+    out.append((b"X-Forwarded-Proto", b"https" if scheme == "https" else b"http"))
     if host is not None:
         out.append((b"X-Forwarded-Host", host))
     if forwarded:
@@ -127,32 +140,32 @@ def request_headers(
     return out, rid
 
 
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+
+
 def response_headers(
     headers: Headers,
+    lnames: list[bytes],
+    connection: bytes | None,
     *,
-    remove: Iterable[bytes] = (),
+    remove: frozenset[bytes] = frozenset(),
     set_: Iterable[tuple[bytes, bytes]] = (),
     upgrade: bool = False,
 ) -> Headers:
     """The server's headers without its connection-level ones, with the route's changes."""
-    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP | {b"content-length"}
-    if _has_connection(headers):
-        drop = drop | connection_tokens(headers)
-    if remove:
-        drop = drop | frozenset(remove)
-    if upgrade:
-        drop = drop - {b"upgrade"}
-    out = [(n, v) for n, v in headers if n.lower() not in drop]
+    drop = _RESPONSE_DROP
+    named = connection_tokens(connection)
+    if named or remove or upgrade:
+        drop = drop | named | remove
+        if upgrade:
+            drop = drop - {b"upgrade"}
+    out = [h for h, lname in zip(headers, lnames, strict=True) if lname not in drop]
     for name, value in set_:
         lname = name.lower()
         out = [(n, v) for n, v in out if n.lower() != lname]
         if value:
             out.append((name, value))
     return out
-
-
-def _has_connection(headers: Headers) -> bool:
-    return any(len(name) == 10 and name.lower() == b"connection" for name, _ in headers)
 
 
 def encode_head(first_line: bytes, headers: Headers) -> bytes:
