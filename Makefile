@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv
 
-.PHONY: demo test lint bench-tcp deps-system deps-python venv clean
+.PHONY: demo test lint bench-tcp bench-http deps-system deps-python venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory deps-python
@@ -38,6 +38,9 @@ test: deps-system venv lint
 
 bench-tcp: deps-system venv
 	$(PY) bench/tcp.py
+
+bench-http: deps-system venv
+	$(PY) bench/http.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
