@@ -7,8 +7,17 @@ that another route opened without verification, or a plain one.
 A connection belongs to one exchange while a request is in flight, and to the pool while idle.
 Idle connections are kept per server, newest first (warm ones are reused, old ones age out),
 up to `upstream_keepalive` per server, for `upstream_keepalive_timeout`, for at most
-`upstream_keepalive_requests` requests. An idle connection that receives bytes or a close is
-dropped: the server may not speak first on HTTP/1.1.
+`upstream_keepalive_requests` requests.
+
+The cap is applied with a short grace (`EXCESS_GRACE`) rather than at once: when more requests
+are in flight than the cap, a batch of answers releases more connections than it allows, and
+the next batch of requests would have to open new ones. Closing the excess only once it has
+stayed idle for the grace keeps those bursts on warm connections (nginx closes at once and
+pays a connect per request under such load; HAProxy keeps idle connections and purges them
+slowly). A hard bound of `EXCESS_FACTOR` times the cap still holds at every moment.
+
+An idle connection that receives bytes or a close is dropped: the server may not speak first
+on HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -167,6 +176,10 @@ class UpstreamConn(asyncio.Protocol):
             self.close()
 
 
+EXCESS_GRACE = 1.0  # seconds an idle connection beyond the cap may wait for a request
+EXCESS_FACTOR = 4  # idle connections never exceed this many times the cap
+
+
 class KeepalivePool:
     """Idle server connections of one listener in one worker."""
 
@@ -208,7 +221,7 @@ class KeepalivePool:
         conns = self.idle.get(conn.key)
         if conns is None:
             conns = self.idle[conn.key] = deque()
-        if len(conns) >= self.per_server:
+        if len(conns) >= self.per_server * EXCESS_FACTOR:
             conns.popleft().close()  # the oldest goes: it is the likeliest to be timed out
         conn.idle_since = self.loop.time()
         conns.append(conn)
@@ -224,14 +237,19 @@ class KeepalivePool:
                 pass
 
     def _tick(self) -> float:
-        return min(1.0, max(self.timeout / 4, 0.05))
+        return min(EXCESS_GRACE / 2, max(self.timeout / 4, 0.05))
 
     def _sweep(self) -> None:
         self._sweeper = None
-        limit = self.loop.time() - self.timeout
+        now = self.loop.time()
+        limit = now - self.timeout
+        excess_limit = now - EXCESS_GRACE
+        cap = self.per_server
         left = False
         for conns in self.idle.values():
             while conns and conns[0].idle_since <= limit:
+                conns.popleft().close()
+            while len(conns) > cap and conns[0].idle_since <= excess_limit:
                 conns.popleft().close()
             left = left or bool(conns)
         if left:
