@@ -100,6 +100,7 @@ class ClientConn(asyncio.Protocol):
         self.closing = True
         self.fe.conns.discard(self)
         self._cancel_timer()
+        self.reader.close()
         ex = self.exchange
         if ex is not None:
             ex.client_gone("client closed the connection")

@@ -117,6 +117,11 @@ class _Reader:
 
     too_large = HttpError(431, "request header fields too large")
 
+    def close(self) -> None:
+        """Break the reader <-> parser cycle when the connection is gone (no GC needed)."""
+        self.failed = True
+        self._parser = None
+
     def _grow_head(self, n: int) -> None:
         self._head_size += n
         if self._head_size > self.max_head:

@@ -272,6 +272,8 @@ class HttpFrontend:
 
     def report_status(self, route: CompiledRoute, server: Server, status: int) -> None:
         """A server answered: the connection worked, and a 5xx counts for outlier ejection."""
+        if status < 500 and server not in self.failing and server not in self.failing_5xx:
+            return  # nothing new for the supervisor: the common case, once per request
         self.report(route, server, True, "")
         pool = route.cfg.pool
         if pool is None:

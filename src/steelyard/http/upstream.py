@@ -131,6 +131,7 @@ class UpstreamConn(asyncio.Protocol):
                 if self.reader.events:
                     owner.on_upstream_events(self)
             owner.on_upstream_lost(self, exc)
+        self.reader.close()
 
     def pause_writing(self) -> None:
         self.paused = True
