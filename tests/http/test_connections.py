@@ -169,3 +169,53 @@ def test_server_answering_before_the_body_ends(tmp_path, http_backends, steelyar
         assert r.header("connection") == "close"
         assert c.closed()
     assert json.loads(httpx.get(url(port, "/echo")).text)["name"] == "b"
+
+
+def test_send_timeout_to_a_server_that_stops_reading(tmp_path, http_backends, steelyard):
+    b = http_backends("b")
+    cfg, port = http_config(
+        tmp_path, {"p": [b.address]}, [{"path": "/", "pool": "p"}], send_timeout="500ms"
+    )
+    sy = steelyard(cfg)
+    with RawClient(port) as c:
+        size = 64 << 20
+        c.send(b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        try:
+            for _ in range(size // (1 << 20)):
+                c.send(b"s" * (1 << 20))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the proxy gave up on the request and closed
+        r = c.response()
+        assert r.status == 504
+    sy.wait_log(r"event=upstream_error .*cause=\"send timeout after 0.5s\"")
+    assert httpx.get(url(port, "/status/200")).status_code == 200
+
+
+def test_connection_level_response_headers_stop_at_the_proxy(tmp_path, http_backends, steelyard):
+    b = http_backends("b")
+    cfg, port = http_config(tmp_path, {"p": [b.address]}, [{"path": "/", "pool": "p"}])
+    steelyard(cfg)
+    r = httpx.get(url(port, "/hop"))
+    assert r.text == "hop" and r.headers["x-end"] == "kept"
+    assert "x-hop" not in r.headers and "keep-alive" not in r.headers
+
+
+def test_oversized_response_head_is_502(tmp_path, http_backends, steelyard):
+    b = http_backends("b")
+    cfg, port = http_config(tmp_path, {"p": [b.address]}, [{"path": "/", "pool": "p"}])
+    sy = steelyard(cfg)
+    assert httpx.get(url(port, "/bighead")).status_code == 502
+    sy.wait_log(r"event=upstream_error .*response header from server too large")
+    assert httpx.get(url(port, "/status/200")).status_code == 200
+
+
+def test_client_gone_mid_upload_frees_the_server_side(tmp_path, http_backends, steelyard):
+    b = http_backends("b")
+    cfg, port = http_config(tmp_path, {"p": [b.address]}, [{"path": "/", "pool": "p"}])
+    sy = steelyard(cfg)
+    c = RawClient(port)
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"u" * 1000)
+    wait_for(lambda: sy.server("p", b.address)["active"] == 1, what="request in flight")
+    c.close()
+    wait_for(lambda: sy.server("p", b.address)["active"] == 0, what="slot released")
+    assert httpx.get(url(port, "/status/200")).status_code == 200

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from steelyard.http.frontend import HttpFrontend
 
 _WRITE_HIGH = 256 * 1024
+# Lingering close, as nginx's lingering_time / lingering_timeout: after answering a client that
+# may still be sending (a refused upload, a bad request), read and drop what it sends for a
+# while instead of closing at once. Closing a socket with unread data makes the kernel send a
+# reset, which can destroy the answer before the client has read it.
+LINGER_TIME = 30.0
+LINGER_TIMEOUT = 5.0
 
 
 class ClientConn(asyncio.Protocol):
@@ -62,6 +68,12 @@ class ClientConn(asyncio.Protocol):
         self.set_deadline(fe.cfg.client_header_timeout, "header")
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            if self.loop.time() > self.linger_until:
+                self.close()
+            else:
+                self.set_deadline(LINGER_TIMEOUT, "linger")
+            return
         if self.tunnel is not None:
             self.tunnel.write(data)
             self.set_deadline(self.tunnel_timeout, "tunnel")
@@ -77,6 +89,8 @@ class ClientConn(asyncio.Protocol):
         self.process()
 
     def eof_received(self) -> bool:
+        if self.lingering:
+            return False  # the client is done sending: close now
         ex = self.exchange
         if self.tunnel is not None:
             # Half-close through the tunnel: the server may still answer. Once both sides
@@ -182,14 +196,18 @@ class ClientConn(asyncio.Protocol):
             cause=error.reason,
         )
         self.fe.count_status(None, error.status)
-        self.send_error(error.status, close=True)
+        self.write(local_response(error.status, close=True))
+        self.linger_close()
 
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
         self.exchange = None
         if self.closing:
             return
         if not keep_alive or self.closing_after:
-            self.close_after_write()
+            if ex.body_done:
+                self.close_after_write()
+            else:
+                self.linger_close()  # the client may still be sending the body we refused
             return
         self._idle = True
         self.set_deadline(self.fe.cfg.keepalive_timeout, "keepalive")
@@ -247,6 +265,25 @@ class ClientConn(asyncio.Protocol):
             self.closing = True
             self._cancel_timer()
             self.transport.close()
+
+    lingering = False
+    linger_until = 0.0
+
+    def linger_close(self) -> None:
+        """Send what is written and half-close; drop what the client still sends, then close."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        self.flush()
+        self.closing = True
+        self.lingering = True
+        self.linger_until = self.loop.time() + LINGER_TIME
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.set_deadline(LINGER_TIMEOUT, "linger")
 
     def close(self) -> None:
         if self.transport is not None:
@@ -310,7 +347,7 @@ class ClientConn(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self.deadline or self.closing:
+        if not self.deadline or (self.closing and not self.lingering):
             return
         now = self.loop.time()
         if now < self.deadline:
@@ -323,7 +360,7 @@ class ClientConn(asyncio.Protocol):
 
     def on_deadline(self, kind: str) -> None:
         cfg = self.fe.cfg
-        if kind == "keepalive":
+        if kind in ("keepalive", "linger"):
             self.close()
         elif kind == "header":
             log(

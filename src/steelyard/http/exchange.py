@@ -342,7 +342,8 @@ class Exchange:
                 self.kept = None
         if conn is not None:
             conn.write(self.frame(data))
-            self.conn.set_deadline(self.fe.cfg.client_body_timeout, "body")
+            if not conn.paused:  # while the server is not reading, its send deadline runs
+                self.conn.set_deadline(self.fe.cfg.client_body_timeout, "body")
             return
         if self.kept is None:
             self.pending.append(data)

@@ -42,7 +42,8 @@ class Worker:
         self.retired: set[Frontend] = set()  # removed by a reload, draining
         self.cfg: Config | None = None
         # Counters last reported, per (pool, address): stats carry deltas.
-        self._sent: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        # (total, failures, bytes_in, bytes_out, active) last sent per server
+        self._sent: dict[tuple[str, str], tuple[int, int, int, int, int]] = {}
         self._stopping = False
 
     # supervisor messages ----------------------------------------------------------------
@@ -174,10 +175,11 @@ class Worker:
         for name, pool in self.pools.items():
             for s in pool.servers:
                 key = (name, s.address)
-                prev = self._sent.get(key, (0, 0, 0, 0))
-                now = (s.total, s.failures, s.bytes_in, s.bytes_out)
+                prev = self._sent.get(key, (0, 0, 0, 0, 0))
+                now = (s.total, s.failures, s.bytes_in, s.bytes_out, s.active)
+                # A drop of `active` to 0 is news too, even when nothing else moved.
                 if now != prev or s.active:
-                    deltas = [a - b for a, b in zip(now, prev, strict=True)]
+                    deltas = [a - b for a, b in zip(now[:4], prev[:4], strict=True)]
                     rows.append([name, s.address, s.active, *deltas])
                     self._sent[key] = now
         http: list[list[Any]] = []
