@@ -144,14 +144,6 @@ class Exchange:
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.try_next()
 
-    @property
-    def conn_kind(self) -> tuple | None:
-        """How server connections for this route are made: None for plain HTTP."""
-        s = self.settings
-        if not s.get("upstream_tls"):
-            return None
-        return (bool(s["verify"]), s["ca"], s["sni"])
-
     def expand(self, template: str) -> str:
         head = self.head
         return (
@@ -208,7 +200,7 @@ class Exchange:
         self.tries += 1
         self.server = server
         self.attempts.append([server.address, "-"])
-        conn = self.fe.keepalive.get(server, self.conn_kind)
+        conn = self.fe.keepalive.get(server, self.route.conn_kind)
         if conn is not None:
             self.attach(conn)
             return
@@ -226,7 +218,7 @@ class Exchange:
                     self.settings["connect_timeout"],
                     self.fe.upstream_tls(self.route),
                     self.settings["sni"],
-                    self.conn_kind,
+                    self.route.conn_kind if self.route else None,
                 )
             except TimeoutError:
                 self.connecting = None
@@ -467,6 +459,7 @@ class Exchange:
 
     def _upstream_events(self, conn: UpstreamConn) -> None:
         events = conn.reader.events
+        data_seen = False
         while events:
             if conn is not self.upstream:
                 events.clear()
@@ -476,7 +469,7 @@ class Exchange:
                 assert isinstance(payload, bytes)
                 self.bytes_sent += len(payload)
                 self.conn.write(_chunk(payload) if self.resp_chunked else payload)
-                self.conn.set_deadline(self.settings["read_timeout"], "read")
+                data_seen = True
             elif kind == HEAD:
                 self.on_response_head(conn, payload)
             elif kind == END:
@@ -493,6 +486,9 @@ class Exchange:
                 assert isinstance(payload, bytes)
                 self.start_tunnel(conn, payload)
                 return
+        if data_seen and self.upstream is conn:
+            # Once per batch of reads, not per piece of body: read_timeout runs between reads.
+            self.conn.set_deadline(self.settings["read_timeout"], "read")
 
     def on_response_head(self, conn: UpstreamConn, head: object) -> None:
         assert isinstance(head, ResponseHead)

@@ -53,12 +53,12 @@ class RequestIds:
     """X-Request-ID values: 32 hex digits, unique per worker without a syscall per request."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
+        self._prefix = os.urandom(8).hex().encode()
         self._n = 0
 
     def next(self) -> bytes:
         self._n += 1
-        return f"{self._prefix}{self._n:016x}".encode()
+        return b"%s%016x" % (self._prefix, self._n)
 
 
 _REQUEST_DROP = HOP_BY_HOP | _REPLACED

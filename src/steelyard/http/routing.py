@@ -37,6 +37,9 @@ class CompiledRoute:
     remove_response: frozenset[bytes] = frozenset()
     retry_on: frozenset[int] = frozenset()
     name: str = ""
+    # How server connections are made for this route (None: plain HTTP); keys the keep-alive
+    # pool, so a route never reuses a connection made with other TLS settings.
+    conn_kind: tuple[bool, str | None, str | None] | None = None
 
     def matches(self, head: RequestHead, host: bytes, path: bytes) -> bool:
         if self.host_exact is not None and host != self.host_exact:
@@ -99,6 +102,9 @@ def compile_routes(listener: HttpListenerConfig) -> list[CompiledRoute]:
         c.set_response = [(_b(k), _b(v)) for k, v in r.set_response_headers.items()]
         c.remove_response = frozenset(_b(n).lower() for n in r.remove_response_headers)
         c.retry_on = frozenset(c.settings["retry_on"])
+        s = c.settings
+        if s["upstream_tls"]:
+            c.conn_kind = (bool(s["verify"]), s["ca"], s["sni"])
         out.append(c)
     return out
 
