@@ -191,3 +191,56 @@ def test_server_connection_close_is_not_reused(one):
         a = c.get(f"http://127.0.0.1:{port}/echo").json()
         b = c.get(f"http://127.0.0.1:{port}/echo").json()
     assert a["conn"] == b["conn"] and b["n"] == a["n"] + 1
+
+
+def test_concurrent_mixed_traffic_keeps_every_answer_with_its_request(one):
+    """Many clients at once, bodies both ways, over shared server connections: no cross-talk."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    port, _, _ = one
+
+    def client(seed: int) -> int:
+        rng = random.Random(seed)
+        done = 0
+        with httpx.Client(timeout=30) as c:
+            for i in range(30):
+                size = rng.choice([0, 10, 5000, 70000, 300000])
+                body = rng.randbytes(size)
+                if i % 3 == 0:
+                    r = c.get(f"http://127.0.0.1:{port}/bytes/{size}")
+                    assert r.status_code == 200 and len(r.content) == size
+                elif i % 3 == 1:
+                    r = c.post(f"http://127.0.0.1:{port}/upload", content=body)
+                    assert r.json() == {"size": size, "sha256": hashlib.sha256(body).hexdigest()}
+                else:
+                    r = c.get(f"http://127.0.0.1:{port}/echo?client={seed}&i={i}")
+                    assert r.json()["target"] == f"/echo?client={seed}&i={i}"
+                done += 1
+        return done
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sum(pool.map(client, range(16))) == 16 * 30
+
+
+def test_deep_pipeline_with_bodies_stays_in_order(one):
+    port, _, _ = one
+    requests = []
+    for i in range(40):
+        if i % 2:
+            body = bytes([i]) * (i * 1000)
+            requests.append(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+        else:
+            requests.append(b"GET /echo?i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+    with RawClient(port) as c:
+        c.send(b"".join(requests))
+        for i in range(40):
+            r = c.response()
+            doc = json.loads(r.body)
+            if i % 2:
+                assert doc["size"] == i * 1000, i
+            else:
+                assert doc["target"] == f"/echo?i={i}", i

@@ -63,7 +63,9 @@ class ClientConn(asyncio.Protocol):
         fe.conns.add(self)
         if fe.cfg.max_conns and len(fe.conns) > fe.cfg.max_conns:
             log("max_conns", "warn", listener=fe.cfg.name, peer=self.peer, max=fe.cfg.max_conns)
-            self.send_error(503, close=True)
+            self.fe.count_status(None, 503)
+            self.write(local_response(503, close=True))
+            self.linger_close()  # its request may be on the way: let it read the answer
             return
         self.set_deadline(fe.cfg.client_header_timeout, "header")
 
