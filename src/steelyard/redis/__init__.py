@@ -1,0 +1,1 @@
+"""Redis sharding proxy (Codis class) on unmodified Redis 7."""

@@ -1,0 +1,310 @@
+"""RESP2, sans-IO: client requests in, backend replies framed, replies encoded.
+
+Requests are framed here rather than by hiredis because the proxy must refuse oversized or
+malformed input *before* buffering it (a `$99999999999` header is answered at once, as Redis
+does), which needs the position of every header; the errors carry Redis's own texts. Requests
+are arrays of bulk strings or inline commands (with Redis's quoting rules).
+
+Replies from backends are only framed (`ReplyFramer` finds where each reply ends and returns its
+raw bytes) so that the proxy forwards them without rebuilding them; replies that must be read
+(merging MGET parts, summing DBSIZE, SCAN cursors, INFO) are parsed with hiredis (`parse`).
+"""
+
+from __future__ import annotations
+
+import hiredis
+
+MAX_INLINE = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
+MAX_MULTIBULK = 1024 * 1024  # Redis refuses more arguments than this
+DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len
+
+Command = list[bytes]
+
+
+class ProtocolError(Exception):
+    """Malformed input: answered with `-ERR Protocol error: ...`, then the connection closes."""
+
+
+class RequestParser:
+    """Client bytes -> commands (argv lists). Resumes mid-command without rescanning."""
+
+    def __init__(self, max_bulk: int = DEFAULT_MAX_BULK) -> None:
+        self.max_bulk = max_bulk
+        self._buf = bytearray()
+        self._pos = 0
+        self._argc = -1  # arguments still to read in the current multibulk, -1 outside one
+        self._args: Command = []
+        self._bulk = -1  # length of the bulk being waited for, -1 when reading a header
+
+    error: ProtocolError | None = None  # set once input was malformed; feed returns [] after
+
+    def feed(self, data: bytes) -> list[Command]:
+        """Complete commands in order. Malformed input sets `error`: the commands before it
+        are still returned (to be answered first), then the connection is to be closed."""
+        if self.error is not None:
+            return []
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        buf += data
+        out: list[Command] = []
+        pos = self._pos
+        n = len(buf)
+        try:
+            while pos < n:
+                if self._argc < 0:
+                    if buf[pos] == 0x2A:  # '*'
+                        end = buf.find(b"\r\n", pos)
+                        if end < 0:
+                            if n - pos > MAX_INLINE:
+                                raise ProtocolError("too big mbulk count string")
+                            break
+                        count = _number(buf, pos + 1, end, "invalid multibulk length")
+                        if count > MAX_MULTIBULK:
+                            raise ProtocolError("invalid multibulk length")
+                        pos = end + 2
+                        if count <= 0:
+                            continue  # *0 and *-1: nothing to run, as Redis
+                        self._argc = count
+                        self._args = []
+                    else:
+                        end = buf.find(b"\n", pos)
+                        if end < 0:
+                            if n - pos > MAX_INLINE:
+                                raise ProtocolError("too big inline request")
+                            break
+                        if end - pos > MAX_INLINE:
+                            raise ProtocolError("too big inline request")
+                        line = bytes(
+                            buf[pos : end - 1 if end > pos and buf[end - 1] == 13 else end]
+                        )
+                        pos = end + 1
+                        args = split_inline(line)
+                        if args:
+                            out.append(args)
+                        continue
+                if self._bulk < 0:
+                    if pos >= n:
+                        break
+                    if buf[pos] != 0x24:  # '$'
+                        got = chr(buf[pos])
+                        raise ProtocolError(f"expected '$', got '{got}'")
+                    end = buf.find(b"\r\n", pos)
+                    if end < 0:
+                        if n - pos > MAX_INLINE:
+                            raise ProtocolError("too big bulk count string")
+                        break
+                    size = _number(buf, pos + 1, end, "invalid bulk length")
+                    if size < 0 or size > self.max_bulk:
+                        raise ProtocolError("invalid bulk length")
+                    self._bulk = size
+                    pos = end + 2
+                size = self._bulk
+                if n - pos < size + 2:
+                    break
+                if buf[pos + size] != 13 or buf[pos + size + 1] != 10:
+                    raise ProtocolError("expected CRLF after a bulk string")
+                self._args.append(bytes(buf[pos : pos + size]))
+                pos += size + 2
+                self._bulk = -1
+                self._argc -= 1
+                if self._argc == 0:
+                    out.append(self._args)
+                    self._args = []
+                    self._argc = -1
+        except ProtocolError as exc:
+            self.error = exc
+        self._pos = pos
+        # Keep the buffer from growing without bound when a client streams a big value.
+        if pos > 65536 and pos * 2 > n:
+            del buf[:pos]
+            self._pos = 0
+        return out
+
+
+def _number(buf: bytearray, start: int, end: int, message: str) -> int:
+    text = bytes(buf[start:end])
+    if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
+        raise ProtocolError(message)
+    return int(text)
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_inline(line: bytes) -> Command:
+    """Split an inline command as Redis's sdssplitargs does (quotes, escapes)."""
+    if b'"' not in line and b"'" not in line:
+        return line.split()
+    args: Command = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\r\n\x0b\x0c":
+            i += 1
+        if i >= n:
+            return args
+        cur = bytearray()
+        in_dq = in_sq = False
+        while True:
+            if in_dq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if (
+                    c == 0x5C
+                    and i + 3 < n
+                    and line[i + 1] == ord("x")
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    cur.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 0x5C and i + 1 < n:
+                    i += 1
+                    cur.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 0x22:
+                    # a closing quote must be followed by a space or the end
+                    if i + 1 < n and line[i + 1] not in b" \t\r\n\x0b\x0c":
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif in_sq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
+                    i += 1
+                    cur.append(0x27)
+                elif c == 0x27:
+                    if i + 1 < n and line[i + 1] not in b" \t\r\n\x0b\x0c":
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \t\r\n\x0b\x0c":
+                    break
+                if c == 0x22:
+                    in_dq = True
+                elif c == 0x27:
+                    in_sq = True
+                else:
+                    cur.append(c)
+            i += 1
+        args.append(bytes(cur))
+
+
+class ReplyFramer:
+    """Backend bytes -> raw replies (bytes), one per reply, nested arrays included."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        buf += data
+        out: list[bytes] = []
+        pos = self._pos
+        while True:
+            end = _reply_end(buf, pos)
+            if end < 0:
+                break
+            out.append(bytes(buf[pos:end]))
+            pos = end
+        self._pos = pos
+        if pos > 65536 and pos * 2 > len(buf):
+            del buf[:pos]
+            self._pos = 0
+        return out
+
+
+def _reply_end(buf: bytearray, pos: int) -> int:
+    """Where the reply starting at `pos` ends, or -1 if it is not complete yet."""
+    pending = 1  # replies still to skip (arrays add their elements)
+    n = len(buf)
+    while pending:
+        if pos >= n:
+            return -1
+        kind = buf[pos]
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return -1
+        if kind == 0x24:  # '$'
+            size = int(buf[pos + 1 : end])
+            if size < 0:
+                pos = end + 2
+            else:
+                pos = end + 2 + size + 2
+                if pos > n:
+                    return -1
+        elif kind == 0x2A:  # '*'
+            count = int(buf[pos + 1 : end])
+            pos = end + 2
+            if count > 0:
+                pending += count
+        elif kind in (0x2B, 0x2D, 0x3A):  # + - :
+            pos = end + 2
+        else:
+            raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
+        pending -= 1
+    return pos
+
+
+def parse(raw: bytes) -> object:
+    """A whole raw reply -> Python value (bytes, int, list, hiredis.ReplyError)."""
+    reader = hiredis.Reader()
+    reader.feed(raw)
+    return reader.gets()
+
+
+# encoders ----------------------------------------------------------------------------------
+
+
+def encode_command(args: Command) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+def error(message: str) -> bytes:
+    """`-ERR message` or `-PREFIX message` when the message starts with an upper-case word."""
+    first = message.split(" ", 1)[0]
+    if not (first.isupper() and first.isalpha()):
+        message = "ERR " + message
+    return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def bulk(value: bytes | None) -> bytes:
+    if value is None:
+        return b"$-1\r\n"
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def simple(value: str) -> bytes:
+    return b"+" + value.encode() + b"\r\n"
+
+
+def array(raw_items: list[bytes]) -> bytes:
+    """An array whose elements are already-encoded replies."""
+    return b"*%d\r\n" % len(raw_items) + b"".join(raw_items)
+
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
