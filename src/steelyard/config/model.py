@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from steelyard.config.http_model import HttpListenerConfig
+from steelyard.config.redis_model import RedisConfig
 from steelyard.config.shared import (
     Address,
     Duration,
@@ -211,6 +212,7 @@ class Config(Strict):
     pools: dict[Name, PoolConfig] = Field(default_factory=dict)
     tcp: list[TcpListenerConfig] = Field(default_factory=list)
     http: list[HttpListenerConfig] = Field(default_factory=list)
+    redis: RedisConfig | None = None
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -265,6 +267,15 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append(((tier, i, "listen"), f"{lst.listen} is already used by {where}"))
         else:
             listens[key] = (tier, i, "listen")
+    if cfg.redis is not None:
+        for i, proxy in enumerate(cfg.redis.proxies):
+            key = split_address(proxy.listen)
+            path = ("redis", "proxies", i, "listen")
+            if key in listens:
+                where = format_path(listens[key])
+                problems.append((path, f"{proxy.listen} is already used by {where}"))
+            else:
+                listens[key] = path
     return problems
 
 

@@ -1,0 +1,83 @@
+"""The `redis:` part of the config contract: proxies, groups and the sharding settings.
+
+Groups are the starting topology; once the slot map is in the store, runtime changes (groups
+created or removed, slots moved) live there and the config only seeds what the store lacks.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from steelyard.config.shared import Address, Duration, ServerAddress, Strict
+
+MAX_GROUP_ID = 9999  # as Codis
+
+
+class RedisProxyConfig(Strict):
+    listen: Address
+    auth: str | None = None  # what clients must send with AUTH (None: no AUTH needed)
+    backend_auth: str | None = None  # sent with AUTH on every backend connection
+    read_from_replicas: bool = False
+    max_clients: int = Field(10000, ge=1)
+    max_pipeline: int = Field(10000, ge=1)  # requests in flight per client connection
+    idle_timeout: Duration = 0.0  # 0 = never
+
+
+class RedisGroupConfig(Strict):
+    id: int = Field(ge=1, le=MAX_GROUP_ID)
+    master: ServerAddress
+    replicas: list[ServerAddress] = Field(default_factory=list)
+    weight: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RedisGroupConfig:
+        seen = {self.master}
+        for r in self.replicas:
+            if r in seen:
+                raise ValueError(f"{r} is listed twice in group {self.id}")
+            seen.add(r)
+        return self
+
+
+class SentinelConfig(Strict):
+    addresses: list[ServerAddress] = Field(min_length=1)
+    # Sentinel master names are `{prefix}-{group id}`, as Codis names them.
+    prefix: str = "steelyard"
+    password: str | None = None
+
+
+class RedisConfig(Strict):
+    proxies: list[RedisProxyConfig] = Field(default_factory=list)
+    groups: list[RedisGroupConfig] = Field(default_factory=list)
+    databases: int = Field(16, ge=1, le=16)
+    allow_fanout: bool = False  # KEYS, FLUSHDB, FLUSHALL across every group
+    max_bulk_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    big_key_bytes: int = Field(64 * 1024 * 1024, ge=1)  # copied in chunks when moved
+    migrate_batch: int = Field(100, ge=1, le=10000)  # keys per MIGRATE
+    migrate_timeout: Duration = 30.0
+    health_interval: Duration = 1.0
+    auto_failover: bool = False
+    sentinel: SentinelConfig | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, groups: list[RedisGroupConfig]) -> list[RedisGroupConfig]:
+        ids: set[int] = set()
+        servers: dict[str, int] = {}
+        for g in groups:
+            if g.id in ids:
+                raise ValueError(f"group id {g.id} is used twice")
+            ids.add(g.id)
+            for address in [g.master, *g.replicas]:
+                if address in servers:
+                    raise ValueError(
+                        f"{address} is in group {servers[address]} and in group {g.id}"
+                    )
+                servers[address] = g.id
+        return groups
+
+    @model_validator(mode="after")
+    def _failover(self) -> RedisConfig:
+        if self.auto_failover and self.sentinel is not None:
+            raise ValueError("use auto_failover or sentinel, not both")
+        return self
