@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from steelyard.config.load import check_config_text
+from steelyard.config.redis_model import RedisConfig
 
 EXAMPLE = """
 redis:
@@ -16,17 +18,23 @@ redis:
 """
 
 
+NOT_YET = "the Redis proxy is not available in this version yet"
+
+
 def messages(text: str) -> list[str]:
     _, found = check_config_text(text)
-    return [f"{i.line}: {i.path}: {i.message}" for i in found]
+    return [f"{i.line}: {i.path}: {i.message}" for i in found if NOT_YET not in i.message]
 
 
 def test_the_example_is_valid():
-    cfg, found = check_config_text(EXAMPLE)
-    assert found == [] and cfg is not None and cfg.redis is not None
-    assert [g.id for g in cfg.redis.groups] == [1, 2]
-    assert cfg.redis.groups[1].replicas == [] and cfg.redis.groups[1].weight == 1
-    assert cfg.redis.allow_fanout is False and cfg.redis.databases == 16
+    _, found = check_config_text(EXAMPLE)
+    # Valid as written; refused as a whole only until the proxy that serves it exists.
+    assert [(i.path, i.line) for i in found] == [("redis", 2)]
+    assert NOT_YET in found[0].message
+    redis = RedisConfig.model_validate(yaml.safe_load(EXAMPLE)["redis"])
+    assert [g.id for g in redis.groups] == [1, 2]
+    assert redis.groups[1].replicas == [] and redis.groups[1].weight == 1
+    assert redis.allow_fanout is False and redis.databases == 16
 
 
 @pytest.mark.parametrize(
