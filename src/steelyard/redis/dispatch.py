@@ -1,0 +1,133 @@
+"""What the proxy does with one command, sans-IO: answer it, send it to a slot, split it, ...
+
+`classify(argv, table)` decides from the command table alone (no connection state), so the
+rules are testable and the session layer only carries them out:
+
+- LOCAL: the proxy answers itself (PING, ECHO, QUIT, SELECT, AUTH, INFO, DBSIZE, SCAN, ...).
+- SLOT: every key hashes to one slot; forward to its owner.
+- SPLIT: MGET, MSET, DEL, UNLINK, EXISTS, TOUCH over several slots; split per slot and merged.
+- TRANSACTION / PUBSUB / BLOCKING: need a connection of their own (pinned or dedicated).
+- FANOUT: KEYS, FLUSHDB, FLUSHALL on every group (only with `allow_fanout`).
+- ERROR: the reply is known now (unknown command, wrong arity, CROSSSLOT, not supported).
+
+Errors use Redis's own texts where Redis has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from steelyard.redis.commands import CommandTable
+from steelyard.redis.slots import slot_of
+
+
+class Kind(Enum):
+    LOCAL = "local"
+    SLOT = "slot"
+    SPLIT = "split"
+    TRANSACTION = "transaction"
+    PUBSUB = "pubsub"
+    BLOCKING = "blocking"
+    FANOUT = "fanout"
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class Decision:
+    kind: Kind
+    name: str = ""  # the command (or command|subcommand), lower case
+    slot: int = -1  # SLOT / BLOCKING / TRANSACTION keyed commands
+    keys: list[int] = field(default_factory=list)  # key positions in argv
+    error: str = ""  # ERROR: the message, without the leading '-'
+    write: bool = False
+
+
+# Answered by the proxy itself.
+LOCAL = frozenset(
+    {"ping", "echo", "quit", "select", "auth", "info", "dbsize", "scan", "hello", "command",
+     "time", "reset"}
+)  # fmt: skip
+TRANSACTION = frozenset({"multi", "exec", "discard", "watch", "unwatch"})
+PUBSUB = frozenset(
+    {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
+     "publish", "spublish", "pubsub"}
+)  # fmt: skip
+FANOUT = frozenset({"keys", "flushdb", "flushall"})
+# Split per slot and merged when their keys span several slots (MSET is then not atomic).
+SPLIT = frozenset({"mget", "mset", "del", "unlink", "exists", "touch"})
+# Server-wide or topology commands that mean nothing through a sharding proxy.
+UNSUPPORTED = frozenset(
+    {"config", "debug", "shutdown", "monitor", "sync", "psync", "replconf", "replicaof",
+     "slaveof", "migrate", "move", "randomkey", "cluster", "readonly", "readwrite", "wait",
+     "waitaof", "bgsave", "save", "lastsave", "bgrewriteaof", "script", "function", "client",
+     "swapdb", "failover", "latency", "slowlog", "memory", "module", "acl", "lolwut",
+     "restore-asking", "asking", "role"}
+)  # fmt: skip
+
+
+def not_supported(name: str) -> str:
+    return f"command '{name.upper()}' is not supported by the proxy"
+
+
+def unknown(argv: list[bytes]) -> str:
+    # Redis: "unknown command 'X', with args beginning with: 'a' 'b' " (the args quoted).
+    name = argv[0].decode("utf-8", "replace")
+    args = "".join(f"'{a.decode('utf-8', 'replace')[:128]}' " for a in argv[1:][:64])
+    return f"unknown command '{name}', with args beginning with: {args}"
+
+
+CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
+
+
+def classify(argv: list[bytes], table: CommandTable) -> Decision:
+    info = table.lookup(argv)
+    if info is None:
+        return Decision(Kind.ERROR, error=unknown(argv))
+    name = info.name
+    base = name.split("|", 1)[0]
+    if not info.arity_ok(len(argv)):
+        return Decision(Kind.ERROR, name, error=f"wrong number of arguments for '{name}' command")
+    if base in LOCAL:
+        return Decision(Kind.LOCAL, name)
+    if base in UNSUPPORTED:
+        return Decision(Kind.ERROR, name, error=not_supported(base))
+    if base in PUBSUB:
+        return Decision(Kind.PUBSUB, name)
+    if base in FANOUT:
+        return Decision(Kind.FANOUT, name, write=info.write)
+    keys = info.key_positions(argv)
+    if base in TRANSACTION:
+        slot = _one_slot(argv, keys)
+        if slot == -2:
+            return Decision(Kind.ERROR, name, error=CROSSSLOT)
+        return Decision(Kind.TRANSACTION, name, slot=slot, keys=keys)
+    if not keys:
+        # EVAL/FCALL with no keys and other keyless commands: no slot tells where to run them.
+        return Decision(Kind.ERROR, name, error=not_supported(base) + " without keys")
+    slot = _one_slot(argv, keys)
+    if slot == -2:
+        if base in SPLIT:
+            return Decision(Kind.SPLIT, name, keys=keys, write=info.write)
+        return Decision(Kind.ERROR, name, error=CROSSSLOT)
+    kind = Kind.BLOCKING if _blocks(base, argv, info.blocking) else Kind.SLOT
+    return Decision(kind, name, slot=slot, keys=keys, write=info.write)
+
+
+def _one_slot(argv: list[bytes], keys: list[int]) -> int:
+    """The slot shared by every key; -1 without keys, -2 when they differ."""
+    slot = -1
+    for i in keys:
+        s = slot_of(argv[i])
+        if slot == -1:
+            slot = s
+        elif s != slot:
+            return -2
+    return slot
+
+
+def _blocks(base: str, argv: list[bytes], flagged: bool) -> bool:
+    """XREAD/XREADGROUP block only with BLOCK, though their flags say `blocking` either way."""
+    if base in ("xread", "xreadgroup"):
+        return any(a.upper() == b"BLOCK" for a in argv)
+    return flagged
