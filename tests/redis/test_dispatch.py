@@ -51,7 +51,7 @@ def test_local_fanout_and_unsupported():
         assert decide(*argv).kind is Kind.LOCAL, argv
     assert decide(b"KEYS", b"*").kind is Kind.FANOUT
     d = decide(b"CONFIG", b"GET", b"maxmemory")
-    assert d.kind is Kind.ERROR and d.error == "command 'CONFIG' is not supported by the proxy"
+    assert d.kind is Kind.ERROR and d.error == "ERR command 'CONFIG' is not supported by the proxy"
     assert "not supported" in decide(b"EVAL", b"return 1", b"0").error
 
 

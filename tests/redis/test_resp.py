@@ -75,7 +75,7 @@ def test_errors_match_redis(name, redis_servers):
     p = RequestParser()
     assert p.feed(MALFORMED[name]) == []
     assert p.error is not None
-    assert resp.error(f"Protocol error: {p.error}") == expected
+    assert resp.error(f"ERR Protocol error: {p.error}") == expected
 
 
 def test_missing_crlf_after_a_bulk_is_an_error():
@@ -136,7 +136,7 @@ def test_reply_framer_refuses_garbage():
 
 
 def test_encoders():
-    assert resp.error("wrong number of arguments for 'get' command") == (
+    assert resp.error("ERR wrong number of arguments for 'get' command") == (
         b"-ERR wrong number of arguments for 'get' command\r\n"
     )
     assert resp.error("CROSSSLOT Keys in request don't hash to the same slot") == (

@@ -10,7 +10,7 @@ rules are testable and the session layer only carries them out:
 - FANOUT: KEYS, FLUSHDB, FLUSHALL on every group (only with `allow_fanout`).
 - ERROR: the reply is known now (unknown command, wrong arity, CROSSSLOT, not supported).
 
-Errors use Redis's own texts where Redis has one.
+Errors use Redis's own texts where Redis has one, with their code (`ERR ...`, `CROSSSLOT ...`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Decision:
 # Answered by the proxy itself.
 LOCAL = frozenset(
     {"ping", "echo", "quit", "select", "auth", "info", "dbsize", "scan", "hello", "command",
-     "time", "reset"}
+     "time", "reset", "client|setname", "client|getname", "client|setinfo", "client|id"}
 )  # fmt: skip
 TRANSACTION = frozenset({"multi", "exec", "discard", "watch", "unwatch"})
 PUBSUB = frozenset(
@@ -67,14 +67,14 @@ UNSUPPORTED = frozenset(
 
 
 def not_supported(name: str) -> str:
-    return f"command '{name.upper()}' is not supported by the proxy"
+    return f"ERR command '{name.upper()}' is not supported by the proxy"
 
 
 def unknown(argv: list[bytes]) -> str:
     # Redis: "unknown command 'X', with args beginning with: 'a' 'b' " (the args quoted).
     name = argv[0].decode("utf-8", "replace")
     args = "".join(f"'{a.decode('utf-8', 'replace')[:128]}' " for a in argv[1:][:64])
-    return f"unknown command '{name}', with args beginning with: {args}"
+    return f"ERR unknown command '{name}', with args beginning with: {args}"
 
 
 CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
@@ -87,8 +87,10 @@ def classify(argv: list[bytes], table: CommandTable) -> Decision:
     name = info.name
     base = name.split("|", 1)[0]
     if not info.arity_ok(len(argv)):
-        return Decision(Kind.ERROR, name, error=f"wrong number of arguments for '{name}' command")
-    if base in LOCAL:
+        return Decision(
+            Kind.ERROR, name, error=f"ERR wrong number of arguments for '{name}' command"
+        )
+    if base in LOCAL or name in LOCAL:
         return Decision(Kind.LOCAL, name)
     if base in UNSUPPORTED:
         return Decision(Kind.ERROR, name, error=not_supported(base))

@@ -280,10 +280,7 @@ def encode_command(args: Command) -> bytes:
 
 
 def error(message: str) -> bytes:
-    """`-ERR message` or `-PREFIX message` when the message starts with an upper-case word."""
-    first = message.split(" ", 1)[0]
-    if not (first.isupper() and first.isalpha()):
-        message = "ERR " + message
+    """An error reply; `message` starts with its code, as `ERR ...` or `CROSSSLOT ...`."""
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
 
 

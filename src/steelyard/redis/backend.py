@@ -1,0 +1,146 @@
+"""Connections from the proxy to Redis servers: requests pipelined, replies matched in order.
+
+One connection per server and database per worker carries the requests of every client session
+(as Codis's backend_primary_parallel = 1): Redis answers in order, so each reply goes to the
+oldest waiting callback. Writes are gathered and sent once per loop turn, so a batch of client
+commands costs one send per server. A connection that fails answers every waiting request with
+an error, in order, and the next request reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from steelyard.redis import resp
+
+ReplyCallback = Callable[[bytes], None]
+
+
+class BackendConn(asyncio.Protocol):
+    def __init__(self, pool: BackendPool, address: str, db: int) -> None:
+        self.pool = pool
+        self.address = address
+        self.db = db
+        self.transport: asyncio.Transport | None = None
+        self.framer = resp.ReplyFramer()
+        self.waiting: deque[ReplyCallback] = deque()
+        self.out: list[bytes] = []
+        self.closed = False
+        self.connecting = True
+
+    # use ------------------------------------------------------------------------------------
+
+    def send(self, command: bytes, callback: ReplyCallback) -> None:
+        """Queue a request; `callback` gets its raw reply (or an error reply)."""
+        if self.closed:
+            callback(resp.error(f"ERR backend {self.address} is down"))
+            return
+        self.waiting.append(callback)
+        self.out.append(command)
+        if self.transport is not None:
+            self.pool.want_flush(self)
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.closed:
+            data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+            self.out = []
+            self.transport.write(data)
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.connecting = False
+        # AUTH and SELECT go first; their replies are checked like any other.
+        setup: list[bytes] = []
+        if self.pool.auth:
+            setup.append(resp.encode_command([b"AUTH", self.pool.auth.encode()]))
+        if self.db:
+            setup.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
+        for command in reversed(setup):
+            self.waiting.appendleft(self._check_setup)
+            self.out.insert(0, command)
+        self.flush()
+
+    def _check_setup(self, reply: bytes) -> None:
+        if not reply.startswith(b"+OK"):
+            self.fail(f"backend {self.address} refused the connection setup: {reply[:100]!r}")
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self.framer.feed(data)
+        except resp.ProtocolError as exc:
+            self.fail(f"backend {self.address}: {exc}")
+            return
+        waiting = self.waiting
+        for reply in replies:
+            if not waiting:
+                self.fail(f"backend {self.address} sent a reply nobody asked for")
+                return
+            waiting.popleft()(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(f"backend {self.address} closed the connection")
+
+    def fail(self, message: str) -> None:
+        """Answer everything in flight with an error, in order; the pool forgets this conn."""
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+        error = resp.error(f"ERR {message}")
+        waiting, self.waiting = self.waiting, deque()
+        self.out = []
+        for callback in waiting:
+            if callback is not self._check_setup:
+                callback(error)
+
+
+class BackendPool:
+    """The shared backend connections of one worker, by (address, db)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, auth: str | None = None) -> None:
+        self.loop = loop
+        self.auth = auth
+        self.conns: dict[tuple[str, int], BackendConn] = {}
+        self._dirty: set[BackendConn] = set()
+        self._flush_scheduled = False
+
+    def get(self, address: str, db: int) -> BackendConn:
+        conn = self.conns.get((address, db))
+        if conn is None:
+            conn = self.conns[(address, db)] = BackendConn(self, address, db)
+            self.loop.create_task(self._connect(conn))
+        return conn
+
+    async def _connect(self, conn: BackendConn) -> None:
+        host, _, port = conn.address.rpartition(":")
+        try:
+            await self.loop.create_connection(lambda: conn, host.strip("[]"), int(port))
+        except OSError as exc:
+            conn.fail(f"backend {conn.address} is unreachable: {exc.strerror or exc}")
+
+    def want_flush(self, conn: BackendConn) -> None:
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            conn.flush()
+
+    def forget(self, conn: BackendConn) -> None:
+        if self.conns.get((conn.address, conn.db)) is conn:
+            del self.conns[(conn.address, conn.db)]
+        self._dirty.discard(conn)
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.fail("the proxy is stopping")
+        self.conns.clear()

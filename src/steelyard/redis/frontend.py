@@ -1,0 +1,72 @@
+"""One Redis proxy listener in a worker: its sessions, the slot map and the backend pool."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
+from steelyard.redis.backend import BackendPool
+from steelyard.redis.commands import CommandTable
+from steelyard.redis.session import ClientSession
+from steelyard.redis.topology import SlotMap, spread
+from steelyard.tcp.frontend import make_listener
+
+
+class RedisFrontend:
+    def __init__(
+        self,
+        cfg: RedisProxyConfig,
+        redis: RedisConfig,
+        loop: asyncio.AbstractEventLoop,
+        slot_map: SlotMap | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.redis = redis
+        self.loop = loop
+        self.table = CommandTable.snapshot()
+        self.backends = BackendPool(loop, cfg.backend_auth)
+        self.sessions: set[ClientSession] = set()
+        self.masters = {g.id: g.master for g in redis.groups}
+        self.slot_map = slot_map or spread({g.id: g.weight for g in redis.groups})
+        self._server: asyncio.AbstractServer | None = None
+        self._sock: socket.socket | None = None
+        self.stopping = False
+
+    def owner(self, slot: int) -> str:
+        """The master that serves `slot` now."""
+        return self.masters[self.slot_map[slot]]
+
+    def start(self) -> None:
+        sock = make_listener(self.cfg.listen, 1024)
+        self._sock = sock
+
+        async def serve() -> None:
+            self._server = await self.loop.create_server(lambda: ClientSession(self), sock=sock)
+
+        self.loop.create_task(serve())
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        elif self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    async def drain(self, timeout: float) -> int:
+        cut = 0
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+                cut += 1
+        self.close()
+        return cut
+
+    def close(self) -> None:
+        self.stop_accepting()
+        self.backends.close()
+
+    def account(self) -> None:
+        """Counters are kept as commands end; nothing to flush."""

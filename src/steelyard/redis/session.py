@@ -1,0 +1,266 @@
+"""One client connection to the Redis proxy: commands in, replies out in the order asked.
+
+Every command gets a reply slot in a FIFO the moment it is read, and is dispatched at once
+(pipelined commands of one client run in parallel on their backends); replies leave from the
+head of the FIFO as soon as they are filled, gathered into one write per loop turn. A command
+split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from steelyard.log import log
+from steelyard.redis import resp
+from steelyard.redis.dispatch import Decision, Kind, classify, not_supported
+from steelyard.redis.slots import slot_of
+
+if TYPE_CHECKING:
+    from steelyard.redis.frontend import RedisFrontend
+
+
+class ReplySlot:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.data = data
+
+
+class ClientSession(asyncio.Protocol):
+    def __init__(self, fe: RedisFrontend) -> None:
+        self.fe = fe
+        self.loop = fe.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = resp.RequestParser(fe.redis.max_bulk_bytes)
+        self.replies: deque[ReplySlot] = deque()
+        self.db = 0
+        self.authed = fe.cfg.auth is None
+        self.closing = False  # QUIT or a protocol error: close once replies are out
+        self.peer = "-"
+        self._flush_scheduled = False
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.fe.sessions.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        for argv in self.parser.feed(data):
+            self.dispatch(argv)
+            if self.closing:
+                break
+        error = self.parser.error
+        if error is not None and not self.closing:
+            log("redis_protocol_error", "warn", peer=self.peer, cause=str(error))
+            self.replies.append(ReplySlot(resp.error(f"ERR Protocol error: {error}")))
+            self.closing = True
+        self.fe.backends.flush()  # this batch's requests leave now, one send per backend
+        self.write_ready()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.transport = None
+        self.fe.sessions.discard(self)
+
+    # commands -------------------------------------------------------------------------------
+
+    def dispatch(self, argv: list[bytes]) -> None:
+        if not self.authed and argv[0].upper() not in (b"AUTH", b"QUIT", b"HELLO"):
+            self.answer(b"-NOAUTH Authentication required.\r\n")
+            return
+        decision = classify(argv, self.fe.table)
+        kind = decision.kind
+        if kind is Kind.SLOT:
+            self.forward(decision.slot, resp.encode_command(argv))
+        elif kind is Kind.ERROR:
+            self.answer(resp.error(decision.error))
+        elif kind is Kind.LOCAL:
+            self.local(argv, decision)
+        elif kind is Kind.SPLIT:
+            self.split(argv, decision)
+        else:
+            self.answer(resp.error(not_supported(decision.name.split("|")[0]) + " yet"))
+
+    def answer(self, data: bytes) -> None:
+        self.replies.append(ReplySlot(data))
+
+    def forward(self, slot: int, command: bytes, into: ReplySlot | None = None) -> ReplySlot:
+        reply = into if into is not None else ReplySlot()
+        if into is None:
+            self.replies.append(reply)
+        address = self.fe.owner(slot)
+        conn = self.fe.backends.get(address, self.db)
+
+        def done(raw: bytes) -> None:
+            reply.data = raw
+            self.ready()
+
+        conn.send(command, done)
+        return reply
+
+    def split(self, argv: list[bytes], decision: Decision) -> None:
+        """One request per key (per pair for MSET), merged when all have answered."""
+        name = decision.name
+        reply = ReplySlot()
+        self.replies.append(reply)
+        if name == "mset":
+            parts = [[b"MSET", argv[i], argv[i + 1]] for i in range(1, len(argv), 2)]
+        else:
+            parts = [[argv[0], argv[i]] for i in decision.keys]
+        results: list[bytes | None] = [None] * len(parts)
+        left = [len(parts)]
+
+        def part_done(index: int) -> Callable[[bytes], None]:
+            def done(raw: bytes) -> None:
+                results[index] = raw
+                left[0] -= 1
+                if left[0] == 0:
+                    reply.data = merge(name, results)  # type: ignore[arg-type]
+                    self.ready()
+
+            return done
+
+        for i, part in enumerate(parts):
+            address = self.fe.owner(slot_of(part[1]))
+            self.fe.backends.get(address, self.db).send(resp.encode_command(part), part_done(i))
+
+    def local(self, argv: list[bytes], decision: Decision) -> None:
+        name = decision.name
+        if name == "ping":
+            self.answer(resp.PONG if len(argv) == 1 else resp.bulk(argv[1]))
+        elif name == "echo":
+            self.answer(resp.bulk(argv[1]))
+        elif name == "quit":
+            self.answer(resp.OK)
+            self.closing = True
+        elif name == "select":
+            try:
+                db = int(argv[1])
+            except ValueError:
+                self.answer(resp.error("ERR value is not an integer or out of range"))
+                return
+            if not 0 <= db < self.fe.redis.databases:
+                self.answer(resp.error("ERR DB index is out of range"))
+                return
+            self.db = db
+            self.answer(resp.OK)
+        elif name == "auth":
+            self.auth(argv)
+        elif name == "hello":
+            self.hello(argv)
+        elif name in ("client|setname", "client|setinfo"):
+            if name == "client|setname":
+                self.name = argv[2]
+            self.answer(resp.OK)
+        elif name == "client|getname":
+            self.answer(resp.bulk(self.name or None))
+        elif name == "client|id":
+            self.answer(resp.integer(id(self) & 0x7FFFFFFF))
+        else:
+            self.answer(resp.error(not_supported(name) + " yet"))
+
+    name = b""
+
+    def hello(self, argv: list[bytes]) -> None:
+        """RESP2 only: HELLO 3 gets Redis's NOPROTO; AUTH and SETNAME options are honoured."""
+        args = argv[1:]
+        if args:
+            try:
+                version = int(args[0])
+            except ValueError:
+                self.answer(resp.error("ERR Protocol version is not an integer or out of range"))
+                return
+            if version != 2:
+                self.answer(b"-NOPROTO unsupported protocol version\r\n")
+                return
+            args = args[1:]
+        i = 0
+        while i < len(args):
+            option = args[i].upper()
+            if option == b"AUTH" and i + 2 < len(args) + 0 and len(args) >= i + 3:
+                if self.fe.cfg.auth is None or args[i + 2] != self.fe.cfg.auth.encode():
+                    self.answer(
+                        resp.error("WRONGPASS invalid username-password pair or user is disabled.")
+                    )
+                    return
+                self.authed = True
+                i += 3
+            elif option == b"SETNAME" and i + 1 < len(args):
+                self.name = args[i + 1]
+                i += 2
+            else:
+                self.answer(resp.error(f"ERR Syntax error in HELLO option '{args[i].decode()}'"))
+                return
+        if not self.authed:
+            self.answer(b"-NOAUTH HELLO must be called with the client already authenticated\r\n")
+            return
+        fields = [
+            resp.bulk(b"server"), resp.bulk(b"redis"),
+            resp.bulk(b"version"), resp.bulk(b"7.0.0"),
+            resp.bulk(b"proto"), resp.integer(2),
+            resp.bulk(b"id"), resp.integer(id(self) & 0x7FFFFFFF),
+            resp.bulk(b"mode"), resp.bulk(b"standalone"),
+            resp.bulk(b"role"), resp.bulk(b"master"),
+            resp.bulk(b"modules"), resp.array([]),
+        ]  # fmt: skip
+        self.answer(resp.array(fields))
+
+    def auth(self, argv: list[bytes]) -> None:
+        want = self.fe.cfg.auth
+        password = argv[-1]
+        if want is None:
+            self.answer(
+                resp.error(
+                    "ERR AUTH <password> called without any password configured for the default "
+                    "user. Are you sure your configuration is correct?"
+                )
+            )
+        elif len(argv) == 3 and argv[1] != b"default":
+            self.answer(resp.error("WRONGPASS invalid username-password pair or user is disabled."))
+        elif password == want.encode():
+            self.authed = True
+            self.answer(resp.OK)
+        else:
+            self.answer(resp.error("WRONGPASS invalid username-password pair or user is disabled."))
+
+    # replies ----------------------------------------------------------------------------------
+
+    def ready(self) -> None:
+        """A reply arrived: write what is ready at the next loop turn (one write per batch)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.write_ready)
+
+    def write_ready(self) -> None:
+        self._flush_scheduled = False
+        replies = self.replies
+        out: list[bytes] = []
+        while replies and replies[0].data is not None:
+            out.append(replies.popleft().data)  # type: ignore[arg-type]
+        transport = self.transport
+        if out and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closing and not replies and transport is not None:
+            transport.close()
+
+
+def merge(name: str, parts: list[bytes]) -> bytes:
+    """Put the answers of a split command back together, as the unsplit command answers."""
+    for raw in parts:
+        if raw.startswith(b"-"):
+            return raw  # the first error stands for the whole command
+    if name == "mget":
+        # Each part is a one-element array: keep the element.
+        return resp.array([raw[raw.index(b"\r\n") + 2 :] for raw in parts])
+    if name == "mset":
+        return resp.OK
+    return resp.integer(sum(int(raw[1:-2]) for raw in parts))
