@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from steelyard.config.http_model import HttpListenerConfig
-from steelyard.config.redis_model import RedisConfig
+from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
 from steelyard.config.shared import (
     Address,
     Duration,
@@ -214,6 +214,16 @@ class Config(Strict):
     http: list[HttpListenerConfig] = Field(default_factory=list)
     redis: RedisConfig | None = None
 
+    def listeners(self) -> list[TcpListenerConfig | HttpListenerConfig | RedisProxyConfig]:
+        """Every listening section (tcp, http, redis proxies); each has a `listen` address."""
+        out: list[TcpListenerConfig | HttpListenerConfig | RedisProxyConfig] = [
+            *self.tcp,
+            *self.http,
+        ]
+        if self.redis is not None:
+            out += self.redis.proxies
+        return out
+
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
         # Raised as one error per problem by load.py's cross-check, which knows the key paths;
@@ -268,11 +278,6 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
         else:
             listens[key] = (tier, i, "listen")
     if cfg.redis is not None:
-        # The section is read and checked, but the proxy that serves it is still being built:
-        # refusing it beats a config that is accepted and then does nothing.
-        problems.append(
-            (("redis",), "the Redis proxy is not available in this version yet (in progress)")
-        )
         for i, proxy in enumerate(cfg.redis.proxies):
             key = split_address(proxy.listen)
             path = ("redis", "proxies", i, "listen")

@@ -33,6 +33,16 @@ class RedisFrontend:
         self._sock: socket.socket | None = None
         self.stopping = False
 
+    def update(self, cfg: RedisProxyConfig, redis: RedisConfig, slot_map: SlotMap | None) -> None:
+        """Reload: new groups and slot owners apply to the next commands."""
+        if cfg.backend_auth != self.cfg.backend_auth:
+            self.backends.close()
+            self.backends = BackendPool(self.loop, cfg.backend_auth)
+        self.cfg = cfg
+        self.redis = redis
+        self.masters = {g.id: g.master for g in redis.groups}
+        self.slot_map = slot_map or spread({g.id: g.weight for g in redis.groups})
+
     def owner(self, slot: int) -> str:
         """The master that serves `slot` now."""
         return self.masters[self.slot_map[slot]]

@@ -38,6 +38,7 @@ from steelyard.core.store import open_store
 from steelyard.core.store.server_state import restore, save_server
 from steelyard.http.stats import HttpStats
 from steelyard.log import log
+from steelyard.redis.slotstore import load_or_seed
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
 
@@ -102,7 +103,7 @@ class Supervisor:
                 log("admin_listen_error", "error", listen=cfg.admin.listen, cause=str(exc))
                 await self.stop()
                 raise SystemExit(1) from None
-        taken = probe_listeners([t.listen for t in [*cfg.tcp, *cfg.http]])
+        taken = probe_listeners([t.listen for t in listeners_of(cfg)])
         if taken:
             for problem in taken:
                 log("listen_error", "error", cause=problem)
@@ -126,7 +127,7 @@ class Supervisor:
             "ready",
             pid=os.getpid(),
             workers=cfg.workers,
-            listeners=",".join(f"{t.name}@{t.listen}" for t in [*cfg.tcp, *cfg.http]) or None,
+            listeners=",".join(f"{name}@{listen}" for name, listen in named_listeners(cfg)) or None,
             admin=cfg.admin.listen,
             restored=applied or None,
         )
@@ -205,6 +206,8 @@ class Supervisor:
             for s in pool.servers
         ]
         extra.setdefault("rows", self._rows)
+        if self.cfg.redis is not None:
+            extra.setdefault("redis_slots", load_or_seed(self.store, self.cfg.redis))
         return {
             "t": "config",
             "config": self.cfg.model_dump(mode="json"),
@@ -405,8 +408,8 @@ class Supervisor:
             log("reload_failed", "error", errors=len(exc.issues), kept="previous config")
             return
         old = self.cfg
-        held = {t.listen for t in [*old.tcp, *old.http]}
-        taken = probe_listeners([t.listen for t in [*new.tcp, *new.http] if t.listen not in held])
+        held = {t.listen for t in listeners_of(old)}
+        taken = probe_listeners([t.listen for t in listeners_of(new) if t.listen not in held])
         if taken:
             for problem in taken:
                 log("reload_refused", "error", error=problem)
@@ -494,6 +497,14 @@ def probe_listeners(addresses: list[str]) -> list[str]:
                     f"cannot listen on {address}: {os.strerror(exc.errno or 0).lower()}"
                 )
     return problems
+
+
+def listeners_of(cfg: Config) -> list[Any]:
+    return list(cfg.listeners())
+
+
+def named_listeners(cfg: Config) -> list[tuple[str, str]]:
+    return [(getattr(t, "name", "redis"), t.listen) for t in cfg.listeners()]
 
 
 def _describe_changes(old: Config, new: Config) -> str:

@@ -17,16 +17,24 @@ from typing import Any
 
 from steelyard import log as logmod
 from steelyard.config.http_model import HttpListenerConfig
-from steelyard.config.model import Config
+from steelyard.config.model import Config, TcpListenerConfig
+from steelyard.config.redis_model import RedisProxyConfig
 from steelyard.core.backend import Pool, Server, find_server, require_server
 from steelyard.core.counters import SharedCounters
 from steelyard.http.frontend import HttpFrontend
 from steelyard.log import log
+from steelyard.redis.frontend import RedisFrontend
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
 from steelyard.tcp.frontend import TcpFrontend, WorkerContext, describe
 
-Frontend = TcpFrontend | HttpFrontend
+Frontend = TcpFrontend | HttpFrontend | RedisFrontend
+# The frontend class that serves each kind of listener section.
+FRONTENDS: dict[type, type] = {
+    TcpListenerConfig: TcpFrontend,
+    HttpListenerConfig: HttpFrontend,
+    RedisProxyConfig: RedisFrontend,
+}
 
 STATS_INTERVAL = 1.0
 
@@ -63,7 +71,9 @@ class Worker:
                     cfg = Config.model_validate(msg["config"])
                     if self.counters is not None:
                         self.counters.rows = int(msg.get("rows", 1))
-                    ok = self.apply_config(cfg, msg.get("states", []), msg.get("first"))
+                    ok = self.apply_config(
+                        cfg, msg.get("states", []), msg.get("first"), msg.get("redis_slots")
+                    )
                     if msg.get("first"):
                         if not ok:
                             await self.channel.drain()
@@ -83,7 +93,13 @@ class Worker:
         finally:
             stats.cancel()
 
-    def apply_config(self, cfg: Config, states: list[list[Any]], first: bool = False) -> bool:
+    def apply_config(
+        self,
+        cfg: Config,
+        states: list[list[Any]],
+        first: bool = False,
+        redis_slots: list[int] | None = None,
+    ) -> bool:
         """Apply a config and the server states that go with it, then (re)open listeners.
 
         False when a listener could not be bound at first start.
@@ -101,10 +117,10 @@ class Worker:
             pool.refresh()
         live = {(name, s.address) for name, pool in self.pools.items() for s in pool.servers}
         self._sent = {key: v for key, v in self._sent.items() if key in live}
-        wanted: dict[str, Any] = {lst.listen: lst for lst in [*cfg.tcp, *cfg.http]}
+        wanted: dict[str, Any] = {lst.listen: lst for lst in cfg.listeners()}
         for listen, fe in list(self.frontends.items()):
             lst = wanted.get(listen)
-            if lst is None or isinstance(lst, HttpListenerConfig) != isinstance(fe, HttpFrontend):
+            if lst is None or not isinstance(fe, FRONTENDS[type(lst)]):
                 fe.stop_accepting()
                 del self.frontends[listen]
                 self._retire(fe)
@@ -117,8 +133,15 @@ class Worker:
             if isinstance(fe, TcpFrontend):
                 fe.update(lst, self.pools[lst.pool])
                 continue
+            if isinstance(fe, RedisFrontend):
+                assert cfg.redis is not None
+                fe.update(lst, cfg.redis, redis_slots)
+                continue
             if isinstance(lst, HttpListenerConfig):
                 fe = HttpFrontend(lst, self.pools, self.loop, self._report)
+            elif isinstance(lst, RedisProxyConfig):
+                assert cfg.redis is not None
+                fe = RedisFrontend(lst, cfg.redis, self.loop, redis_slots)
             else:
                 fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
@@ -126,7 +149,7 @@ class Worker:
             except OSError as exc:
                 ok = False
                 message = f"cannot listen on {listen}: {describe(exc)}"
-                log("listen_error", "error", listener=lst.name, cause=message)
+                log("listen_error", "error", listener=getattr(lst, "name", "redis"), cause=message)
                 self.channel.send({"t": "error", "message": message})
                 continue
             self.frontends[listen] = fe
