@@ -21,13 +21,15 @@ from steelyard.redis.slots import slot_of
 
 
 @pytest.fixture
-def proxy(redis_servers):
+def proxy(redis_servers, request):
     a, b = redis_servers(), redis_servers()
     port = free_port()
+    extra = getattr(request, "param", {})
     cfg = RedisConfig.model_validate(
         {
             "proxies": [{"listen": f"127.0.0.1:{port}", "auth": None}],
             "groups": [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}],
+            **extra,
         }
     )
     loop = uvloop.new_event_loop()
@@ -193,3 +195,44 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_dbsize_info_and_scan_cover_every_group(proxy):
+    port, a, b, _ = proxy
+    c = client(port)
+    keys = {f"s{i}".encode() for i in range(300)}
+    for k in keys:
+        c.set(k, 1, ex=1000 if k.endswith(b"7") else None)
+    a_keys = a.command(b"DBSIZE")
+    b_keys = b.command(b"DBSIZE")
+    assert a_keys and b_keys and a_keys + b_keys == 300
+    assert c.dbsize() == 300
+    info = c.info("keyspace")
+    assert info["db0"]["keys"] == 300 and info["db0"]["expires"] == 30
+    seen: set[bytes] = set()
+    cursor = 0
+    while True:
+        cursor, batch = c.scan(cursor, count=50)
+        seen.update(batch)
+        if cursor == 0:
+            break
+    assert seen == keys
+    assert set(c.scan_iter(match="s1*")) == {k for k in keys if k.startswith(b"s1")}
+
+
+def test_keys_and_flush_need_allow_fanout(proxy):
+    port, *_ = proxy
+    c = client(port)
+    with pytest.raises(redis_py.ResponseError, match="not supported by the proxy"):
+        c.keys("*")
+
+
+@pytest.mark.parametrize("proxy", [{"allow_fanout": True}], indirect=True)
+def test_keys_and_flushdb_fan_out_when_allowed(proxy):
+    port, *_ = proxy
+    c = client(port)
+    for i in range(20):
+        c.set(f"f{i}", i)
+    assert sorted(c.keys("f*")) == sorted(f"f{i}".encode() for i in range(20))
+    assert c.flushdb()
+    assert c.dbsize() == 0 and c.keys("*") == []

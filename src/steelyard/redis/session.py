@@ -87,6 +87,13 @@ class ClientSession(asyncio.Protocol):
             self.local(argv, decision)
         elif kind is Kind.SPLIT:
             self.split(argv, decision)
+        elif kind is Kind.FANOUT:
+            if not self.fe.redis.allow_fanout:
+                self.answer(resp.error(not_supported(decision.name) + " (allow_fanout is off)"))
+            elif decision.name == "keys":
+                self.fanout(argv, merge_arrays)
+            else:
+                self.fanout(argv, merge_ok)
         else:
             self.answer(resp.error(not_supported(decision.name.split("|")[0]) + " yet"))
 
@@ -155,6 +162,12 @@ class ClientSession(asyncio.Protocol):
             self.answer(resp.OK)
         elif name == "auth":
             self.auth(argv)
+        elif name == "dbsize":
+            self.fanout(argv, merge_sum)
+        elif name == "scan":
+            self.scan(argv)
+        elif name == "info":
+            self.info(argv)
         elif name == "hello":
             self.hello(argv)
         elif name in ("client|setname", "client|setinfo"):
@@ -169,6 +182,94 @@ class ClientSession(asyncio.Protocol):
             self.answer(resp.error(not_supported(name) + " yet"))
 
     name = b""
+
+    def fanout(self, argv: list[bytes], merge_fn: Callable[[list[bytes]], bytes]) -> None:
+        """Send to the master of every group; one merged reply."""
+        reply = ReplySlot()
+        self.replies.append(reply)
+        masters = sorted(set(self.fe.masters.values()))
+        results: list[bytes] = [b""] * len(masters)
+        left = [len(masters)]
+        command = resp.encode_command(argv)
+
+        def part_done(index: int) -> Callable[[bytes], None]:
+            def done(raw: bytes) -> None:
+                results[index] = raw
+                left[0] -= 1
+                if left[0] == 0:
+                    errors = [r for r in results if r.startswith(b"-")]
+                    reply.data = errors[0] if errors else merge_fn(results)
+                    self.ready()
+
+            return done
+
+        for i, address in enumerate(masters):
+            self.fe.backends.get(address, self.db).send(command, part_done(i))
+
+    def scan(self, argv: list[bytes]) -> None:
+        """SCAN over every group with one cursor: the group's index in its low bits."""
+        masters = sorted(set(self.fe.masters.values()))
+        try:
+            cursor = int(argv[1])
+        except ValueError:
+            self.answer(resp.error("ERR invalid cursor"))
+            return
+        index, backend_cursor = cursor & SCAN_GROUP_MASK, cursor >> SCAN_GROUP_BITS
+        if cursor < 0 or index >= len(masters):
+            self.answer(resp.error("ERR invalid cursor"))
+            return
+        reply = ReplySlot()
+        self.replies.append(reply)
+        command = resp.encode_command([b"SCAN", str(backend_cursor).encode(), *argv[2:]])
+
+        def done(raw: bytes) -> None:
+            if raw.startswith(b"-"):
+                reply.data = raw
+            else:
+                parsed = resp.parse(raw)
+                assert isinstance(parsed, list)
+                nxt = int(parsed[0])
+                if nxt:
+                    composite = (nxt << SCAN_GROUP_BITS) | index
+                elif index + 1 < len(masters):
+                    composite = index + 1  # next group, from its start
+                else:
+                    composite = 0
+                keys = raw[_second_element(raw) :]  # the keys array as the server wrote it
+                reply.data = resp.array([resp.bulk(str(composite).encode()), keys])
+            self.ready()
+
+        self.fe.backends.get(masters[index], self.db).send(command, done)
+
+    def info(self, argv: list[bytes]) -> None:
+        """A proxy section and the keyspace summed over the groups."""
+        masters = sorted(set(self.fe.masters.values()))
+
+        def merge(parts: list[bytes]) -> bytes:
+            totals: dict[str, list[int]] = {}
+            for raw in parts:
+                text = resp.parse(raw)
+                assert isinstance(text, bytes)
+                for line in text.decode().splitlines():
+                    if line.startswith("db") and ":" in line:
+                        db, _, fields = line.partition(":")
+                        values = dict(f.split("=", 1) for f in fields.split(","))
+                        t = totals.setdefault(db, [0, 0])
+                        t[0] += int(values.get("keys", 0))
+                        t[1] += int(values.get("expires", 0))
+            lines = [
+                "# Proxy",
+                "proxy:steelyard",
+                f"groups:{len(self.fe.masters)}",
+                f"servers:{len(masters)}",
+                f"sessions:{len(self.fe.sessions)}",
+                "",
+                "# Keyspace",
+            ]
+            lines += [f"{db}:keys={k},expires={e}" for db, (k, e) in sorted(totals.items())]
+            return resp.bulk(("\r\n".join(lines) + "\r\n").encode())
+
+        self.fanout([b"INFO", b"keyspace"], merge)
 
     def hello(self, argv: list[bytes]) -> None:
         """RESP2 only: HELLO 3 gets Redis's NOPROTO; AUTH and SETNAME options are honoured."""
@@ -251,6 +352,36 @@ class ClientSession(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing and not replies and transport is not None:
             transport.close()
+
+
+SCAN_GROUP_BITS = 14  # enough for the 9999 groups a config may name
+SCAN_GROUP_MASK = (1 << SCAN_GROUP_BITS) - 1
+
+
+def _second_element(raw: bytes) -> int:
+    """Offset of the second element of a two-element array reply (SCAN: after the cursor)."""
+    first_end = raw.index(b"\r\n") + 2  # after "*2"
+    size_end = raw.index(b"\r\n", first_end)  # "$N" of the cursor
+    size = int(raw[first_end + 1 : size_end])
+    return size_end + 2 + size + 2
+
+
+def merge_sum(parts: list[bytes]) -> bytes:
+    return resp.integer(sum(int(raw[1:-2]) for raw in parts))
+
+
+def merge_ok(parts: list[bytes]) -> bytes:
+    return resp.OK
+
+
+def merge_arrays(parts: list[bytes]) -> bytes:
+    items: list[bytes] = []
+    for raw in parts:
+        count_end = raw.index(b"\r\n")
+        if int(raw[1:count_end]) > 0:
+            items.append(raw[count_end + 2 :])
+    count = sum(int(raw[1 : raw.index(b"\r\n")]) for raw in parts)
+    return b"*%d\r\n" % count + b"".join(items)
 
 
 def merge(name: str, parts: list[bytes]) -> bytes:
