@@ -8,19 +8,24 @@ nginx does with `proxy_*` directives at server and location level: a route field
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from steelyard.config.shared import Address, Duration, Name, Strict, Timeout, parse_status_ranges
-from steelyard.config.units import parse_size
+from steelyard.config.shared import (
+    Address,
+    Duration,
+    Name,
+    Size,
+    Strict,
+    Timeout,
+    parse_status_ranges,
+)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # RFC 9110 token characters: what a method or a header name may contain.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-
-Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 
 def _header_name(name: str) -> str:

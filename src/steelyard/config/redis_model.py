@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from steelyard.config.shared import Address, Duration, ServerAddress, Strict
+from steelyard.config.shared import Address, Duration, ServerAddress, Size, Strict
 
 MAX_GROUP_ID = 9999  # as Codis
 
@@ -51,8 +51,8 @@ class RedisConfig(Strict):
     groups: list[RedisGroupConfig] = Field(default_factory=list)
     databases: int = Field(16, ge=1, le=16)
     allow_fanout: bool = False  # KEYS, FLUSHDB, FLUSHALL across every group
-    max_bulk_bytes: int = Field(512 * 1024 * 1024, ge=1)
-    big_key_bytes: int = Field(64 * 1024 * 1024, ge=1)  # copied in chunks when moved
+    max_bulk_bytes: Size = 512 * 1024 * 1024
+    big_key_bytes: Size = 64 * 1024 * 1024  # copied in chunks when moved
     migrate_batch: int = Field(100, ge=1, le=10000)  # keys per MIGRATE
     migrate_timeout: Duration = 30.0
     health_interval: Duration = 1.0

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from steelyard.config.units import format_duration, parse_duration
+from steelyard.config.units import format_duration, parse_duration, parse_size
 from steelyard.core.backend import split_address
 
 Duration = Annotated[
@@ -49,6 +49,10 @@ Timeout = Annotated[
     Field(gt=0),
 ]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+
+# A byte count: a number, or a string with a unit (64KiB, 1m as nginx, 10MB).
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 
 class Strict(BaseModel):
