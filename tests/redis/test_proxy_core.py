@@ -236,3 +236,28 @@ def test_keys_and_flushdb_fan_out_when_allowed(proxy):
     assert sorted(c.keys("f*")) == sorted(f"f{i}".encode() for i in range(20))
     assert c.flushdb()
     assert c.dbsize() == 0 and c.keys("*") == []
+
+
+def test_blocking_commands_wait_on_their_own_connection(proxy):
+    port, *_ = proxy
+    waiter = client(port)
+    other = client(port)
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(waiter.blpop(["queue"], timeout=10)))
+    t.start()
+    # while the BLPOP waits, the shared connections keep serving everyone else
+    for i in range(20):
+        assert other.set(f"busy{i}", i) and other.get(f"busy{i}") == str(i).encode()
+    wait_for(lambda: _blocked_clients(proxy) >= 1, what="BLPOP waiting at the server")
+    assert other.rpush("queue", "job") >= 1
+    t.join(10)
+    assert result == [(b"queue", b"job")]
+
+
+def _blocked_clients(proxy) -> int:
+    _, a, b, fe = proxy
+    server = a if fe.masters[fe.slot_map[slot_of(b"queue")]] == a.address else b
+    info = server.command(b"INFO", b"clients")
+    assert isinstance(info, bytes)
+    line = next(x for x in info.decode().splitlines() if x.startswith("blocked_clients:"))
+    return int(line.split(":")[1])

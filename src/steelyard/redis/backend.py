@@ -19,8 +19,9 @@ ReplyCallback = Callable[[bytes], None]
 
 
 class BackendConn(asyncio.Protocol):
-    def __init__(self, pool: BackendPool, address: str, db: int) -> None:
+    def __init__(self, pool: BackendPool, address: str, db: int, private: bool = False) -> None:
         self.pool = pool
+        self.private = private  # one session's own connection (blocking commands), not shared
         self.address = address
         self.db = db
         self.transport: asyncio.Transport | None = None
@@ -109,6 +110,12 @@ class BackendPool:
         self._dirty: set[BackendConn] = set()
         self._flush_scheduled = False
 
+    def private(self, address: str, db: int) -> BackendConn:
+        """A connection of one session's own: blocking commands must not stall the others."""
+        conn = BackendConn(self, address, db, private=True)
+        self.loop.create_task(self._connect(conn))
+        return conn
+
     def get(self, address: str, db: int) -> BackendConn:
         conn = self.conns.get((address, db))
         if conn is None:
@@ -136,7 +143,7 @@ class BackendPool:
             conn.flush()
 
     def forget(self, conn: BackendConn) -> None:
-        if self.conns.get((conn.address, conn.db)) is conn:
+        if not conn.private and self.conns.get((conn.address, conn.db)) is conn:
             del self.conns[(conn.address, conn.db)]
         self._dirty.discard(conn)
 

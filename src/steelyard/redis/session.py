@@ -19,6 +19,7 @@ from steelyard.redis.dispatch import Decision, Kind, classify, not_supported
 from steelyard.redis.slots import slot_of
 
 if TYPE_CHECKING:
+    from steelyard.redis.backend import BackendConn
     from steelyard.redis.frontend import RedisFrontend
 
 
@@ -41,6 +42,7 @@ class ClientSession(asyncio.Protocol):
         self.closing = False  # QUIT or a protocol error: close once replies are out
         self.peer = "-"
         self._flush_scheduled = False
+        self.private_conns: dict[tuple[str, int], BackendConn] = {}
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -70,6 +72,9 @@ class ClientSession(asyncio.Protocol):
         self.closing = True
         self.transport = None
         self.fe.sessions.discard(self)
+        for conn in self.private_conns.values():
+            conn.fail("the client is gone")  # a blocked command must not outlive its client
+        self.private_conns.clear()
 
     # commands -------------------------------------------------------------------------------
 
@@ -81,6 +86,8 @@ class ClientSession(asyncio.Protocol):
         kind = decision.kind
         if kind is Kind.SLOT:
             self.forward(decision.slot, resp.encode_command(argv))
+        elif kind is Kind.BLOCKING:
+            self.blocking(decision.slot, resp.encode_command(argv))
         elif kind is Kind.ERROR:
             self.answer(resp.error(decision.error))
         elif kind is Kind.LOCAL:
@@ -113,6 +120,23 @@ class ClientSession(asyncio.Protocol):
 
         conn.send(command, done)
         return reply
+
+    def blocking(self, slot: int, command: bytes) -> None:
+        """On this session's own connection to the slot's master: waiting there blocks no one
+        else. Replies still leave in order through the FIFO."""
+        address = self.fe.owner(slot)
+        key = (address, self.db)
+        conn = self.private_conns.get(key)
+        if conn is None or conn.closed:
+            conn = self.private_conns[key] = self.fe.backends.private(address, self.db)
+        reply = ReplySlot()
+        self.replies.append(reply)
+
+        def done(raw: bytes) -> None:
+            reply.data = raw
+            self.ready()
+
+        conn.send(command, done)
 
     def split(self, argv: list[bytes], decision: Decision) -> None:
         """One request per key (per pair for MSET), merged when all have answered."""
