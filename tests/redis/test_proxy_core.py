@@ -261,3 +261,59 @@ def _blocked_clients(proxy) -> int:
     assert isinstance(info, bytes)
     line = next(x for x in info.decode().splitlines() if x.startswith("blocked_clients:"))
     return int(line.split(":")[1])
+
+
+def test_transactions_on_one_slot(proxy):
+    port, *_ = proxy
+    c = client(port)
+    pipe = c.pipeline(transaction=True)
+    pipe.set("{acct}:a", 10).incrby("{acct}:a", 5).set("{acct}:b", 1).get("{acct}:a")
+    assert pipe.execute() == [True, 15, True, b"15"]
+    # keys of two slots: refused at queue time, EXEC aborts, nothing ran
+    pipe = c.pipeline(transaction=True)
+    pipe.set("{acct}:a", 0).set("other", 1)
+    with pytest.raises(redis_py.exceptions.ResponseError):
+        pipe.execute()
+    assert c.get("{acct}:a") == b"15" and c.get("other") is None
+
+
+def test_watch_gives_optimistic_locking(proxy):
+    port, *_ = proxy
+    c, rival = client(port), client(port)
+    c.set("{w}counter", 1)
+    with c.pipeline(transaction=True) as pipe:
+        pipe.watch("{w}counter")
+        value = int(pipe.get("{w}counter"))
+        rival.set("{w}counter", 100)  # changes the watched key before EXEC
+        pipe.multi()
+        pipe.set("{w}counter", value + 1)
+        with pytest.raises(redis_py.WatchError):
+            pipe.execute()
+    assert c.get("{w}counter") == b"100"
+    with c.pipeline(transaction=True) as pipe:
+        pipe.watch("{w}counter")
+        value = int(pipe.get("{w}counter"))
+        pipe.multi()
+        pipe.set("{w}counter", value + 1)
+        assert pipe.execute() == [True]
+    assert c.get("{w}counter") == b"101"
+
+
+def test_transaction_errors_as_redis(proxy):
+    port, a, *_ = proxy
+    commands = b"EXEC\r\nDISCARD\r\nMULTI\r\nMULTI\r\nSET k v\r\nGET\r\nEXEC\r\nGET k\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(commands)
+    want = (
+        b"-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n"
+        b"-ERR MULTI calls can not be nested\r\n+QUEUED\r\n"
+        b"-ERR wrong number of arguments for 'get' command\r\n"
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n$-1\r\n"
+    )
+    data = b""
+    while len(data) < len(want):
+        data += s.recv(65536)
+    assert data == want
+    s.close()
+    assert a.raw(commands) == want  # what Redis itself answers
+    assert a.raw(commands) == want  # what Redis itself answers

@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING
 
 from steelyard.log import log
 from steelyard.redis import resp
-from steelyard.redis.dispatch import Decision, Kind, classify, not_supported
+from steelyard.redis.dispatch import CROSSSLOT, Decision, Kind, classify, not_supported
 from steelyard.redis.slots import slot_of
 
 if TYPE_CHECKING:
     from steelyard.redis.backend import BackendConn
     from steelyard.redis.frontend import RedisFrontend
+
+
+# Commands that act on the transaction itself rather than being queued in it.
+TX_CONTROL = frozenset({"multi", "exec", "discard", "watch", "unwatch", "quit"})
 
 
 class ReplySlot:
@@ -75,6 +79,7 @@ class ClientSession(asyncio.Protocol):
         for conn in self.private_conns.values():
             conn.fail("the client is gone")  # a blocked command must not outlive its client
         self.private_conns.clear()
+        self.drop_watch()
 
     # commands -------------------------------------------------------------------------------
 
@@ -84,6 +89,12 @@ class ClientSession(asyncio.Protocol):
             return
         decision = classify(argv, self.fe.table)
         kind = decision.kind
+        if self.tx is not None and decision.name not in TX_CONTROL:
+            self.queue_in_tx(argv, decision)
+            return
+        if kind is Kind.TRANSACTION:
+            self.transaction(argv, decision)
+            return
         if kind is Kind.SLOT:
             self.forward(decision.slot, resp.encode_command(argv))
         elif kind is Kind.BLOCKING:
@@ -120,6 +131,121 @@ class ClientSession(asyncio.Protocol):
 
         conn.send(command, done)
         return reply
+
+    # transactions ---------------------------------------------------------------------------
+    # MULTI ... EXEC is queued here and sent in one go on a connection of the session's own,
+    # to the master of the one slot every key of the transaction hashes to. WATCH pins that
+    # connection first (the server watches per connection), so EXEC must run on it.
+
+    tx: list[bytes] | None = None  # commands queued since MULTI
+    tx_slot = -1
+    tx_error: str | None = None  # set when a queued command was refused: EXEC aborts
+    watch: tuple[int, BackendConn] | None = None  # (slot, pinned connection) after WATCH
+
+    def transaction(self, argv: list[bytes], decision: Decision) -> None:
+        name = decision.name
+        if name == "multi":
+            if self.tx is not None:
+                self.answer(resp.error("ERR MULTI calls can not be nested"))
+                return
+            self.tx = []
+            self.tx_slot = self.watch[0] if self.watch else -1
+            self.tx_error = None
+            self.answer(resp.OK)
+        elif name == "exec":
+            self.exec()
+        elif name == "discard":
+            if self.tx is None:
+                self.answer(resp.error("ERR DISCARD without MULTI"))
+                return
+            self.tx = None
+            self.drop_watch()
+            self.answer(resp.OK)
+        elif name == "watch":
+            if self.tx is not None:
+                self.answer(resp.error("ERR WATCH inside MULTI is not allowed"))
+                return
+            slot = decision.slot
+            if self.watch is not None and self.watch[0] != slot:
+                self.answer(resp.error(CROSSSLOT))
+                return
+            if self.watch is None:
+                conn = self.fe.backends.private(self.fe.owner(slot), self.db)
+                self.watch = (slot, conn)
+            self.send_on(self.watch[1], resp.encode_command(argv))
+        elif name == "unwatch":
+            self.drop_watch()  # closing the pinned connection drops its watches on the server
+            self.answer(resp.OK)
+
+    def queue_in_tx(self, argv: list[bytes], decision: Decision) -> None:
+        kind = decision.kind
+        if kind is Kind.ERROR:
+            self.tx_error = "EXECABORT Transaction discarded because of previous errors."
+            self.answer(resp.error(decision.error))
+            return
+        if kind not in (Kind.SLOT, Kind.BLOCKING, Kind.SPLIT) and decision.name not in (
+            "ping",
+            "echo",
+        ):
+            self.tx_error = "EXECABORT Transaction discarded because of previous errors."
+            self.answer(resp.error(f"ERR {decision.name.upper()} is not allowed in a transaction"))
+            return
+        slot = decision.slot
+        if kind is Kind.SPLIT:
+            slot = -2  # its keys span slots
+        if slot == -2 or (slot >= 0 and self.tx_slot >= 0 and slot != self.tx_slot):
+            self.tx_error = "EXECABORT Transaction discarded because of previous errors."
+            self.answer(resp.error(CROSSSLOT))
+            return
+        if slot >= 0:
+            self.tx_slot = slot
+        assert self.tx is not None
+        self.tx.append(resp.encode_command(argv))
+        self.answer(b"+QUEUED\r\n")
+
+    def exec(self) -> None:
+        if self.tx is None:
+            self.answer(resp.error("ERR EXEC without MULTI"))
+            return
+        queued, self.tx = self.tx, None
+        if self.tx_error is not None:
+            self.drop_watch()
+            self.answer(resp.error(self.tx_error))
+            return
+        slot = self.tx_slot if self.tx_slot >= 0 else 0
+        if self.watch is not None:
+            conn = self.watch[1]
+            self.watch = None  # EXEC ends the watch on the server too
+        else:
+            conn = self.fe.backends.private(self.fe.owner(slot), self.db)
+        reply = ReplySlot()
+        self.replies.append(reply)
+        ignore: Callable[[bytes], None] = lambda raw: None  # noqa: E731 - +OK / +QUEUED
+        conn.send(resp.encode_command([b"MULTI"]), ignore)
+        for command in queued:
+            conn.send(command, ignore)
+
+        def done(raw: bytes) -> None:
+            reply.data = raw
+            self.ready()
+            conn.fail("transaction done")  # a private connection per transaction
+
+        conn.send(resp.encode_command([b"EXEC"]), done)
+
+    def send_on(self, conn: BackendConn, command: bytes) -> None:
+        reply = ReplySlot()
+        self.replies.append(reply)
+
+        def done(raw: bytes) -> None:
+            reply.data = raw
+            self.ready()
+
+        conn.send(command, done)
+
+    def drop_watch(self) -> None:
+        if self.watch is not None:
+            self.watch[1].fail("watch dropped")
+            self.watch = None
 
     def blocking(self, slot: int, command: bytes) -> None:
         """On this session's own connection to the slot's master: waiting there blocks no one
