@@ -38,3 +38,34 @@ def test_proxy_under_steelyard_run_keeps_its_slot_map(tmp_path, redis_servers, s
     c = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
     wait_for(lambda: c.ping(), what="redis listener after restart")
     assert c.mget([f"k{i}" for i in range(50)]) == [str(i).encode() for i in range(50)]
+
+
+def test_redis_cli_through_the_proxy(tmp_path, redis_servers, steelyard):
+    import subprocess
+
+    a, b = redis_servers(), redis_servers()
+    port = free_port()
+    steelyard(config(tmp_path, port, a, b))
+    wait_for(lambda: redis_py.Redis(port=port, protocol=2).ping(), what="redis listener")
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.removesuffix("\n")
+
+    assert cli("SET", "greeting", "hello world") == "OK"
+    assert cli("GET", "greeting") == "hello world"
+    assert cli("MSET", "x", "1", "y", "2") == "OK"
+    assert cli("MGET", "x", "y", "nope").split("\n") == ["1", "2", ""]  # nil: an empty line
+    assert cli("DBSIZE") == "3"
+    assert cli("CONFIG", "GET", "maxmemory").strip() == (
+        "ERR command 'CONFIG' is not supported by the proxy"
+    )
+    # a pipe of commands, as `redis-cli --pipe`-style bulk loads do
+    piped = subprocess.run(
+        ["redis-cli", "-p", str(port)],
+        input="".join(f"SET p{i} {i}\n" for i in range(100)),
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    assert piped.stdout.split() == ["OK"] * 100
