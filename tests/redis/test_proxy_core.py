@@ -317,3 +317,54 @@ def test_transaction_errors_as_redis(proxy):
     s.close()
     assert a.raw(commands) == want  # what Redis itself answers
     assert a.raw(commands) == want  # what Redis itself answers
+
+
+def test_pubsub_channels_and_patterns_across_groups(proxy):
+    port, *_ = proxy
+    sub = client(port).pubsub()
+    channels = [f"news:{i}" for i in range(6)]  # spread over both groups
+    sub.subscribe(*channels)
+    sub.psubscribe("alerts:*")
+    confirmations = []
+    while len(confirmations) < 7:
+        m = sub.get_message(timeout=5)
+        assert m is not None
+        confirmations.append(m)
+    # counts are the session's own, 1..7, whatever server confirmed
+    assert sorted(m["data"] for m in confirmations) == list(range(1, 8))
+    pub = client(port)
+    for ch in channels:
+        assert pub.publish(ch, f"hello {ch}") == 1
+    assert pub.publish("alerts:disk", "full") == 1
+    got = []
+    while len(got) < 7:
+        m = sub.get_message(timeout=5)
+        assert m is not None
+        got.append((m["type"], m["channel"], m["data"]))
+    assert sorted(got) == sorted(
+        [("message", ch.encode(), f"hello {ch}".encode()) for ch in channels]
+        + [("pmessage", b"alerts:disk", b"full")]
+    )
+    sub.unsubscribe(*channels)
+    sub.punsubscribe("alerts:*")
+    counts = []
+    while len(counts) < 7:
+        m = sub.get_message(timeout=5)
+        assert m is not None
+        counts.append(m["data"])
+    assert sorted(counts) == list(range(0, 7))
+    assert pub.publish("news:0", "nobody") == 0
+    sub.close()
+
+
+def test_subscriber_mode_refuses_other_commands_as_redis(proxy):
+    port, a, *_ = proxy
+    commands = b"SUBSCRIBE ch\r\nGET k\r\nPING\r\nUNSUBSCRIBE\r\nPING\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(commands)
+    want = a.raw(commands)  # what Redis itself answers
+    data = b""
+    while len(data) < len(want):
+        data += s.recv(65536)
+    s.close()
+    assert data == want

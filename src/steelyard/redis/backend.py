@@ -30,8 +30,18 @@ class BackendConn(asyncio.Protocol):
         self.out: list[bytes] = []
         self.closed = False
         self.connecting = True
+        # Push mode (Pub/Sub): replies nobody waits for are messages, handed to this callback.
+        self.push: ReplyCallback | None = None
 
     # use ------------------------------------------------------------------------------------
+
+    def send_push(self, command: bytes) -> None:
+        """A command whose answers come as pushes (SUBSCRIBE and the like)."""
+        if self.closed:
+            return
+        self.out.append(command)
+        if self.transport is not None:
+            self.pool.want_flush(self)
 
     def send(self, command: bytes, callback: ReplyCallback) -> None:
         """Queue a request; `callback` gets its raw reply (or an error reply)."""
@@ -77,10 +87,13 @@ class BackendConn(asyncio.Protocol):
             return
         waiting = self.waiting
         for reply in replies:
-            if not waiting:
+            if waiting:
+                waiting.popleft()(reply)
+            elif self.push is not None:
+                self.push(reply)
+            else:
                 self.fail(f"backend {self.address} sent a reply nobody asked for")
                 return
-            waiting.popleft()(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(f"backend {self.address} closed the connection")

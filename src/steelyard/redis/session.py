@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from steelyard.log import log
-from steelyard.redis import resp
+from steelyard.redis import pubsub, resp
 from steelyard.redis.dispatch import CROSSSLOT, Decision, Kind, classify, not_supported
 from steelyard.redis.slots import slot_of
 
@@ -80,6 +80,8 @@ class ClientSession(asyncio.Protocol):
             conn.fail("the client is gone")  # a blocked command must not outlive its client
         self.private_conns.clear()
         self.drop_watch()
+        if self.subs is not None:
+            self.subs.close()
 
     # commands -------------------------------------------------------------------------------
 
@@ -87,8 +89,21 @@ class ClientSession(asyncio.Protocol):
         if not self.authed and argv[0].upper() not in (b"AUTH", b"QUIT", b"HELLO"):
             self.answer(b"-NOAUTH Authentication required.\r\n")
             return
+        subs = self.subs
+        if subs is not None and subs.active and argv[0].upper() not in pubsub.ALLOWED:
+            name = argv[0].decode("utf-8", "replace").lower()
+            self.answer(
+                resp.error(
+                    f"ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING "
+                    "/ QUIT / RESET are allowed in this context"
+                )
+            )
+            return
         decision = classify(argv, self.fe.table)
         kind = decision.kind
+        if kind is Kind.PUBSUB:
+            self.pubsub(argv, decision.name)
+            return
         if self.tx is not None and decision.name not in TX_CONTROL:
             self.queue_in_tx(argv, decision)
             return
@@ -131,6 +146,42 @@ class ClientSession(asyncio.Protocol):
 
         conn.send(command, done)
         return reply
+
+    # pub/sub ----------------------------------------------------------------------------------
+
+    subs: pubsub.Subscriptions | None = None
+
+    def pubsub(self, argv: list[bytes], name: str) -> None:
+        word = name.encode()
+        if name in ("publish", "spublish"):
+            self.forward(slot_of(argv[1]), resp.encode_command(argv))
+            return
+        if word in pubsub.KINDS or word in pubsub.UNDO:
+            if self.subs is None:
+                self.subs = pubsub.Subscriptions(self.fe, self.db, self.reserve, self.emit)
+            if word in pubsub.KINDS:
+                self.subs.subscribe(word, argv[1:])
+            else:
+                self.subs.unsubscribe(word, argv[1:])
+            self.fe.backends.flush()
+            return
+        self.answer(resp.error(not_supported(name.split("|")[0]) + " yet"))
+
+    def reserve(self) -> Callable[[bytes], None]:
+        """A place in the reply FIFO now; the returned function fills it later."""
+        reply = ReplySlot()
+        self.replies.append(reply)
+
+        def fill(raw: bytes) -> None:
+            reply.data = raw
+            self.ready()
+
+        return fill
+
+    def emit(self, raw: bytes) -> None:
+        """A reply that is not the answer to a waiting request (Pub/Sub): in order, now."""
+        self.replies.append(ReplySlot(raw))
+        self.ready()
 
     # transactions ---------------------------------------------------------------------------
     # MULTI ... EXEC is queued here and sent in one go on a connection of the session's own,
@@ -292,7 +343,11 @@ class ClientSession(asyncio.Protocol):
 
     def local(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
-        if name == "ping":
+        if name == "ping" and self.subs is not None and self.subs.active:
+            # In subscriber mode Redis answers PING with a push-shaped array.
+            message = argv[1] if len(argv) > 1 else b""
+            self.answer(resp.array([resp.bulk(b"pong"), resp.bulk(message)]))
+        elif name == "ping":
             self.answer(resp.PONG if len(argv) == 1 else resp.bulk(argv[1]))
         elif name == "echo":
             self.answer(resp.bulk(argv[1]))
