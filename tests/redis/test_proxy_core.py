@@ -368,3 +368,22 @@ def test_subscriber_mode_refuses_other_commands_as_redis(proxy):
         data += s.recv(65536)
     s.close()
     assert data == want
+
+
+def test_pubsub_introspection_over_groups(proxy):
+    port, *_ = proxy
+    sub = client(port).pubsub()
+    channels = [f"room:{i}" for i in range(6)]
+    sub.subscribe(*channels)
+    sub.psubscribe("x:*", "y:*")
+    for _ in range(8):
+        assert sub.get_message(timeout=5) is not None
+    c = client(port)
+    assert sorted(c.pubsub_channels("room:*")) == sorted(ch.encode() for ch in channels)
+    assert c.pubsub_numsub("room:0", "room:5", "none") == [
+        (b"room:0", 1),
+        (b"room:5", 1),
+        (b"none", 0),
+    ]
+    assert c.pubsub_numpat() == 2
+    sub.close()

@@ -165,7 +165,15 @@ class ClientSession(asyncio.Protocol):
                 self.subs.unsubscribe(word, argv[1:])
             self.fe.backends.flush()
             return
-        self.answer(resp.error(not_supported(name.split("|")[0]) + " yet"))
+        if name in ("pubsub|channels", "pubsub|shardchannels"):
+            self.fanout(argv, merge_unique)
+        elif name in ("pubsub|numsub", "pubsub|shardnumsub"):
+            self.fanout(argv, merge_numsub)
+        elif name == "pubsub|numpat":
+            # Patterns listen on every master: each one counts them all.
+            self.fanout(argv, lambda parts: resp.integer(max(int(p[1:-2]) for p in parts)))
+        else:
+            self.answer(resp.error(not_supported(name.split("|")[0]) + " yet"))
 
     def reserve(self) -> Callable[[bytes], None]:
         """A place in the reply FIFO now; the returned function fills it later."""
@@ -569,6 +577,31 @@ def _second_element(raw: bytes) -> int:
     size_end = raw.index(b"\r\n", first_end)  # "$N" of the cursor
     size = int(raw[first_end + 1 : size_end])
     return size_end + 2 + size + 2
+
+
+def merge_unique(parts: list[bytes]) -> bytes:
+    """Arrays of names from every server: each name once, in the order first seen."""
+    seen: dict[bytes, None] = {}
+    for raw in parts:
+        items = resp.parse(raw)
+        assert isinstance(items, list)
+        for item in items:
+            seen.setdefault(item, None)
+    return resp.array([resp.bulk(n) for n in seen])
+
+
+def merge_numsub(parts: list[bytes]) -> bytes:
+    """[channel, count, ...] from every server: counts summed per channel, in order."""
+    totals: dict[bytes, int] = {}
+    for raw in parts:
+        items = resp.parse(raw)
+        assert isinstance(items, list)
+        for name, count in zip(items[::2], items[1::2], strict=True):
+            totals[name] = totals.get(name, 0) + int(count)
+    out: list[bytes] = []
+    for name, count in totals.items():
+        out += [resp.bulk(name), resp.integer(count)]
+    return resp.array(out)
 
 
 def merge_sum(parts: list[bytes]) -> bytes:
