@@ -138,6 +138,34 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_redis_admin(args: argparse.Namespace) -> int:
+    if args.verb == "slots":
+        data = _request(args, "GET", "/api/redis")
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return 0
+        rows = [("GROUP", "MASTER", "REPLICAS", "WEIGHT", "SLOTS", "RANGES")]
+        for g in data["groups"]:
+            rows.append(
+                (str(g["id"]), g["master"], ",".join(g["replicas"]) or "-", str(g["weight"]),
+                 str(g["slots"]), g["ranges"] or "-")
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if data.get("unassigned"):
+            print(f"unassigned slots: {data['unassigned']}")
+    elif args.verb == "slot-map":
+        print(json.dumps(_request(args, "GET", "/api/redis/slots")["slots"]))
+    return 0
+
+
+def _admin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin", help="admin address host:port (default: from -c, or :9900)")
+    p.add_argument("-c", "--config", help="read admin.listen from this config")
+    p.add_argument("--token", help="bearer token (or STEELYARD_TOKEN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="steelyard", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -159,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     ctl = sub.add_parser("ctl", help="talk to a running instance's admin API")
-    ctl.add_argument("--admin", help="admin address host:port (default: from -c, or :9900)")
-    ctl.add_argument("-c", "--config", help="read admin.listen from this config")
-    ctl.add_argument("--token", help="bearer token (or STEELYARD_TOKEN)")
+    _admin_args(ctl)
     verbs = ctl.add_subparsers(dest="verb", required=True)
     pools = verbs.add_parser("pools", help="list pools and servers")
     pools.add_argument("--json", action="store_true")
@@ -174,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("server")
     sw.add_argument("weight", type=int)
     ctl.set_defaults(func=_cmd_ctl)
+
+    ra = sub.add_parser("redis-admin", help="the Redis tier's groups and slots (dashboard)")
+    _admin_args(ra)
+    ra_verbs = ra.add_subparsers(dest="verb", required=True)
+    slots = ra_verbs.add_parser("slots", help="groups with their slot counts and ranges")
+    slots.add_argument("--json", action="store_true")
+    ra_verbs.add_parser("slot-map", help="the owner of every slot, as a JSON list")
+    ra.set_defaults(func=_cmd_redis_admin)
     return p
 
 

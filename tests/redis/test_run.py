@@ -69,3 +69,46 @@ def test_redis_cli_through_the_proxy(tmp_path, redis_servers, steelyard):
         capture_output=True, text=True, timeout=10,
     )  # fmt: skip
     assert piped.stdout.split() == ["OK"] * 100
+
+
+def test_redis_admin_shows_groups_and_slots(tmp_path, redis_servers, steelyard):
+    import json
+    import subprocess
+    import sys
+
+    a, b = redis_servers(), redis_servers()
+    port = free_port()
+    cfg = config(tmp_path, port, a, b)
+    cfg["redis"]["groups"][1]["weight"] = 3
+    sy = steelyard(cfg)
+    view = sy.api("GET", "/api/redis")
+    assert [(g["id"], g["slots"], g["ranges"]) for g in view["groups"]] == [
+        (1, 256, "0-255"),
+        (2, 768, "256-1023"),
+    ]
+    assert view["proxies"] == [f"127.0.0.1:{port}"] and view["unassigned"] == 0
+    slots = sy.api("GET", "/api/redis/slots")["slots"]
+    assert slots == [1] * 256 + [2] * 768
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "steelyard.cli", "redis-admin", "--admin", sy.admin, *args],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return out.stdout
+
+    table = cli("slots").splitlines()
+    assert table[0].split() == ["GROUP", "MASTER", "REPLICAS", "WEIGHT", "SLOTS", "RANGES"]
+    assert table[1].split() == ["1", a.address, "-", "1", "256", "0-255"]
+    assert table[2].split() == ["2", b.address, "-", "3", "768", "256-1023"]
+    assert json.loads(cli("slot-map")) == slots
+
+
+def test_redis_api_without_a_redis_section(tmp_path, steelyard):
+    from fixtures.procs import base_config
+
+    sy = steelyard(base_config(tmp_path))
+    import httpx
+
+    r = httpx.get(f"http://{sy.admin}/api/redis")
+    assert r.status_code == 404 and r.json() == {"error": "no redis: section in the config"}

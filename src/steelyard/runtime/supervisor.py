@@ -39,6 +39,7 @@ from steelyard.core.store.server_state import restore, save_server
 from steelyard.http.stats import HttpStats
 from steelyard.log import log
 from steelyard.redis.slotstore import load_or_seed
+from steelyard.redis.topology import ranges
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
 
@@ -338,6 +339,32 @@ class Supervisor:
         self._ticker = self.loop.call_later(TICK, self._tick)
 
     # admin controller -------------------------------------------------------------------
+
+    def redis_view(self) -> dict[str, Any] | None:
+        """Groups with their slot counts and ranges, the proxies, and the slot map."""
+        redis = self.cfg.redis
+        if redis is None:
+            return None
+        slots = load_or_seed(self.store, redis)
+        groups = []
+        for g in redis.groups:
+            owned = [i for i, owner in enumerate(slots) if owner == g.id]
+            groups.append(
+                {
+                    "id": g.id,
+                    "master": g.master,
+                    "replicas": list(g.replicas),
+                    "weight": g.weight,
+                    "slots": len(owned),
+                    "ranges": ranges(owned),
+                }
+            )
+        return {
+            "groups": groups,
+            "proxies": [p.listen for p in redis.proxies],
+            "unassigned": sum(1 for owner in slots if owner == 0),
+            "slots": slots,
+        }
 
     def pools_view(self) -> dict[str, Any]:
         """Pools with each server's last check and passive record, for GET /api/pools."""
