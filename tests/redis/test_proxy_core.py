@@ -387,3 +387,33 @@ def test_pubsub_introspection_over_groups(proxy):
     ]
     assert c.pubsub_numpat() == 2
     sub.close()
+
+
+def test_many_clients_big_values_no_cross_talk(proxy):
+    """Shared backend connections carry every client's pipelines: each reply must reach the
+    client and the request it belongs to."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    port, *_ = proxy
+
+    def worker(seed: int) -> int:
+        rng = random.Random(seed)
+        c = client(port)
+        expected = {}
+        pipe = c.pipeline(transaction=False)
+        for i in range(200):
+            key = f"c{seed}:{i}"
+            value = rng.randbytes(rng.choice([1, 100, 5000, 200_000]))
+            expected[key] = value
+            pipe.set(key, value)
+        assert all(pipe.execute())
+        keys = list(expected)
+        rng.shuffle(keys)
+        for start in range(0, len(keys), 50):
+            batch = keys[start : start + 50]
+            assert c.mget(batch) == [expected[k] for k in batch]
+        return len(keys)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(worker, range(8))) == 1600
