@@ -2,8 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv redis-server redis-tools
+# Only `make bench-redis` needs these (twemproxy), so `make test` does not install them.
+BENCH_REDIS_PACKAGES := nutcracker
 
-.PHONY: demo test lint bench-tcp bench-http deps-system deps-python venv clean
+.PHONY: demo test lint bench-tcp bench-http bench-redis deps-system deps-bench-redis deps-python venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory deps-python
@@ -20,11 +22,18 @@ deps-python:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	fi
 
-deps-system:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES): installs those of PACKAGES that are missing, as root on Debian;
+# elsewhere it does nothing and the tools must already be there.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
+
+deps-system:
+	@$(call apt_install,$(APT_PACKAGES))
+
+deps-bench-redis:
+	@$(call apt_install,$(BENCH_REDIS_PACKAGES))
 
 demo: venv
 	$(VENV)/bin/steelyard demo
@@ -41,6 +50,9 @@ bench-tcp: deps-system venv
 
 bench-http: deps-system venv
 	$(PY) bench/http.py
+
+bench-redis: deps-system deps-bench-redis venv
+	$(PY) bench/redis.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
