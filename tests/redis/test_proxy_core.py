@@ -417,3 +417,27 @@ def test_many_clients_big_values_no_cross_talk(proxy):
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(worker, range(8))) == 1600
+
+
+def test_split_commands_send_one_request_per_server(proxy):
+    port, a, b, fe = proxy
+    c = client(port)
+    by_owner: dict[object, list[str]] = {a: [], b: []}
+    i = 0
+    while min(len(v) for v in by_owner.values()) < 10:  # keys on both groups
+        key = f"g{i}"
+        owner = owner_of(key.encode(), a, b, fe)
+        if len(by_owner[owner]) < 10:
+            by_owner[owner].append(key)
+        i += 1
+    keys = by_owner[a] + by_owner[b]
+    c.mset({k: k for k in keys})
+    for server in (a, b):
+        server.command(b"CONFIG", b"RESETSTAT")
+    assert c.mget(keys) == [k.encode() for k in keys]
+    assert c.delete(*keys) == 20
+    for server in (a, b):
+        stats = server.command(b"INFO", b"commandstats")
+        assert isinstance(stats, bytes)
+        text = stats.decode()
+        assert "cmdstat_mget:calls=1," in text and "cmdstat_del:calls=1," in text, text

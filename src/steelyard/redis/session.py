@@ -324,30 +324,55 @@ class ClientSession(asyncio.Protocol):
         conn.send(command, done)
 
     def split(self, argv: list[bytes], decision: Decision) -> None:
-        """One request per key (per pair for MSET), merged when all have answered."""
+        """One request per server holding some of the keys, merged when all have answered.
+
+        Codis sends one request per key; grouping by server sends as few as the keys' owners
+        allow (a 10-key MGET over two groups is two requests, as twemproxy does).
+        """
         name = decision.name
         reply = ReplySlot()
         self.replies.append(reply)
-        if name == "mset":
-            parts = [[b"MSET", argv[i], argv[i + 1]] for i in range(1, len(argv), 2)]
-        else:
-            parts = [[argv[0], argv[i]] for i in decision.keys]
-        results: list[bytes | None] = [None] * len(parts)
-        left = [len(parts)]
+        step = 2 if name == "mset" else 1
+        positions = range(1, len(argv), 2) if name == "mset" else decision.keys
+        groups: dict[str, list[int]] = {}  # server -> key positions in argv, in order
+        for i in positions:
+            groups.setdefault(self.fe.owner(slot_of(argv[i])), []).append(i)
+        results: dict[str, bytes] = {}
 
-        def part_done(index: int) -> Callable[[bytes], None]:
+        def part_done(address: str) -> Callable[[bytes], None]:
             def done(raw: bytes) -> None:
-                results[index] = raw
-                left[0] -= 1
-                if left[0] == 0:
-                    reply.data = merge(name, results)  # type: ignore[arg-type]
+                results[address] = raw
+                if len(results) == len(groups):
+                    reply.data = self.merge_split(name, groups, results)
                     self.ready()
 
             return done
 
-        for i, part in enumerate(parts):
-            address = self.fe.owner(slot_of(part[1]))
-            self.fe.backends.get(address, self.db).send(resp.encode_command(part), part_done(i))
+        for address, pos in groups.items():
+            command = [argv[0]]
+            for i in pos:
+                command += argv[i : i + step]
+            self.fe.backends.get(address, self.db).send(
+                resp.encode_command(command), part_done(address)
+            )
+
+    @staticmethod
+    def merge_split(name: str, groups: dict[str, list[int]], results: dict[str, bytes]) -> bytes:
+        for address in groups:
+            if results[address].startswith(b"-"):
+                return results[address]  # the first error stands for the whole command
+        if name == "mset":
+            return resp.OK
+        if name != "mget":
+            return resp.integer(sum(int(raw[1:-2]) for raw in results.values()))
+        # MGET: each server's array holds its keys' values in the order they were sent.
+        value_at: dict[int, bytes] = {}
+        for address, pos in groups.items():
+            raw = results[address]
+            values = resp.ReplyFramer().feed(raw[raw.index(b"\r\n") + 2 :])
+            for i, value in zip(pos, values, strict=True):
+                value_at[i] = value
+        return resp.array([value_at[i] for i in sorted(value_at)])
 
     def local(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
@@ -620,16 +645,3 @@ def merge_arrays(parts: list[bytes]) -> bytes:
             items.append(raw[count_end + 2 :])
     count = sum(int(raw[1 : raw.index(b"\r\n")]) for raw in parts)
     return b"*%d\r\n" % count + b"".join(items)
-
-
-def merge(name: str, parts: list[bytes]) -> bytes:
-    """Put the answers of a split command back together, as the unsplit command answers."""
-    for raw in parts:
-        if raw.startswith(b"-"):
-            return raw  # the first error stands for the whole command
-    if name == "mget":
-        # Each part is a one-element array: keep the element.
-        return resp.array([raw[raw.index(b"\r\n") + 2 :] for raw in parts])
-    if name == "mset":
-        return resp.OK
-    return resp.integer(sum(int(raw[1:-2]) for raw in parts))
