@@ -133,19 +133,8 @@ class ClientSession(asyncio.Protocol):
     def answer(self, data: bytes) -> None:
         self.replies.append(ReplySlot(data))
 
-    def forward(self, slot: int, command: bytes, into: ReplySlot | None = None) -> ReplySlot:
-        reply = into if into is not None else ReplySlot()
-        if into is None:
-            self.replies.append(reply)
-        address = self.fe.owner(slot)
-        conn = self.fe.backends.get(address, self.db)
-
-        def done(raw: bytes) -> None:
-            reply.data = raw
-            self.ready()
-
-        conn.send(command, done)
-        return reply
+    def forward(self, slot: int, command: bytes) -> None:
+        self.send_on(self.fe.backends.get(self.fe.owner(slot), self.db), command)
 
     # pub/sub ----------------------------------------------------------------------------------
 
@@ -277,29 +266,21 @@ class ClientSession(asyncio.Protocol):
             self.watch = None  # EXEC ends the watch on the server too
         else:
             conn = self.fe.backends.private(self.fe.owner(slot), self.db)
-        reply = ReplySlot()
-        self.replies.append(reply)
+        fill = self.reserve()
         ignore: Callable[[bytes], None] = lambda raw: None  # noqa: E731 - +OK / +QUEUED
         conn.send(resp.encode_command([b"MULTI"]), ignore)
         for command in queued:
             conn.send(command, ignore)
 
         def done(raw: bytes) -> None:
-            reply.data = raw
-            self.ready()
+            fill(raw)
             conn.fail("transaction done")  # a private connection per transaction
 
         conn.send(resp.encode_command([b"EXEC"]), done)
 
     def send_on(self, conn: BackendConn, command: bytes) -> None:
-        reply = ReplySlot()
-        self.replies.append(reply)
-
-        def done(raw: bytes) -> None:
-            reply.data = raw
-            self.ready()
-
-        conn.send(command, done)
+        """Send `command` on `conn`; its reply takes its place in the FIFO."""
+        conn.send(command, self.reserve())
 
     def drop_watch(self) -> None:
         if self.watch is not None:
@@ -314,14 +295,7 @@ class ClientSession(asyncio.Protocol):
         conn = self.private_conns.get(key)
         if conn is None or conn.closed:
             conn = self.private_conns[key] = self.fe.backends.private(address, self.db)
-        reply = ReplySlot()
-        self.replies.append(reply)
-
-        def done(raw: bytes) -> None:
-            reply.data = raw
-            self.ready()
-
-        conn.send(command, done)
+        self.send_on(conn, command)
 
     def split(self, argv: list[bytes], decision: Decision) -> None:
         """One request per server holding some of the keys, merged when all have answered.
@@ -330,49 +304,18 @@ class ClientSession(asyncio.Protocol):
         allow (a 10-key MGET over two groups is two requests, as twemproxy does).
         """
         name = decision.name
-        reply = ReplySlot()
-        self.replies.append(reply)
         step = 2 if name == "mset" else 1
         positions = range(1, len(argv), 2) if name == "mset" else decision.keys
         groups: dict[str, list[int]] = {}  # server -> key positions in argv, in order
         for i in positions:
             groups.setdefault(self.fe.owner(slot_of(argv[i])), []).append(i)
-        results: dict[str, bytes] = {}
-
-        def part_done(address: str) -> Callable[[bytes], None]:
-            def done(raw: bytes) -> None:
-                results[address] = raw
-                if len(results) == len(groups):
-                    reply.data = self.merge_split(name, groups, results)
-                    self.ready()
-
-            return done
-
+        sends = []
         for address, pos in groups.items():
             command = [argv[0]]
             for i in pos:
                 command += argv[i : i + step]
-            self.fe.backends.get(address, self.db).send(
-                resp.encode_command(command), part_done(address)
-            )
-
-    @staticmethod
-    def merge_split(name: str, groups: dict[str, list[int]], results: dict[str, bytes]) -> bytes:
-        for address in groups:
-            if results[address].startswith(b"-"):
-                return results[address]  # the first error stands for the whole command
-        if name == "mset":
-            return resp.OK
-        if name != "mget":
-            return resp.integer(sum(int(raw[1:-2]) for raw in results.values()))
-        # MGET: each server's array holds its keys' values in the order they were sent.
-        value_at: dict[int, bytes] = {}
-        for address, pos in groups.items():
-            raw = results[address]
-            values = resp.ReplyFramer().feed(raw[raw.index(b"\r\n") + 2 :])
-            for i, value in zip(pos, values, strict=True):
-                value_at[i] = value
-        return resp.array([value_at[i] for i in sorted(value_at)])
+            sends.append((address, resp.encode_command(command)))
+        self.gather(sends, lambda results: merge_split(name, list(groups.values()), results))
 
     def local(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
@@ -423,12 +366,17 @@ class ClientSession(asyncio.Protocol):
 
     def fanout(self, argv: list[bytes], merge_fn: Callable[[list[bytes]], bytes]) -> None:
         """Send to the master of every group; one merged reply."""
-        reply = ReplySlot()
-        self.replies.append(reply)
-        masters = sorted(set(self.fe.masters.values()))
-        results: list[bytes] = [b""] * len(masters)
-        left = [len(masters)]
         command = resp.encode_command(argv)
+        self.gather([(m, command) for m in sorted(set(self.fe.masters.values()))], merge_fn)
+
+    def gather(
+        self, sends: list[tuple[str, bytes]], merge_fn: Callable[[list[bytes]], bytes]
+    ) -> None:
+        """Send each (server, command); once all have answered, one reply in the FIFO: the
+        first error, or `merge_fn` of the answers in the order sent."""
+        fill = self.reserve()
+        results: list[bytes] = [b""] * len(sends)
+        left = [len(sends)]
 
         def part_done(index: int) -> Callable[[bytes], None]:
             def done(raw: bytes) -> None:
@@ -436,12 +384,11 @@ class ClientSession(asyncio.Protocol):
                 left[0] -= 1
                 if left[0] == 0:
                     errors = [r for r in results if r.startswith(b"-")]
-                    reply.data = errors[0] if errors else merge_fn(results)
-                    self.ready()
+                    fill(errors[0] if errors else merge_fn(results))
 
             return done
 
-        for i, address in enumerate(masters):
+        for i, (address, command) in enumerate(sends):
             self.fe.backends.get(address, self.db).send(command, part_done(i))
 
     def scan(self, argv: list[bytes]) -> None:
@@ -456,13 +403,12 @@ class ClientSession(asyncio.Protocol):
         if cursor < 0 or index >= len(masters):
             self.answer(resp.error("ERR invalid cursor"))
             return
-        reply = ReplySlot()
-        self.replies.append(reply)
+        fill = self.reserve()
         command = resp.encode_command([b"SCAN", str(backend_cursor).encode(), *argv[2:]])
 
         def done(raw: bytes) -> None:
             if raw.startswith(b"-"):
-                reply.data = raw
+                fill(raw)
             else:
                 parsed = resp.parse(raw)
                 assert isinstance(parsed, list)
@@ -474,8 +420,7 @@ class ClientSession(asyncio.Protocol):
                 else:
                     composite = 0
                 keys = raw[_second_element(raw) :]  # the keys array as the server wrote it
-                reply.data = resp.array([resp.bulk(str(composite).encode()), keys])
-            self.ready()
+                fill(resp.array([resp.bulk(str(composite).encode()), keys]))
 
         self.fe.backends.get(masters[index], self.db).send(command, done)
 
@@ -627,6 +572,21 @@ def merge_numsub(parts: list[bytes]) -> bytes:
     for name, count in totals.items():
         out += [resp.bulk(name), resp.integer(count)]
     return resp.array(out)
+
+
+def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> bytes:
+    """The answers of a split command, one per server (`groups[i]`: its key positions)."""
+    if name == "mset":
+        return resp.OK
+    if name != "mget":
+        return merge_sum(results)
+    # MGET: each server's array holds its keys' values in the order they were sent.
+    value_at: dict[int, bytes] = {}
+    for pos, raw in zip(groups, results, strict=True):
+        values = resp.ReplyFramer().feed(raw[raw.index(b"\r\n") + 2 :])
+        for i, value in zip(pos, values, strict=True):
+            value_at[i] = value
+    return resp.array([value_at[i] for i in sorted(value_at)])
 
 
 def merge_sum(parts: list[bytes]) -> bytes:
