@@ -42,7 +42,6 @@ class ClientConn(asyncio.Protocol):
         self.requests = 0
         self.closing = False
         self.read_paused = False  # paused by us (pipelining or a slow server)
-        self.write_paused = False  # the client's socket buffer is full
         self.tunnel: UpstreamConn | None = None
         self.deadline = 0.0
         self.deadline_kind = ""
@@ -126,7 +125,6 @@ class ClientConn(asyncio.Protocol):
         self.fe.conn_closed(self)
 
     def pause_writing(self) -> None:
-        self.write_paused = True
         ex = self.exchange
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause_reading(True)
@@ -134,7 +132,6 @@ class ClientConn(asyncio.Protocol):
             self.tunnel.pause_reading(True)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         ex = self.exchange
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause_reading(False)
@@ -338,9 +335,6 @@ class ClientConn(asyncio.Protocol):
                 self._timer.cancel()
             self._timer = self.loop.call_at(when, self._on_timer)
             self._timer_at = when
-
-    def clear_deadline(self) -> None:
-        self.deadline = 0.0
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

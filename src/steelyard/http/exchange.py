@@ -16,6 +16,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from steelyard.config.http_model import IDEMPOTENT
 from steelyard.core.backend import Server
 from steelyard.http.codec import (
     DATA,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from steelyard.http.client import ClientConn
     from steelyard.http.limits import ConnLimiter
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CHUNK_END = b"0\r\n\r\n"
 # Body bytes held for a server connection that is not ready yet, before reading pauses.
 _PENDING_MAX = 256 * 1024
@@ -72,7 +72,6 @@ class Exchange:
     responded = False  # any byte of a response went to the client
     resp_chunked = False
     status = 0
-    upstream_status = 0
     bytes_sent = 0
     done = False
     request_id: bytes | None = None
@@ -497,7 +496,6 @@ class Exchange:
         status = head.status
         if self.attempts:
             self.attempts[-1][1] = str(status)
-        self.upstream_status = status
         route = self.route
         assert route is not None
         if status in route.retry_on and self.can_retry():
