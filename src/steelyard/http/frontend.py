@@ -24,7 +24,7 @@ from steelyard.http.routing import CompiledRoute, compile_routes
 from steelyard.http.stats import HttpStats
 from steelyard.http.upstream import KeepalivePool
 from steelyard.log import log
-from steelyard.tcp.frontend import make_listener
+from steelyard.tcp.frontend import ProtocolListener
 
 if TYPE_CHECKING:
     from steelyard.http.client import ClientConn
@@ -58,8 +58,7 @@ class HttpFrontend:
         # Servers whose last result here was a failure: only a change is news to the supervisor.
         self.failing: set[Server] = set()
         self.failing_5xx: set[Server] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self._sock = None
+        self._listener: ProtocolListener | None = None
         self._drained: asyncio.Future[None] | None = None
         self._sticky: dict[str, dict[bytes, Server]] = {}
         self._tls_upstream: dict[tuple[bool, str | None], ssl.SSLContext] = {}
@@ -81,20 +80,14 @@ class HttpFrontend:
         """Bind now (errors are the caller's), start serving on the next loop turn."""
         from steelyard.http.client import ClientConn
 
-        sock = make_listener(self.cfg.listen, self.cfg.backlog)
-        self._sock = sock
         tls = None
         if self.cfg.tls is not None:
             from steelyard.http.tls import server_context
 
             tls = server_context(self.cfg.tls)
-
-        async def serve() -> None:
-            self._server = await self.loop.create_server(
-                lambda: ClientConn(self), sock=sock, ssl=tls, backlog=self.cfg.backlog
-            )
-
-        self.loop.create_task(serve())
+        self._listener = ProtocolListener(
+            self.loop, self.cfg.listen, self.cfg.backlog, lambda: ClientConn(self), tls
+        )
 
     def update(self, cfg: HttpListenerConfig, pools: dict[str, Pool]) -> None:
         """Reload: new routes and settings for new requests; connections in flight go on."""
@@ -182,12 +175,9 @@ class HttpFrontend:
 
     def stop_accepting(self) -> None:
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        elif self._sock is not None:
-            self._sock.close()
-        self._sock = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         # Idle client connections go now; busy ones close after their current response.
         for conn in list(self.conns):
             if conn.exchange is None and conn.tunnel is None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
 from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
 from steelyard.redis.session import ClientSession
 from steelyard.redis.topology import SlotMap, spread
-from steelyard.tcp.frontend import make_listener
+from steelyard.tcp.frontend import ProtocolListener
 
 
 class RedisFrontend:
@@ -29,8 +28,7 @@ class RedisFrontend:
         self.sessions: set[ClientSession] = set()
         self.masters = {g.id: g.master for g in redis.groups}
         self.slot_map = slot_map or spread({g.id: g.weight for g in redis.groups})
-        self._server: asyncio.AbstractServer | None = None
-        self._sock: socket.socket | None = None
+        self._listener: ProtocolListener | None = None
         self.stopping = False
 
     def update(self, cfg: RedisProxyConfig, redis: RedisConfig, slot_map: SlotMap | None) -> None:
@@ -48,22 +46,15 @@ class RedisFrontend:
         return self.masters[self.slot_map[slot]]
 
     def start(self) -> None:
-        sock = make_listener(self.cfg.listen, 1024)
-        self._sock = sock
-
-        async def serve() -> None:
-            self._server = await self.loop.create_server(lambda: ClientSession(self), sock=sock)
-
-        self.loop.create_task(serve())
+        self._listener = ProtocolListener(
+            self.loop, self.cfg.listen, 1024, lambda: ClientSession(self)
+        )
 
     def stop_accepting(self) -> None:
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        elif self._sock is not None:
-            self._sock.close()
-        self._sock = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def drain(self, timeout: float) -> int:
         cut = 0

@@ -16,7 +16,7 @@ import select
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from steelyard.core.backend import Pool, Server, split_address
 from steelyard.log import log
@@ -70,6 +70,44 @@ def make_listener(address: str, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class ProtocolListener:
+    """A listening socket served by asyncio protocols (the HTTP and Redis tiers).
+
+    `start` binds at once, so an address in use is the caller's error to report, and serving
+    begins on the next loop turn (`create_server` is a coroutine; workers apply configs
+    synchronously).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listen: str,
+        backlog: int,
+        factory: Callable[[], asyncio.Protocol],
+        ssl: Any = None,
+    ) -> None:
+        self.loop = loop
+        self.sock: socket.socket | None = make_listener(listen, backlog)
+        self._server: asyncio.AbstractServer | None = None
+        sock = self.sock
+
+        async def serve() -> None:
+            if self.sock is sock:  # not closed before this turn came
+                self._server = await loop.create_server(
+                    factory, sock=sock, ssl=ssl, backlog=backlog
+                )
+
+        loop.create_task(serve())
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        elif self.sock is not None:
+            self.sock.close()
+        self.sock = None
 
 
 class PoolQueue:
