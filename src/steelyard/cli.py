@@ -17,6 +17,7 @@ import urllib.request
 from typing import Any
 
 from steelyard.config.load import ConfigError, load_config
+from steelyard.redis.topology import ranges
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -147,9 +148,15 @@ def _cmd_redis_admin(args: argparse.Namespace) -> int:
         rows = [("GROUP", "MASTER", "REPLICAS", "WEIGHT", "SLOTS", "RANGES")]
         for g in data["groups"]:
             rows.append(
-                (str(g["id"]), g["master"], ",".join(g["replicas"]) or "-", str(g["weight"]),
-                 str(g["slots"]), g["ranges"] or "-")
-            )  # fmt: skip
+                (
+                    str(g["id"]),
+                    g["master"],
+                    ",".join(g["replicas"]) or "-",
+                    str(g["weight"]),
+                    str(g["slots"]),
+                    g["ranges"] or "-",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -157,7 +164,93 @@ def _cmd_redis_admin(args: argparse.Namespace) -> int:
             print(f"unassigned slots: {data['unassigned']}")
     elif args.verb == "slot-map":
         print(json.dumps(_request(args, "GET", "/api/redis/slots")["slots"]))
+    elif args.verb == "migrations":
+        data = _request(args, "GET", "/api/redis/migrations")
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            _print_migrations(data)
+    else:
+        return _redis_change(args)
     return 0
+
+
+def _redis_change(args: argparse.Namespace) -> int:
+    verb = args.verb
+    if verb == "create-group":
+        body = {"id": args.id, "master": args.master, "replicas": args.replica or [],
+                "weight": args.weight}  # fmt: skip
+        out = _request(args, "POST", "/api/redis/groups", body)
+        print(f"group {out['id']}: master {out['master']}")
+    elif verb == "remove-group":
+        _request(args, "DELETE", f"/api/redis/groups/{args.group}")
+        print(f"group {args.group} removed")
+    elif verb == "set-weight":
+        _request(args, "PUT", f"/api/redis/groups/{args.group}", {"weight": args.weight})
+        print(f"group {args.group}: weight {args.weight}")
+    elif verb == "add-server":
+        _request(args, "POST", f"/api/redis/groups/{args.group}/servers", {"address": args.address})
+        print(f"group {args.group}: {args.address} added as a replica")
+    elif verb == "remove-server":
+        address = urllib.parse.quote(args.address, safe="")
+        path = f"/api/redis/groups/{args.group}/servers/{address}"
+        _request(args, "DELETE", path)
+        print(f"group {args.group}: {args.address} removed")
+    elif verb == "promote":
+        _request(args, "POST", f"/api/redis/groups/{args.group}/promote", {"address": args.address})
+        print(f"group {args.group}: {args.address} is the master")
+    elif verb == "assign":
+        out = _request(
+            args, "POST", "/api/redis/slots/assign", {"slots": args.slots, "group": args.group}
+        )
+        print(f"{out['assigned']} slots assigned to group {args.group}")
+    elif verb in ("migrate", "rebalance"):
+        if verb == "migrate":
+            out = _request(args, "POST", "/api/redis/migrate", {"slots": args.slots, "to": args.to})
+        else:
+            out = _request(args, "POST", "/api/redis/rebalance", {})
+        print(f"{len(out['queued'])} slots queued to move")
+        if args.wait:
+            return _wait_moves(args)
+    return 0
+
+
+def _wait_moves(args: argparse.Namespace) -> int:
+    """Poll until no slot is moving; 1 if the mover reports an error meanwhile."""
+    import time
+
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        data = _request(args, "GET", "/api/redis/migrations")
+        if not data["moves"]:
+            print("migrations done")
+            return 0
+        time.sleep(0.2)
+    print(f"still moving after {args.timeout}s: {len(data['moves'])} slots", file=sys.stderr)
+    return 1
+
+
+def _print_migrations(data: dict[str, Any]) -> None:
+    by_state: dict[str, list[int]] = {}
+    for m in data["moves"]:
+        by_state.setdefault(f"{m['from']}->{m['to']} {m['state']}", []).append(m["slot"])
+    if not by_state:
+        print("no slot is moving")
+    for what, slots in sorted(by_state.items()):
+        print(f"{what}: {ranges(slots)}")
+    p = data.get("progress")
+    if p:
+        print(
+            f"mover: slots {p['slots']} from group {p['source']}, pass {p['passes'] + 1}, "
+            f"db {p['db']}, {p['moved']}/{p['total']} keys moved"
+        )
+    if data.get("error"):
+        print(f"last error: {data['error']}")
+    for h in data.get("history", [])[-5:]:
+        print(
+            f"done: slots {h['slots']} from group {h['source']}: {h['moved']} keys "
+            f"in {h['seconds']}s"
+        )
 
 
 def _admin_args(p: argparse.ArgumentParser) -> None:
@@ -207,6 +300,34 @@ def build_parser() -> argparse.ArgumentParser:
     slots = ra_verbs.add_parser("slots", help="groups with their slot counts and ranges")
     slots.add_argument("--json", action="store_true")
     ra_verbs.add_parser("slot-map", help="the owner of every slot, as a JSON list")
+    mig = ra_verbs.add_parser("migrations", help="slots moving, the mover's progress")
+    mig.add_argument("--json", action="store_true")
+    cg = ra_verbs.add_parser("create-group", help="a new group (its replicas follow its master)")
+    cg.add_argument("--id", type=int, required=True)
+    cg.add_argument("--master", required=True)
+    cg.add_argument("--replica", action="append", help="a replica (repeat for more)")
+    cg.add_argument("--weight", type=int, default=1)
+    rg = ra_verbs.add_parser("remove-group", help="remove a group that owns no slot")
+    rg.add_argument("group", type=int)
+    sw = ra_verbs.add_parser("set-weight", help="a group's weight for rebalance")
+    sw.add_argument("group", type=int)
+    sw.add_argument("weight", type=int)
+    for verb, text in (("add-server", "add a replica to a group (REPLICAOF its master)"),
+                       ("remove-server", "remove a replica from a group"),
+                       ("promote", "make a replica its group's master")):  # fmt: skip
+        sp = ra_verbs.add_parser(verb, help=text)
+        sp.add_argument("group", type=int)
+        sp.add_argument("address")
+    asg = ra_verbs.add_parser("assign", help="set slots' owner without moving keys")
+    asg.add_argument("--slots", required=True, help="ranges such as 0-511,600")
+    asg.add_argument("--group", type=int, required=True, help="0 leaves them unassigned")
+    mv = ra_verbs.add_parser("migrate", help="move slots (and their keys) to a group, online")
+    mv.add_argument("--slots", required=True, help="ranges such as 0-99,200")
+    mv.add_argument("--to", type=int, required=True)
+    rb = ra_verbs.add_parser("rebalance", help="move slots so groups own them by weight")
+    for sp in (mv, rb):
+        sp.add_argument("--wait", action="store_true", help="return when every move is done")
+        sp.add_argument("--timeout", type=float, default=600.0)
     ra.set_defaults(func=_cmd_redis_admin)
     return p
 

@@ -58,7 +58,7 @@ def client(port: int) -> redis_py.Redis:
 
 
 def owner_of(key: bytes, a, b, fe) -> object:
-    return a if fe.masters[fe.slot_map[slot_of(key)]] == a.address else b
+    return a if fe.owner(slot_of(key)) == a.address else b
 
 
 def test_keys_land_on_the_group_that_owns_their_slot(proxy):
@@ -256,7 +256,7 @@ def test_blocking_commands_wait_on_their_own_connection(proxy):
 
 def _blocked_clients(proxy) -> int:
     _, a, b, fe = proxy
-    server = a if fe.masters[fe.slot_map[slot_of(b"queue")]] == a.address else b
+    server = a if fe.owner(slot_of(b"queue")) == a.address else b
     info = server.command(b"INFO", b"clients")
     assert isinstance(info, bytes)
     line = next(x for x in info.decode().splitlines() if x.startswith("blocked_clients:"))

@@ -12,8 +12,7 @@ Routes (the paths are part of the public contract):
   GET  /api/pools/{pool}/servers/{address}        -> server view
   PUT  /api/pools/{pool}/servers/{address}        <- {"state": "ready|drain|maint", "weight": N}
   GET  /api/status                                -> the controller's status(), when it has one
-  GET  /api/redis                                 -> Redis groups, their slots, the proxies
-  GET  /api/redis/slots                           -> {"slots": [group id x 1024]}
+  /api/redis/...                                  -> the Redis dashboard (admin/redis_api.py)
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from steelyard.admin.redis_api import RedisRoutes
 from steelyard.config.model import is_loopback
 from steelyard.core.backend import AdminState, Pool, Server, split_address
 from steelyard.log import log
@@ -201,21 +201,6 @@ class _Handlers:
             raise ApiError(404, "this controller has no status")
         return web.json_response(status())
 
-    def _redis(self) -> dict[str, Any]:
-        view = getattr(self.controller, "redis_view", None)
-        data = view() if view is not None else None
-        if data is None:
-            raise ApiError(404, "no redis: section in the config")
-        return data
-
-    async def redis(self, request: web.Request) -> web.Response:
-        data = dict(self._redis())
-        data.pop("slots", None)
-        return web.json_response(data)
-
-    async def redis_slots(self, request: web.Request) -> web.Response:
-        return web.json_response({"slots": self._redis()["slots"]})
-
     async def pools(self, request: web.Request) -> web.Response:
         return web.json_response(self.controller.pools_view())
 
@@ -305,8 +290,7 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/api/status", h.status)
     app.router.add_get("/api/pools", h.pools)
-    app.router.add_get("/api/redis", h.redis)
-    app.router.add_get("/api/redis/slots", h.redis_slots)
+    RedisRoutes(controller, ApiError).add(app)
     app.router.add_get("/api/pools/{pool}", h.pool)
     app.router.add_get(server_path, h.server)
     app.router.add_put(server_path, h.set_server)

@@ -22,6 +22,7 @@ class BackendConn(asyncio.Protocol):
     def __init__(self, pool: BackendPool, address: str, db: int, private: bool = False) -> None:
         self.pool = pool
         self.private = private  # one session's own connection (blocking commands), not shared
+        self.blocking = False  # carries blocking commands: may wait for a long time
         self.address = address
         self.db = db
         self.transport: asyncio.Transport | None = None
@@ -120,14 +121,19 @@ class BackendPool:
         self.loop = loop
         self.auth = auth
         self.conns: dict[tuple[str, int], BackendConn] = {}
+        self.privates: set[BackendConn] = set()
         self._dirty: set[BackendConn] = set()
         self._flush_scheduled = False
 
     def private(self, address: str, db: int) -> BackendConn:
         """A connection of one session's own: blocking commands must not stall the others."""
         conn = BackendConn(self, address, db, private=True)
+        self.privates.add(conn)
         self.loop.create_task(self._connect(conn))
         return conn
+
+    def all(self) -> list[BackendConn]:
+        return [*self.conns.values(), *self.privates]
 
     def get(self, address: str, db: int) -> BackendConn:
         conn = self.conns.get((address, db))
@@ -156,11 +162,13 @@ class BackendPool:
             conn.flush()
 
     def forget(self, conn: BackendConn) -> None:
+        self.privates.discard(conn)
         if not conn.private and self.conns.get((conn.address, conn.db)) is conn:
             del self.conns[(conn.address, conn.db)]
         self._dirty.discard(conn)
 
     def close(self) -> None:
-        for conn in list(self.conns.values()):
+        for conn in self.all():
             conn.fail("the proxy is stopping")
         self.conns.clear()
+        self.privates.clear()

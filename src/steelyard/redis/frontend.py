@@ -1,14 +1,17 @@
-"""One Redis proxy listener in a worker: its sessions, the slot map and the backend pool."""
+"""One Redis proxy listener in a worker: its sessions, its router and the backend pool."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
 from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
+from steelyard.redis.model import Topology
+from steelyard.redis.router import Router
 from steelyard.redis.session import ClientSession
-from steelyard.redis.topology import SlotMap, spread
+from steelyard.redis.topology import spread
 from steelyard.tcp.frontend import ProtocolListener
 
 
@@ -18,7 +21,7 @@ class RedisFrontend:
         cfg: RedisProxyConfig,
         redis: RedisConfig,
         loop: asyncio.AbstractEventLoop,
-        slot_map: SlotMap | None = None,
+        view: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.redis = redis
@@ -26,24 +29,44 @@ class RedisFrontend:
         self.table = CommandTable.snapshot()
         self.backends = BackendPool(loop, cfg.backend_auth)
         self.sessions: set[ClientSession] = set()
-        self.masters = {g.id: g.master for g in redis.groups}
-        self.slot_map = slot_map or spread({g.id: g.weight for g in redis.groups})
+        self.router = Router(self.backends, cfg.backend_auth, redis.migrate_timeout)
+        self.router.apply(view or config_view(redis))
         self._listener: ProtocolListener | None = None
         self.stopping = False
 
-    def update(self, cfg: RedisProxyConfig, redis: RedisConfig, slot_map: SlotMap | None) -> None:
+    # The router's tables, read by sessions on every command.
+    @property
+    def route(self) -> list[str]:
+        return self.router.route
+
+    @property
+    def moving(self) -> list[Any]:
+        return self.router.moving
+
+    @property
+    def masters(self) -> dict[int, str]:
+        return self.router.masters
+
+    def update(
+        self, cfg: RedisProxyConfig, redis: RedisConfig, view: dict[str, Any] | None
+    ) -> list[asyncio.Future[None]]:
         """Reload: new groups and slot owners apply to the next commands."""
         if cfg.backend_auth != self.cfg.backend_auth:
             self.backends.close()
             self.backends = BackendPool(self.loop, cfg.backend_auth)
+            self.router.backends = self.backends
+        self.router.auth = cfg.backend_auth
         self.cfg = cfg
         self.redis = redis
-        self.masters = {g.id: g.master for g in redis.groups}
-        self.slot_map = slot_map or spread({g.id: g.weight for g in redis.groups})
+        return self.apply_view(view or config_view(redis))
+
+    def apply_view(self, view: dict[str, Any]) -> list[asyncio.Future[None]]:
+        """A new cluster view from the dashboard; the futures say when it has taken hold."""
+        return self.router.apply(view)
 
     def owner(self, slot: int) -> str:
-        """The master that serves `slot` now."""
-        return self.masters[self.slot_map[slot]]
+        """The master that serves `slot` now ("" when no group owns it)."""
+        return self.router.route[slot]
 
     def start(self) -> None:
         self._listener = ProtocolListener(
@@ -71,3 +94,13 @@ class RedisFrontend:
 
     def account(self) -> None:
         """Counters are kept as commands end; nothing to flush."""
+
+
+def config_view(redis: RedisConfig) -> dict[str, Any]:
+    """The view of a cluster seeded from the config alone (no dashboard to ask)."""
+    topo = Topology()
+    for g in redis.groups:
+        topo.create_group(g.id, g.master, list(g.replicas), g.weight)
+    if topo.groups:
+        topo.slots = spread({g.id: g.weight for g in redis.groups})
+    return topo.proxy_view()

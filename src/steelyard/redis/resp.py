@@ -305,3 +305,4 @@ def array(raw_items: list[bytes]) -> bytes:
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
+PING_COMMAND = b"*1\r\n$4\r\nPING\r\n"

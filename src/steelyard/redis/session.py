@@ -47,6 +47,9 @@ class ClientSession(asyncio.Protocol):
         self.peer = "-"
         self._flush_scheduled = False
         self.private_conns: dict[tuple[str, int], BackendConn] = {}
+        # The router's tables (changed in place by every view the dashboard pushes).
+        self.route = fe.router.route
+        self.moving = fe.router.moving
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -111,9 +114,14 @@ class ClientSession(asyncio.Protocol):
             self.transaction(argv, decision)
             return
         if kind is Kind.SLOT:
-            self.forward(decision.slot, resp.encode_command(argv))
+            slot = decision.slot
+            if self.moving[slot] is None:
+                conn = self.fe.backends.get(self.route[slot], self.db)
+                conn.send(resp.encode_command(argv), self.reserve())
+            else:
+                self.forward(slot, [argv[i] for i in decision.keys], resp.encode_command(argv))
         elif kind is Kind.BLOCKING:
-            self.blocking(decision.slot, resp.encode_command(argv))
+            self.blocking(decision.slot, [argv[i] for i in decision.keys], argv)
         elif kind is Kind.ERROR:
             self.answer(resp.error(decision.error))
         elif kind is Kind.LOCAL:
@@ -133,8 +141,26 @@ class ClientSession(asyncio.Protocol):
     def answer(self, data: bytes) -> None:
         self.replies.append(ReplySlot(data))
 
-    def forward(self, slot: int, command: bytes) -> None:
-        self.send_on(self.fe.backends.get(self.fe.owner(slot), self.db), command)
+    def forward(self, slot: int, keys: list[bytes], command: bytes) -> None:
+        """Send `command` (naming `keys`) to `slot` on the shared connections."""
+        db = self.db
+        backends = self.fe.backends
+
+        def go(address: str, fill: Callable[[bytes], None]) -> None:
+            backends.get(address, db).send(command, fill)
+
+        self.routed(slot, keys, go)
+
+    def routed(
+        self, slot: int, keys: list[bytes], go: Callable[[str, Callable[[bytes], None]], None]
+    ) -> None:
+        """A place in the FIFO now, then `go(master, fill)` where the slot's state says: at
+        once on its owner, or after its keys have moved, or once a lock on it is lifted."""
+        fill = self.reserve()
+        if self.moving[slot] is None:
+            go(self.route[slot], fill)
+        else:
+            self.fe.router.via(slot, self.db, keys, lambda address: go(address, fill), fill)
 
     # pub/sub ----------------------------------------------------------------------------------
 
@@ -143,7 +169,12 @@ class ClientSession(asyncio.Protocol):
     def pubsub(self, argv: list[bytes], name: str) -> None:
         word = name.encode()
         if name in ("publish", "spublish"):
-            self.forward(slot_of(argv[1]), resp.encode_command(argv))
+            # Channels are not keys: nothing moves with a slot, publish on its owner now.
+            address = self.route[slot_of(argv[1])]
+            if address:
+                self.send_on(self.fe.backends.get(address, self.db), resp.encode_command(argv))
+            else:
+                self.answer(resp.error(f"ERR slot {slot_of(argv[1])} is not assigned to any group"))
             return
         if word in pubsub.KINDS or word in pubsub.UNDO:
             if self.subs is None:
@@ -186,9 +217,12 @@ class ClientSession(asyncio.Protocol):
     # connection first (the server watches per connection), so EXEC must run on it.
 
     tx: list[bytes] | None = None  # commands queued since MULTI
+    tx_keys: list[bytes] = []  # every key the queued commands name
     tx_slot = -1
     tx_error: str | None = None  # set when a queued command was refused: EXEC aborts
-    watch: tuple[int, BackendConn] | None = None  # (slot, pinned connection) after WATCH
+    # After WATCH: (slot, pinned connection, its master). No connection when the slot was
+    # moving: the keys may change place, so EXEC fails as if they had been modified.
+    watch: tuple[int, BackendConn | None, str] | None = None
 
     def transaction(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
@@ -197,6 +231,7 @@ class ClientSession(asyncio.Protocol):
                 self.answer(resp.error("ERR MULTI calls can not be nested"))
                 return
             self.tx = []
+            self.tx_keys = []
             self.tx_slot = self.watch[0] if self.watch else -1
             self.tx_error = None
             self.answer(resp.OK)
@@ -218,9 +253,16 @@ class ClientSession(asyncio.Protocol):
                 self.answer(resp.error(CROSSSLOT))
                 return
             if self.watch is None:
-                conn = self.fe.backends.private(self.fe.owner(slot), self.db)
-                self.watch = (slot, conn)
-            self.send_on(self.watch[1], resp.encode_command(argv))
+                if self.moving[slot] is None:
+                    address = self.route[slot]
+                    self.watch = (slot, self.fe.backends.private(address, self.db), address)
+                else:
+                    self.watch = (slot, None, "")
+            conn = self.watch[1]
+            if conn is None:
+                self.answer(resp.OK)
+            else:
+                self.send_on(conn, resp.encode_command(argv))
         elif name == "unwatch":
             self.drop_watch()  # closing the pinned connection drops its watches on the server
             self.answer(resp.OK)
@@ -249,6 +291,7 @@ class ClientSession(asyncio.Protocol):
             self.tx_slot = slot
         assert self.tx is not None
         self.tx.append(resp.encode_command(argv))
+        self.tx_keys += [argv[i] for i in decision.keys]
         self.answer(b"+QUEUED\r\n")
 
     def exec(self) -> None:
@@ -261,12 +304,26 @@ class ClientSession(asyncio.Protocol):
             self.answer(resp.error(self.tx_error))
             return
         slot = self.tx_slot if self.tx_slot >= 0 else 0
-        if self.watch is not None:
-            conn = self.watch[1]
-            self.watch = None  # EXEC ends the watch on the server too
-        else:
-            conn = self.fe.backends.private(self.fe.owner(slot), self.db)
-        fill = self.reserve()
+        watch, self.watch = self.watch, None  # EXEC ends the watch on the server too
+        if watch is not None:
+            _, conn, address = watch
+            if conn is None or self.moving[slot] is not None or self.route[slot] != address:
+                # The watched keys may have changed place: report them as modified.
+                if conn is not None:
+                    conn.fail("watch dropped")
+                self.answer(b"*-1\r\n")
+                return
+            self.run_tx(conn, queued, self.reserve())
+            return
+        db, backends = self.db, self.fe.backends
+
+        def go(address: str, fill: Callable[[bytes], None]) -> None:
+            self.run_tx(backends.private(address, db), queued, fill)
+
+        self.routed(slot, self.tx_keys, go)
+
+    @staticmethod
+    def run_tx(conn: BackendConn, queued: list[bytes], fill: Callable[[bytes], None]) -> None:
         ignore: Callable[[bytes], None] = lambda raw: None  # noqa: E731 - +OK / +QUEUED
         conn.send(resp.encode_command([b"MULTI"]), ignore)
         for command in queued:
@@ -284,18 +341,24 @@ class ClientSession(asyncio.Protocol):
 
     def drop_watch(self) -> None:
         if self.watch is not None:
-            self.watch[1].fail("watch dropped")
+            conn = self.watch[1]
+            if conn is not None:
+                conn.fail("watch dropped")
             self.watch = None
 
-    def blocking(self, slot: int, command: bytes) -> None:
+    def blocking(self, slot: int, keys: list[bytes], argv: list[bytes]) -> None:
         """On this session's own connection to the slot's master: waiting there blocks no one
         else. Replies still leave in order through the FIFO."""
-        address = self.fe.owner(slot)
-        key = (address, self.db)
-        conn = self.private_conns.get(key)
-        if conn is None or conn.closed:
-            conn = self.private_conns[key] = self.fe.backends.private(address, self.db)
-        self.send_on(conn, command)
+        command, db = resp.encode_command(argv), self.db
+
+        def go(address: str, fill: Callable[[bytes], None]) -> None:
+            conn = self.private_conns.get((address, db))
+            if conn is None or conn.closed:
+                conn = self.private_conns[(address, db)] = self.fe.backends.private(address, db)
+                conn.blocking = True
+            conn.send(command, fill)
+
+        self.routed(slot, keys, go)
 
     def split(self, argv: list[bytes], decision: Decision) -> None:
         """One request per server holding some of the keys, merged when all have answered.
@@ -306,16 +369,36 @@ class ClientSession(asyncio.Protocol):
         name = decision.name
         step = 2 if name == "mset" else 1
         positions = range(1, len(argv), 2) if name == "mset" else decision.keys
-        groups: dict[str, list[int]] = {}  # server -> key positions in argv, in order
+        route, moving = self.route, self.moving
+        # key positions in argv, in order, per server (or per moving slot: its keys move first)
+        groups: dict[str | int, list[int]] = {}
         for i in positions:
-            groups.setdefault(self.fe.owner(slot_of(argv[i])), []).append(i)
+            slot = slot_of(argv[i])
+            part: str | int = route[slot] if moving[slot] is None else slot
+            groups.setdefault(part, []).append(i)
         sends = []
-        for address, pos in groups.items():
+        db, backends, router = self.db, self.fe.backends, self.fe.router
+        for part, pos in groups.items():
             command = [argv[0]]
             for i in pos:
                 command += argv[i : i + step]
-            sends.append((address, resp.encode_command(command)))
+            raw = resp.encode_command(command)
+            if isinstance(part, str):
+                sends.append(self.to(part, raw))
+            else:
+                keys = [argv[i] for i in pos]
+
+                def send(fill: Callable[[bytes], None], s: int = part, k: list[bytes] = keys,
+                         raw: bytes = raw) -> None:  # fmt: skip
+                    router.via(s, db, k, lambda a: backends.get(a, db).send(raw, fill), fill)
+
+                sends.append(send)
         self.gather(sends, lambda results: merge_split(name, list(groups.values()), results))
+
+    def to(self, address: str, command: bytes) -> Callable[[Callable[[bytes], None]], None]:
+        """A part of a gathered request: `command` to `address` on the shared connection."""
+        conn = self.fe.backends.get(address, self.db)
+        return lambda fill: conn.send(command, fill)
 
     def local(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
@@ -367,13 +450,15 @@ class ClientSession(asyncio.Protocol):
     def fanout(self, argv: list[bytes], merge_fn: Callable[[list[bytes]], bytes]) -> None:
         """Send to the master of every group; one merged reply."""
         command = resp.encode_command(argv)
-        self.gather([(m, command) for m in sorted(set(self.fe.masters.values()))], merge_fn)
+        self.gather([self.to(m, command) for m in sorted(set(self.fe.masters.values()))], merge_fn)
 
     def gather(
-        self, sends: list[tuple[str, bytes]], merge_fn: Callable[[list[bytes]], bytes]
+        self,
+        sends: list[Callable[[Callable[[bytes], None]], None]],
+        merge_fn: Callable[[list[bytes]], bytes],
     ) -> None:
-        """Send each (server, command); once all have answered, one reply in the FIFO: the
-        first error, or `merge_fn` of the answers in the order sent."""
+        """Call each send with its callback; once all have answered, one reply in the FIFO:
+        the first error, or `merge_fn` of the answers in the order sent."""
         fill = self.reserve()
         results: list[bytes] = [b""] * len(sends)
         left = [len(sends)]
@@ -388,8 +473,8 @@ class ClientSession(asyncio.Protocol):
 
             return done
 
-        for i, (address, command) in enumerate(sends):
-            self.fe.backends.get(address, self.db).send(command, part_done(i))
+        for i, send in enumerate(sends):
+            send(part_done(i))
 
     def scan(self, argv: list[bytes]) -> None:
         """SCAN over every group with one cursor: the group's index in its low bits."""

@@ -38,12 +38,14 @@ from steelyard.core.store import open_store
 from steelyard.core.store.server_state import restore, save_server
 from steelyard.http.stats import HttpStats
 from steelyard.log import log
-from steelyard.redis.slotstore import load_or_seed
-from steelyard.redis.topology import ranges
+from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.pools import build_pools
 
 TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
+# A worker that has not acknowledged a Redis cluster change by then is fenced (killed and
+# restarted with the current view): it must not go on routing by the old one.
+BARRIER_TIMEOUT = 10.0
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Supervisor:
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
         self.admin: Any = None
+        self.redis: Dashboard | None = None
         self.stopping = False
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
@@ -97,6 +100,8 @@ class Supervisor:
             pool.refresh()
         self.monitor = HealthMonitor(self._monitored(), on_change=self._on_health)
         self.monitor.start()
+        if cfg.redis is not None:
+            self.redis = Dashboard(cfg.redis, self.store, self.broadcast_redis)
         if cfg.admin.listen:
             try:
                 self.admin = await start_admin(self, cfg.admin.listen, cfg.admin.token)
@@ -124,6 +129,8 @@ class Supervisor:
         ):
             self.loop.add_signal_handler(sig, handler)
         self._ticker = self.loop.call_later(TICK, self._tick)
+        if self.redis is not None:
+            self.redis.start()
         log(
             "ready",
             pid=os.getpid(),
@@ -166,6 +173,8 @@ class Supervisor:
                 await asyncio.gather(w.task, return_exceptions=True)
         if self.monitor is not None:
             await self.monitor.stop()
+        if self.redis is not None:
+            await self.redis.stop()
         if self.admin is not None:
             await self.admin.stop()
         self.store.close()
@@ -207,8 +216,8 @@ class Supervisor:
             for s in pool.servers
         ]
         extra.setdefault("rows", self._rows)
-        if self.cfg.redis is not None:
-            extra.setdefault("redis_slots", load_or_seed(self.store, self.cfg.redis))
+        if self.redis is not None:
+            extra.setdefault("redis", self.redis.view())
         return {
             "t": "config",
             "config": self.cfg.model_dump(mode="json"),
@@ -254,6 +263,9 @@ class Supervisor:
                 log("worker_error", "error", index=handle.index, cause=error)
         code = await handle.proc.wait()
         handle.channel.close()
+        for ack in handle.acks.values():
+            if not ack.done():
+                ack.set_result(None)  # gone: its successor starts from the current state
         # Its connections are gone with it: stop counting them against max_conns.
         self.counters.clear_row(handle.index)
         if not handle.ready.done():
@@ -340,31 +352,27 @@ class Supervisor:
 
     # admin controller -------------------------------------------------------------------
 
-    def redis_view(self) -> dict[str, Any] | None:
-        """Groups with their slot counts and ranges, the proxies, and the slot map."""
-        redis = self.cfg.redis
-        if redis is None:
-            return None
-        slots = load_or_seed(self.store, redis)
-        groups = []
-        for g in redis.groups:
-            owned = [i for i, owner in enumerate(slots) if owner == g.id]
-            groups.append(
-                {
-                    "id": g.id,
-                    "master": g.master,
-                    "replicas": list(g.replicas),
-                    "weight": g.weight,
-                    "slots": len(owned),
-                    "ranges": ranges(owned),
-                }
-            )
-        return {
-            "groups": groups,
-            "proxies": [p.listen for p in redis.proxies],
-            "unassigned": sum(1 for owner in slots if owner == 0),
-            "slots": slots,
-        }
+    async def broadcast_redis(self, view: dict[str, Any]) -> None:
+        """Push a Redis cluster view to every worker and wait until each has it in force."""
+        waits = []
+        for w in list(self.workers.values()):
+            self._seq += 1
+            ack = w.acks[self._seq] = self.loop.create_future()
+            w.channel.send({"t": "redis", "seq": self._seq, "view": view})
+            waits.append((w, ack))
+        for w, ack in waits:
+            try:
+                await asyncio.wait_for(asyncio.shield(ack), BARRIER_TIMEOUT)
+            except TimeoutError:
+                log(
+                    "redis_worker_fenced",
+                    "error",
+                    index=w.index,
+                    pid=w.proc.pid,
+                    cause=f"no acknowledgement of a cluster change in {BARRIER_TIMEOUT}s",
+                )
+                if w.proc.returncode is None:
+                    w.proc.kill()
 
     def pools_view(self) -> dict[str, Any]:
         """Pools with each server's last check and passive record, for GET /api/pools."""
@@ -455,6 +463,7 @@ class Supervisor:
         self.slowstart.prune(self.pools)
         assert self.monitor is not None
         self.monitor.update(self._monitored())
+        self._reload_redis(new)
         self._rows = max(self._rows, new.workers)
         self._seq += 1
         acks = []
@@ -471,6 +480,17 @@ class Supervisor:
             changes=changes or "none",
             workers_late=len(late) or None,
         )
+
+    def _reload_redis(self, new: Config) -> None:
+        if new.redis is None:
+            if self.redis is not None:
+                self._background(self.redis.stop())
+                self.redis = None
+        elif self.redis is None:
+            self.redis = Dashboard(new.redis, self.store, self.broadcast_redis)
+            self.redis.start()
+        else:
+            self.redis.reload(new.redis)
 
     async def _swap_admin(self, old: Config, new: Config) -> bool:
         """Move the admin API to the new settings; False (reload refused) if it can't listen."""

@@ -53,6 +53,7 @@ class Worker:
         # (total, failures, bytes_in, bytes_out, active) last sent per server
         self._sent: dict[tuple[str, str], tuple[int, int, int, int, int]] = {}
         self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # supervisor messages ----------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class Worker:
                     if self.counters is not None:
                         self.counters.rows = int(msg.get("rows", 1))
                     ok = self.apply_config(
-                        cfg, msg.get("states", []), msg.get("first"), msg.get("redis_slots")
+                        cfg, msg.get("states", []), msg.get("first"), msg.get("redis")
                     )
                     if msg.get("first"):
                         if not ok:
@@ -85,6 +86,8 @@ class Worker:
                         self.channel.send({"t": "applied", "seq": msg.get("seq")})
                 elif kind == "state":
                     self.apply_state(msg)
+                elif kind == "redis":
+                    self.apply_redis(msg)
                 elif kind == "stop":
                     await self.stop(float(msg.get("timeout", 0)))
                     self._send_stats()
@@ -98,7 +101,7 @@ class Worker:
         cfg: Config,
         states: list[list[Any]],
         first: bool = False,
-        redis_slots: list[int] | None = None,
+        redis_view: dict[str, Any] | None = None,
     ) -> bool:
         """Apply a config and the server states that go with it, then (re)open listeners.
 
@@ -135,13 +138,13 @@ class Worker:
                 continue
             if isinstance(fe, RedisFrontend):
                 assert cfg.redis is not None
-                fe.update(lst, cfg.redis, redis_slots)
+                fe.update(lst, cfg.redis, redis_view)
                 continue
             if isinstance(lst, HttpListenerConfig):
                 fe = HttpFrontend(lst, self.pools, self.loop, self._report)
             elif isinstance(lst, RedisProxyConfig):
                 assert cfg.redis is not None
-                fe = RedisFrontend(lst, cfg.redis, self.loop, redis_slots)
+                fe = RedisFrontend(lst, cfg.redis, self.loop, redis_view)
             else:
                 fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
@@ -171,6 +174,23 @@ class Worker:
             self.retired.discard(fe)
 
         self.loop.create_task(drain())
+
+    def apply_redis(self, msg: dict[str, Any]) -> None:
+        """A new Redis cluster view: applied now, acknowledged once it has taken hold (the
+        commands it must wait for have been answered), which the dashboard's barrier awaits."""
+        waits: list[asyncio.Future[None]] = []
+        for fe in self.frontends.values():
+            if isinstance(fe, RedisFrontend):
+                waits += fe.apply_view(msg["view"])
+        seq = msg.get("seq")
+
+        async def ack() -> None:
+            await asyncio.gather(*waits)
+            self.channel.send({"t": "applied", "seq": seq})
+
+        task = self.loop.create_task(ack())
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
 
     def apply_state(self, msg: dict[str, Any]) -> None:
         try:

@@ -1,0 +1,338 @@
+"""The Redis tier's control plane, in the supervisor (Codis's dashboard): the one writer of the
+cluster model, and the runner of slot migrations.
+
+Every change is made on the model, saved in the store, then pushed to every proxy and awaited
+(`broadcast` returns once each worker has acknowledged that the change has taken hold, or has
+been fenced). Changes go one at a time. Migrations run in batches: the queued slots of one
+source group move together, so one SCAN pass over the source serves them all:
+
+  pending -> survey (count keys, find big ones) -> locked (barrier) -> migrating (barrier)
+          -> mover passes until a pass finds no key -> owner changed (barrier) -> done.
+
+A batch found locked or migrating at start (the supervisor stopped mid-way) resumes from the
+progress saved in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from steelyard.config.redis_model import RedisConfig
+from steelyard.core.store.base import Store
+from steelyard.log import log
+from steelyard.redis import slotstore
+from steelyard.redis.model import ModelError, Topology
+from steelyard.redis.mover import Mover, Progress, Servers, describe
+from steelyard.redis.topology import ranges
+
+PROGRESS_KEY = "redis/mover"
+RETRY_MAX = 10.0
+
+Broadcast = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Dashboard:
+    def __init__(self, cfg: RedisConfig, store: Store, broadcast: Broadcast) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.broadcast = broadcast
+        self.topo = slotstore.load(store, cfg)
+        self.held: dict[int, list[str]] = {}  # slot -> keys (latin-1) proxies hold
+        self.lock = asyncio.Lock()
+        self.progress: Progress | None = None
+        data = store.get(PROGRESS_KEY)
+        if data is not None:
+            try:
+                self.progress = Progress.from_json(data)
+            except (KeyError, TypeError):
+                store.delete(PROGRESS_KEY)
+        self.history: list[dict[str, Any]] = []  # finished batches, newest last
+        self.error: str | None = None  # the last mover failure, until a batch finishes
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.topo.moves:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def reload(self, cfg: RedisConfig) -> None:
+        self.cfg = cfg
+        # In place: a running batch holds this object.
+        _replace(self.topo, slotstore.load(self.store, cfg))
+
+    def view(self) -> dict[str, Any]:
+        """What proxies route by (sent with every config and on every change)."""
+        return self.topo.proxy_view(self.held)
+
+    async def publish(self) -> None:
+        slotstore.save(self.store, self.topo)
+        await self.broadcast(self.view())
+
+    async def change(self, fn: Callable[[Topology], Any]) -> Any:
+        """Run an operator change on the model; refused (ModelError) changes leave no trace."""
+        async with self.lock:
+            before = self.topo.to_json()
+            try:
+                result = fn(self.topo)
+            except ModelError:
+                _replace(self.topo, Topology.from_json(before))
+                raise
+            await self.publish()
+        if self.topo.moves:
+            self._wake.set()
+        return result
+
+    # operator actions (the admin API and redis-admin) --------------------------------------
+
+    async def create_group(self, gid: int, master: str, replicas: list[str], weight: int) -> None:
+        self._check(lambda t: t.create_group(gid, master, replicas, weight))
+        for r in replicas:
+            await self._replicaof(r, master)
+        await self.change(lambda t: t.create_group(gid, master, replicas, weight))
+        log("redis_group_created", group=gid, master=master, replicas=",".join(replicas) or None)
+
+    async def remove_group(self, gid: int) -> None:
+        await self.change(lambda t: t.remove_group(gid))
+        log("redis_group_removed", group=gid)
+
+    async def set_weight(self, gid: int, weight: int) -> None:
+        await self.change(lambda t: t.set_weight(gid, weight))
+
+    async def add_server(self, gid: int, address: str) -> None:
+        self._check(lambda t: t.add_server(gid, address))
+        await self._replicaof(address, self.topo.groups[gid].master)
+        await self.change(lambda t: t.add_server(gid, address))
+        log("redis_server_added", group=gid, server=address)
+
+    async def remove_server(self, gid: int, address: str) -> None:
+        await self.change(lambda t: t.remove_server(gid, address))
+        log("redis_server_removed", group=gid, server=address)
+
+    async def promote(self, gid: int, address: str, reason: str = "operator") -> None:
+        """`address` stops replicating and becomes the master; the group's other servers
+        (the old master too, when it answers) replicate from it."""
+        self._check(lambda t: t.promote(gid, address))
+        await self._replicaof(address, None)
+        group = self.topo.groups[gid]
+        for other in group.servers():
+            if other != address:
+                try:
+                    await self._replicaof(other, address)
+                except (RedisError, OSError) as exc:
+                    log("redis_repoint_failed", "warn", server=other, cause=describe(exc))
+        old = await self.change(lambda t: t.promote(gid, address))
+        log("redis_promoted", group=gid, master=address, old=old, reason=reason)
+
+    async def assign(self, slots: list[int], gid: int) -> None:
+        await self.change(lambda t: t.assign(slots, gid))
+        log("redis_slots_assigned", slots=ranges(slots), group=gid)
+
+    async def migrate(self, slots: list[int], to: int) -> list[int]:
+        queued: list[int] = await self.change(lambda t: t.migrate(slots, to))
+        log("redis_move_queued", slots=ranges(queued) or None, to=to)
+        return queued
+
+    async def rebalance(self) -> list[int]:
+        queued: list[int] = await self.change(lambda t: t.rebalance())
+        log("redis_rebalance", slots=ranges(queued) or None, moves=len(queued))
+        return queued
+
+    def _check(self, fn: Callable[[Topology], Any]) -> None:
+        """Raise the model's refusal before touching any server."""
+        fn(Topology.from_json(self.topo.to_json()))
+
+    async def _replicaof(self, address: str, master: str | None) -> None:
+        host, _, port = address.rpartition(":")
+        client = aredis.Redis(
+            host=host.strip("[]"),
+            port=int(port),
+            password=self._auth(),
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            protocol=2,
+        )
+        try:
+            if master is None:
+                await client.execute_command("REPLICAOF", "NO", "ONE")
+            else:
+                mhost, _, mport = master.rpartition(":")
+                await client.execute_command("REPLICAOF", mhost.strip("[]"), mport)
+        finally:
+            await client.aclose()
+
+    def _auth(self) -> str | None:
+        return self.cfg.proxies[0].backend_auth if self.cfg.proxies else None
+
+    # the mover -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            if not self.topo.moves:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._batch()
+                delay = 0.5
+                self.error = None
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError, ModelError) as exc:
+                self.error = describe(exc)
+                log("redis_move_error", "error", cause=self.error, retry=f"{delay}s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    def _next_batch(self) -> tuple[int, list[int]]:
+        """The source group of the most advanced move, and the slots leaving it: the batch
+        already under way (resumed), else every slot queued to leave it."""
+        moves = self.topo.moves
+        rank = {"migrating": 0, "locked": 1, "pending": 2}
+        first = min(moves, key=lambda s: (rank[moves[s].state], s))
+        source = moves[first].source
+        started = moves[first].state != "pending"
+        return source, sorted(
+            s for s, m in moves.items() if m.source == source and (m.state != "pending") == started
+        )
+
+    async def _batch(self) -> None:
+        source, slots = self._next_batch()
+        topo = self.topo
+        src_master = topo.groups[source].master
+        targets = {s: topo.groups[topo.moves[s].to].master for s in slots}
+        servers = Servers(self._auth(), self.cfg.migrate_timeout)
+        mover = Mover(
+            src_master,
+            targets,
+            self.cfg.databases,
+            servers,
+            self.cfg.migrate_batch,
+            self.cfg.big_key_bytes,
+            self.cfg.migrate_timeout,
+            self._save_progress,
+        )
+        try:
+            progress = self.progress
+            if progress is None or progress.source != source or progress.slots != slots:
+                if any(topo.moves[s].state != "pending" for s in slots):
+                    # Resumed without usable progress: a fresh pass over the source is safe.
+                    log("redis_move_restart", slots=ranges(slots), cause="no saved progress")
+                progress = Progress(source, slots)
+            if all(topo.moves[s].state == "pending" for s in slots):
+                started = time.monotonic()
+                progress.total, big = await mover.survey()
+                progress.big = sum(len(v) for v in big.values())
+                self.held = {s: [k.decode("latin-1") for k in keys] for s, keys in big.items()}
+                log(
+                    "redis_move_start",
+                    slots=ranges(slots),
+                    source=source,
+                    targets=",".join(map(str, sorted({topo.moves[s].to for s in slots}))),
+                    keys=progress.total,
+                    big=progress.big or None,
+                    survey_ms=int((time.monotonic() - started) * 1000),
+                )
+                await self._set_state(slots, "locked")
+            if any(topo.moves[s].state == "locked" for s in slots):
+                await self._set_state(slots, "migrating")
+            self.progress = progress
+            self._save_progress(progress)
+            held = {k.encode("latin-1") for keys in self.held.values() for k in keys}
+            started = time.monotonic()
+            await mover.run(progress, held, self._hold, self._release)
+            async with self.lock:
+                topo.finish(slots)
+                self.held = {}
+                await self.publish()
+            self.store.delete(PROGRESS_KEY)
+            self.progress = None
+            done = {"slots": ranges(slots), "source": source, "moved": progress.moved,
+                    "big": progress.big, "passes": progress.passes,
+                    "seconds": round(time.monotonic() - started, 3), "at": time.time()}  # fmt: skip
+            self.history = [*self.history[-49:], done]
+            log("redis_move_done", **{k: v for k, v in done.items() if k != "at"})
+        finally:
+            await servers.close()
+
+    async def _set_state(self, slots: list[int], state: str) -> None:
+        async with self.lock:
+            for s in slots:
+                self.topo.moves[s].state = state
+            await self.publish()
+
+    def _save_progress(self, progress: Progress) -> None:
+        self.store.put(PROGRESS_KEY, progress.to_json())
+
+    async def _hold(self, slot: int, keys: list[bytes]) -> None:
+        async with self.lock:
+            have = self.held.setdefault(slot, [])
+            have += [k.decode("latin-1") for k in keys if k.decode("latin-1") not in have]
+            await self.broadcast(self.view())
+
+    async def _release(self, slot: int, keys: list[bytes]) -> None:
+        async with self.lock:
+            gone = {k.decode("latin-1") for k in keys}
+            left = [k for k in self.held.get(slot, []) if k not in gone]
+            if left:
+                self.held[slot] = left
+            else:
+                self.held.pop(slot, None)
+            await self.broadcast(self.view())
+
+    # reading ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        topo = self.topo
+        groups = []
+        for g in sorted(topo.groups.values(), key=lambda g: g.id):
+            owned = topo.owned(g.id)
+            groups.append(
+                {
+                    "id": g.id,
+                    "master": g.master,
+                    "replicas": list(g.replicas),
+                    "weight": g.weight,
+                    "slots": len(owned),
+                    "ranges": ranges(owned),
+                }
+            )
+        moves = [
+            {"slot": s, "from": m.source, "to": m.to, "state": m.state}
+            for s, m in sorted(topo.moves.items())
+        ]
+        progress = None
+        if self.progress is not None:
+            p = self.progress
+            progress = {**p.to_json(), "slots": ranges(p.slots)}
+        return {
+            "version": topo.version,
+            "groups": groups,
+            "proxies": [p.listen for p in self.cfg.proxies],
+            "unassigned": sum(1 for owner in topo.slots if owner == 0),
+            "slots": list(topo.slots),
+            "moves": moves,
+            "progress": progress,
+            "history": self.history,
+            "error": self.error,
+        }
+
+
+def _replace(topo: Topology, new: Topology) -> None:
+    topo.groups, topo.slots, topo.moves = new.groups, new.slots, new.moves
+    topo.removed, topo.version = new.removed, new.version
