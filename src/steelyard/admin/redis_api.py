@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis import exceptions as redis_errors
 
 from steelyard.log import log
 from steelyard.redis.dashboard import Dashboard
@@ -124,12 +125,10 @@ class RedisRoutes:
             result = await coro
         except ModelError as exc:
             raise self.error(409, str(exc)) from None
-        except (OSError, ConnectionError) as exc:
+        except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             raise self.error(502, f"a Redis server did not answer: {exc}") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("redis"):
-                raise self.error(502, f"a Redis server refused: {exc}") from None
-            raise
+        except redis_errors.RedisError as exc:
+            raise self.error(502, f"a Redis server refused: {exc}") from None
         log("admin_change", action=action, peer=request.remote, **fields)
         return result
 

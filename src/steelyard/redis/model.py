@@ -86,7 +86,10 @@ class Topology:
         if g is not None:
             raise ModelError(f"{address} is already in group {g.id}")
 
-    def create_group(self, gid: int, master: str, replicas: list[str], weight: int = 1) -> Group:
+    def create_group(
+        self, gid: int, master: str, replicas: list[str] | None = None, weight: int = 1
+    ) -> Group:
+        replicas = replicas or []
         if not 1 <= gid <= MAX_GROUP_ID:
             raise ModelError(f"group id must be 1..{MAX_GROUP_ID}, not {gid}")
         if gid in self.groups:
