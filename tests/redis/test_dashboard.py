@@ -43,7 +43,7 @@ def role(server) -> str:
 
 
 def test_new_group_with_a_replica_then_rebalance(tmp_path, redis_servers, steelyard):
-    a, b, c, c2 = (redis_servers() for _ in range(4))
+    a, b, c, c2 = (redis_servers("--repl-diskless-sync-delay", "0") for _ in range(4))
     port = free_port()
     sy = steelyard(config(tmp_path, port, a, b))
     r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
@@ -110,7 +110,7 @@ def test_refusals_name_the_reason(tmp_path, redis_servers, steelyard):
 
 
 def test_add_promote_and_remove_servers(tmp_path, redis_servers, steelyard):
-    a, b, a2 = redis_servers(), redis_servers(), redis_servers()
+    a, b, a2 = (redis_servers("--repl-diskless-sync-delay", "0") for _ in range(3))
     port = free_port()
     sy = steelyard(config(tmp_path, port, a, b))
     r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)

@@ -20,13 +20,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from steelyard.config.redis_model import RedisConfig
 from steelyard.core.store.base import Store
 from steelyard.log import log
 from steelyard.redis import slotstore
+from steelyard.redis.client import connect
+from steelyard.redis.ha import HealthWatcher
 from steelyard.redis.model import ModelError, Topology
 from steelyard.redis.mover import Mover, Progress, Servers, describe
 from steelyard.redis.topology import ranges
@@ -56,6 +57,7 @@ class Dashboard:
         self.error: str | None = None  # the last mover failure, until a batch finishes
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.health = HealthWatcher(self)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -63,8 +65,10 @@ class Dashboard:
         self._task = asyncio.get_running_loop().create_task(self._run())
         if self.topo.moves:
             self._wake.set()
+        self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -102,7 +106,7 @@ class Dashboard:
     async def create_group(self, gid: int, master: str, replicas: list[str], weight: int) -> None:
         self._check(lambda t: t.create_group(gid, master, replicas, weight))
         for r in replicas:
-            await self._replicaof(r, master)
+            await self.replicaof(r, master)
         await self.change(lambda t: t.create_group(gid, master, replicas, weight))
         log("redis_group_created", group=gid, master=master, replicas=",".join(replicas) or None)
 
@@ -115,7 +119,7 @@ class Dashboard:
 
     async def add_server(self, gid: int, address: str) -> None:
         self._check(lambda t: t.add_server(gid, address))
-        await self._replicaof(address, self.topo.groups[gid].master)
+        await self.replicaof(address, self.topo.groups[gid].master)
         await self.change(lambda t: t.add_server(gid, address))
         log("redis_server_added", group=gid, server=address)
 
@@ -127,12 +131,12 @@ class Dashboard:
         """`address` stops replicating and becomes the master; the group's other servers
         (the old master too, when it answers) replicate from it."""
         self._check(lambda t: t.promote(gid, address))
-        await self._replicaof(address, None)
+        await self.replicaof(address, None)
         group = self.topo.groups[gid]
         for other in group.servers():
             if other != address:
                 try:
-                    await self._replicaof(other, address)
+                    await self.replicaof(other, address)
                 except (RedisError, OSError) as exc:
                     log("redis_repoint_failed", "warn", server=other, cause=describe(exc))
         old = await self.change(lambda t: t.promote(gid, address))
@@ -156,16 +160,8 @@ class Dashboard:
         """Raise the model's refusal before touching any server."""
         fn(Topology.from_json(self.topo.to_json()))
 
-    async def _replicaof(self, address: str, master: str | None) -> None:
-        host, _, port = address.rpartition(":")
-        client = aredis.Redis(
-            host=host.strip("[]"),
-            port=int(port),
-            password=self._auth(),
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            protocol=2,
-        )
+    async def replicaof(self, address: str, master: str | None) -> None:
+        client = connect(address, self.backend_auth(), 5.0)
         try:
             if master is None:
                 await client.execute_command("REPLICAOF", "NO", "ONE")
@@ -175,7 +171,7 @@ class Dashboard:
         finally:
             await client.aclose()
 
-    def _auth(self) -> str | None:
+    def backend_auth(self) -> str | None:
         return self.cfg.proxies[0].backend_auth if self.cfg.proxies else None
 
     # the mover -------------------------------------------------------------------------------
@@ -216,7 +212,7 @@ class Dashboard:
         topo = self.topo
         src_master = topo.groups[source].master
         targets = {s: topo.groups[topo.moves[s].to].master for s in slots}
-        servers = Servers(self._auth(), self.cfg.migrate_timeout)
+        servers = Servers(self.backend_auth(), self.cfg.migrate_timeout)
         mover = Mover(
             src_master,
             targets,
@@ -310,6 +306,7 @@ class Dashboard:
                     "weight": g.weight,
                     "slots": len(owned),
                     "ranges": ranges(owned),
+                    "servers": {a: self.health.status(a) for a in g.servers()},
                 }
             )
         moves = [

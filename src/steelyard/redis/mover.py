@@ -23,6 +23,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError, ResponseError
 
 from steelyard.log import log
+from steelyard.redis.client import connect
 from steelyard.redis.slots import slot_of
 
 SCAN_COUNT = 1000
@@ -64,16 +65,8 @@ class Servers:
     def get(self, address: str, db: int) -> aredis.Redis:
         c = self.clients.get((address, db))
         if c is None:
-            host, _, port = address.rpartition(":")
-            c = self.clients[(address, db)] = aredis.Redis(
-                host=host.strip("[]"),
-                port=int(port),
-                db=db,
-                password=self.password,
-                socket_timeout=self.timeout + 5,
-                socket_connect_timeout=5,
-                protocol=2,
-            )
+            c = connect(address, self.password, self.timeout + 5, db)
+            self.clients[(address, db)] = c
         return c
 
     async def close(self) -> None:

@@ -1,0 +1,79 @@
+"""HA of the Redis tier under `steelyard run`: every server health-checked, a dead master
+replaced by its most up-to-date replica, proxies switched, the old master made a replica."""
+
+from __future__ import annotations
+
+import redis as redis_py
+
+from fixtures.procs import base_config, free_port, wait_for
+from fixtures.redis_server import RedisServer
+from steelyard.redis.slots import slot_of
+
+
+def info(server, field: str) -> str | None:
+    try:
+        text = server.command(b"INFO", b"replication").decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1]
+    return None
+
+
+def test_auto_failover_promotes_the_replica_and_the_old_master_rejoins(
+    tmp_path, redis_servers, steelyard
+):
+    fast = ("--repl-diskless-sync-delay", "0")  # no 5 s wait before a full sync
+    a, a2, b = redis_servers(*fast), redis_servers(*fast), redis_servers()
+    port = free_port()
+    cfg = base_config(tmp_path, workers=2)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}"}],
+        "groups": [
+            {"id": 1, "master": a.address, "replicas": [a2.address]},
+            {"id": 2, "master": b.address},
+        ],
+        "auto_failover": True,
+        "health_interval": "200ms",
+    }
+    sy = steelyard(cfg)
+    # the model says a2 is a replica: the watcher makes it one
+    sy.wait_log(rf"event=redis_replica_repointed server={a2.address} master={a.address}")
+    wait_for(lambda: info(a2, "master_link_status") == "up", what="replica in sync")
+    r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+    keys = [f"f{i}" for i in range(200) if slot_of(f"f{i}".encode()) < 512]  # group 1's
+    for k in keys:
+        r.set(k, k)
+    wait_for(lambda: a2.command(b"DBSIZE") == len(keys), what="replica caught up")
+
+    def probed() -> dict | None:  # the next probe after the writes
+        view = sy.api("GET", "/api/redis")["groups"][0]["servers"]
+        return view if view[a.address]["keys"] == len(keys) else None
+
+    view = wait_for(probed, what="keys counted by the health probe")
+    assert view[a.address]["role"] == "master" and view[a2.address]["role"] == "slave"
+    assert view[a.address]["up"] and view[a2.address]["link"] == "up"
+
+    a.stop()
+    sy.wait_log(rf"event=redis_promoted group=1 master={a2.address} old={a.address} "
+                r"reason=auto_failover")  # fmt: skip
+    assert info(a2, "role") == "master"
+    group = sy.api("GET", "/api/redis")["groups"][0]
+    assert (group["master"], group["replicas"]) == (a2.address, [a.address])
+    # fresh connections (either worker) read the old values and write to the new master
+    for k in keys[:20]:
+        c = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+        assert c.get(k) == k.encode()
+        assert c.set(k, "new")
+        c.close()
+    assert a2.command(b"GET", keys[0].encode()) == b"new"
+
+    # the old master comes back empty and claiming to be a master: it is made a replica
+    back = RedisServer(tmp_path, a.port, *fast)
+    try:
+        sy.wait_log(rf"event=redis_replica_repointed server={a.address} master={a2.address}")
+        wait_for(lambda: back.command(b"GET", keys[0].encode()) == b"new", what="old master syncs")
+        assert info(back, "role") == "slave"
+    finally:
+        back.stop()
