@@ -14,8 +14,8 @@ from fixtures.redis_server import RedisServer
 def redis_servers(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     started: list[RedisServer] = []
 
-    def start(*args: str) -> RedisServer:
-        server = RedisServer(tmp_path, 0, *args)
+    def start(*args: str, sentinel: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path, 0, *args, sentinel=sentinel)
         started.append(server)
         return server
 

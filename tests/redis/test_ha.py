@@ -77,3 +77,48 @@ def test_auto_failover_promotes_the_replica_and_the_old_master_rejoins(
         assert info(back, "role") == "slave"
     finally:
         back.stop()
+
+
+def test_sentinel_switches_are_followed(tmp_path, redis_servers, steelyard):
+    fast = ("--repl-diskless-sync-delay", "0")
+    a, a2, b = redis_servers(*fast), redis_servers(*fast), redis_servers()
+    a2.command(b"REPLICAOF", b"127.0.0.1", str(a.port).encode())
+    wait_for(lambda: info(a2, "master_link_status") == "up", what="replica in sync")
+    sentinel = redis_servers(sentinel=True)
+    port = free_port()
+    cfg = base_config(tmp_path)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}"}],
+        "groups": [
+            {"id": 1, "master": a.address, "replicas": [a2.address]},
+            {"id": 2, "master": b.address},
+        ],
+        "sentinel": {"addresses": [sentinel.address], "quorum": 1, "down_after": "1s",
+                     "failover_timeout": "10s"},
+    }  # fmt: skip
+    sy = steelyard(cfg)
+    # steelyard registered both groups with the sentinel, named as Codis names them
+    sy.wait_log(r"event=redis_sentinel_monitor .*name=steelyard-2")
+    assert sentinel.command(b"SENTINEL", b"get-master-addr-by-name", b"steelyard-1") == [
+        b"127.0.0.1", str(a.port).encode(),
+    ]  # fmt: skip
+    r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+    key = next(f"s{i}" for i in range(100) if slot_of(f"s{i}".encode()) < 512)
+    r.set(key, "before")
+    wait_for(lambda: a2.command(b"GET", key.encode()) == b"before", what="replicated")
+    # the sentinel must have seen the replica before it can fail over to it
+    wait_for(
+        lambda: sentinel.command(b"SENTINEL", b"replicas", b"steelyard-1"), what="replica known"
+    )
+    a.stop()
+    sy.wait_log(rf"event=redis_master_switched group=1 master={a2.address} old={a.address}",
+                timeout=60)  # fmt: skip
+    assert info(a2, "role") == "master"
+    for i in range(6):
+        c = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+        assert c.get(key) == (b"before" if i == 0 else b"after")
+        assert c.set(key, "after")
+        c.close()
+    assert a2.command(b"GET", key.encode()) == b"after"
+    group = sy.api("GET", "/api/redis")["groups"][0]
+    assert (group["master"], group["replicas"]) == (a2.address, [a.address])

@@ -44,6 +44,13 @@ class SentinelConfig(Strict):
     # Sentinel master names are `{prefix}-{group id}`, as Codis names them.
     prefix: str = "steelyard"
     password: str | None = None
+    # Register every group with the sentinels (SENTINEL MONITOR + SET), as Codis's dashboard
+    # does; off when the sentinels are configured by hand.
+    monitor: bool = True
+    quorum: int | None = Field(None, ge=1)  # None: a majority of `addresses`
+    down_after: Duration = 30.0  # Codis's defaults
+    failover_timeout: Duration = 300.0
+    parallel_syncs: int = Field(1, ge=1)
 
 
 class RedisConfig(Strict):

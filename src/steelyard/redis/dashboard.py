@@ -30,6 +30,7 @@ from steelyard.redis.client import connect
 from steelyard.redis.ha import HealthWatcher
 from steelyard.redis.model import ModelError, Topology
 from steelyard.redis.mover import Mover, Progress, Servers, describe
+from steelyard.redis.sentinel import SentinelFollower
 from steelyard.redis.topology import ranges
 
 PROGRESS_KEY = "redis/mover"
@@ -58,6 +59,8 @@ class Dashboard:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.health = HealthWatcher(self)
+        self.sentinel = SentinelFollower(self, cfg.sentinel) if cfg.sentinel else None
+        self._stopping: asyncio.Task[None] | None = None  # an old follower closing
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -66,18 +69,28 @@ class Dashboard:
         if self.topo.moves:
             self._wake.set()
         self.health.start()
+        if self.sentinel is not None:
+            self.sentinel.start()
 
     async def stop(self) -> None:
         await self.health.stop()
+        if self.sentinel is not None:
+            await self.sentinel.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     def reload(self, cfg: RedisConfig) -> None:
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
         # In place: a running batch holds this object.
         _replace(self.topo, slotstore.load(self.store, cfg))
+        if cfg.sentinel != old.sentinel:
+            if self.sentinel is not None:
+                self._stopping = asyncio.get_running_loop().create_task(self.sentinel.stop())
+            self.sentinel = SentinelFollower(self, cfg.sentinel) if cfg.sentinel else None
+            if self.sentinel is not None:
+                self.sentinel.start()
 
     def view(self) -> dict[str, Any]:
         """What proxies route by (sent with every config and on every change)."""
@@ -141,6 +154,14 @@ class Dashboard:
                     log("redis_repoint_failed", "warn", server=other, cause=describe(exc))
         old = await self.change(lambda t: t.promote(gid, address))
         log("redis_promoted", group=gid, master=address, old=old, reason=reason)
+
+    async def follow(self, gid: int, address: str, reason: str) -> None:
+        """A master switch made by someone else (Sentinel): the model and proxies follow."""
+        group = self.topo.groups.get(gid)
+        if group is None or group.master == address:
+            return
+        old = await self.change(lambda t: t.switch_master(gid, address))
+        log("redis_master_switched", group=gid, master=address, old=old, reason=reason)
 
     async def assign(self, slots: list[int], gid: int) -> None:
         await self.change(lambda t: t.assign(slots, gid))

@@ -145,6 +145,8 @@ class HealthWatcher:
                 if dashboard.cfg.auto_failover:
                     await self.failover(g.id)
                 continue
+            if dashboard.cfg.sentinel is not None:
+                continue  # Sentinel repoints replicas; doing it here too would fight it
             for r in g.replicas:
                 w = self.watches.get(r)
                 if w is not None and w.state.up and w.info.get("role") == "master":

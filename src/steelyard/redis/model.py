@@ -147,6 +147,21 @@ class Topology:
         g.master = address
         return old
 
+    def switch_master(self, gid: int, address: str) -> str:
+        """Record a switch made outside (Sentinel): no refusal, the servers have switched
+        already. The old master is kept as a replica; returns it."""
+        g = self._group(gid)
+        old = g.master
+        if address == old:
+            return old
+        if address in g.replicas:
+            g.replicas.remove(address)
+        else:
+            self._free_address(address)
+        g.replicas.insert(0, old)
+        g.master = address
+        return old
+
     # slots -----------------------------------------------------------------------------------
 
     def assign(self, slots: list[int], gid: int) -> None:
