@@ -86,7 +86,20 @@ def test_redis_admin_shows_groups_and_slots(tmp_path, redis_servers, steelyard):
         (1, 256, "0-255"),
         (2, 768, "256-1023"),
     ]
-    assert view["proxies"] == [f"127.0.0.1:{port}"] and view["unassigned"] == 0
+    assert view["unassigned"] == 0
+    # the proxy table: its workers report sessions and commands every second
+    c = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+    wait_for(c.ping, what="redis listener")
+    for i in range(50):
+        c.set(f"x{i}", i)
+
+    def counted() -> dict | None:
+        proxies = sy.api("GET", "/api/redis")["proxies"]
+        return proxies[0] if proxies[0]["commands"] >= 51 else None
+
+    proxy = wait_for(counted, what="commands counted")
+    assert proxy["listen"] == f"127.0.0.1:{port}" and proxy["sessions"] == 1
+    assert proxy["workers"] == 1
     slots = sy.api("GET", "/api/redis/slots")["slots"]
     assert slots == [1] * 256 + [2] * 768
 

@@ -12,6 +12,7 @@
   POST   /api/redis/slots/assign                <- {"slots": "0-511,600", "group"}  (no key moves)
   POST   /api/redis/migrate                     <- {"slots": "0-99", "to"}
   POST   /api/redis/rebalance                   <- {}
+  GET    /ui/redis                              -> the dashboard page (admin/static/redis.html)
 
 Bodies are checked by pydantic models; a refusal by the cluster model is 409 with its reason.
 """
@@ -19,6 +20,7 @@ Bodies are checked by pydantic models; a refusal by the cluster model is 409 wit
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -83,6 +85,7 @@ class RedisRoutes:
         r.add_post("/api/redis/slots/assign", self.assign)
         r.add_post("/api/redis/migrate", self.migrate)
         r.add_post("/api/redis/rebalance", self.rebalance)
+        r.add_get("/ui/redis", self.page)
 
     # helpers ---------------------------------------------------------------------------------
 
@@ -133,6 +136,11 @@ class RedisRoutes:
         return result
 
     # reads -----------------------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        self._dashboard()
+        html = (Path(__file__).parent / "static" / "redis.html").read_bytes()
+        return web.Response(body=html, content_type="text/html", charset="utf-8")
 
     async def overview(self, request: web.Request) -> web.Response:
         data = dict(self._status())

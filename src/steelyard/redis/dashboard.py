@@ -59,6 +59,8 @@ class Dashboard:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.health = HealthWatcher(self)
+        # (listen, worker) -> (sessions, commands, when, commands/s over the last report)
+        self._proxy_rows: dict[tuple[str, int], tuple[int, int, float, float]] = {}
         self.sentinel = SentinelFollower(self, cfg.sentinel) if cfg.sentinel else None
         self._stopping: asyncio.Task[None] | None = None  # an old follower closing
 
@@ -314,6 +316,31 @@ class Dashboard:
 
     # reading ---------------------------------------------------------------------------------
 
+    def proxy_stats(self, worker: int, rows: list[list[Any]]) -> None:
+        """A worker's Redis listeners: [listen, sessions, commands read since it started]."""
+        now = time.monotonic()
+        for listen, sessions, commands in rows:
+            prev = self._proxy_rows.get((listen, worker))
+            rate = 0.0
+            if prev is not None and now > prev[2] and commands >= prev[1]:
+                rate = (commands - prev[1]) / (now - prev[2])
+            self._proxy_rows[(listen, worker)] = (sessions, commands, now, rate)
+
+    def proxies(self) -> list[dict[str, Any]]:
+        stale = time.monotonic() - 5.0  # a worker that stopped reporting counts no more
+        out = []
+        for p in self.cfg.proxies:
+            rows = [v for (listen, _), v in self._proxy_rows.items() if listen == p.listen]
+            live = [r for r in rows if r[2] >= stale]
+            out.append({
+                "listen": p.listen,
+                "workers": len(live),
+                "sessions": sum(r[0] for r in live),
+                "commands": sum(r[1] for r in rows),
+                "ops": round(sum(r[3] for r in live), 1),
+            })  # fmt: skip
+        return out
+
     def status(self) -> dict[str, Any]:
         topo = self.topo
         groups = []
@@ -341,7 +368,7 @@ class Dashboard:
         return {
             "version": topo.version,
             "groups": groups,
-            "proxies": [p.listen for p in self.cfg.proxies],
+            "proxies": self.proxies(),
             "unassigned": sum(1 for owner in topo.slots if owner == 0),
             "slots": list(topo.slots),
             "moves": moves,

@@ -29,6 +29,7 @@ class RedisFrontend:
         self.table = CommandTable.snapshot()
         self.backends = BackendPool(loop, cfg.backend_auth)
         self.sessions: set[ClientSession] = set()
+        self.commands = 0  # commands read, for the dashboard's proxy table
         self.router = Router(self.backends, cfg.backend_auth, redis.migrate_timeout)
         self.router.apply(view or config_view(redis))
         self._listener: ProtocolListener | None = None

@@ -63,7 +63,9 @@ class ClientSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        for argv in self.parser.feed(data):
+        commands = self.parser.feed(data)
+        self.fe.commands += len(commands)
+        for argv in commands:
             self.dispatch(argv)
             if self.closing:
                 break

@@ -249,6 +249,8 @@ class Supervisor:
                 self._on_stats(handle, msg["servers"])
                 if "http" in msg:
                     self.http_stats.merge(msg["http"])
+                if "redis" in msg and self.redis is not None:
+                    self.redis.proxy_stats(handle.index, msg["redis"])
             elif kind == "result":
                 self._on_result(msg)
             elif kind == "applied":

@@ -229,10 +229,17 @@ class Worker:
         for fe in [*self.frontends.values(), *self.retired]:
             if isinstance(fe, HttpFrontend):
                 http += fe.stats.drain()
-        if rows or http:
+        redis = [
+            [fe.cfg.listen, len(fe.sessions), fe.commands]
+            for fe in self.frontends.values()
+            if isinstance(fe, RedisFrontend)
+        ]
+        if rows or http or redis:
             msg: dict[str, Any] = {"t": "stats", "servers": rows}
             if http:
                 msg["http"] = http
+            if redis:
+                msg["redis"] = redis
             self.channel.send(msg)
         if not self._stopping:
             self.loop.call_later(STATS_INTERVAL, self._send_stats)
