@@ -122,3 +122,48 @@ def test_sentinel_switches_are_followed(tmp_path, redis_servers, steelyard):
     assert a2.command(b"GET", key.encode()) == b"after"
     group = sy.api("GET", "/api/redis")["groups"][0]
     assert (group["master"], group["replicas"]) == (a2.address, [a.address])
+
+
+def test_reads_go_to_replicas_in_sync(tmp_path, redis_servers, steelyard):
+    fast = ("--repl-diskless-sync-delay", "0")
+    a, a2, b = redis_servers(*fast), redis_servers(*fast), redis_servers()
+    port = free_port()
+    cfg = base_config(tmp_path, workers=2)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}", "read_from_replicas": True}],
+        "groups": [
+            {"id": 1, "master": a.address, "replicas": [a2.address]},
+            {"id": 2, "master": b.address},
+        ],
+        "health_interval": "200ms",
+    }
+    sy = steelyard(cfg)
+    wait_for(lambda: sy.api("GET", "/api/redis")["groups"][0]["readers"] == [a2.address],
+             what="the replica fit for reads")  # fmt: skip
+    r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+    keys = [f"r{i}" for i in range(100) if slot_of(f"r{i}".encode()) < 512][:10]
+    for k in keys:
+        assert r.set(k, k)  # writes: the master
+    wait_for(lambda: a2.command(b"DBSIZE") == len(keys), what="replicated")
+
+    def calls(server, command: str) -> int:
+        text = server.command(b"INFO", b"commandstats").decode()
+        for line in text.splitlines():
+            if line.startswith(f"cmdstat_{command}:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
+    for k in keys:
+        assert r.get(k) == k.encode()
+    assert r.mget(keys) == [k.encode() for k in keys]
+    assert calls(a2, "get") == len(keys) and calls(a, "get") == 0
+    assert calls(a2, "mget") == 1 and calls(a, "mget") == 0
+    assert calls(a, "set") == len(keys)
+    # a replica that goes away stops serving reads: the master answers at once, then alone
+    a2.stop()
+    for k in keys:
+        assert r.get(k) == k.encode()
+    wait_for(lambda: sy.api("GET", "/api/redis")["groups"][0]["readers"] == [],
+             what="the replica taken out of reads")  # fmt: skip
+    assert r.get(keys[0]) == keys[0].encode()
+    assert calls(a, "get") == len(keys) + 1

@@ -44,7 +44,8 @@ class CommandInfo:
 
     @property
     def write(self) -> bool:
-        return "write" in self.flags
+        """May change data: everything not flagged readonly (EVAL too; EVAL_RO is readonly)."""
+        return "readonly" not in self.flags
 
     @property
     def blocking(self) -> bool:

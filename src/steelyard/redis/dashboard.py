@@ -46,6 +46,7 @@ class Dashboard:
         self.broadcast = broadcast
         self.topo = slotstore.load(store, cfg)
         self.held: dict[int, list[str]] = {}  # slot -> keys (latin-1) proxies hold
+        self.readers: dict[int, list[str]] = {}  # group -> replicas up and in sync
         self.lock = asyncio.Lock()
         self.progress: Progress | None = None
         data = store.get(PROGRESS_KEY)
@@ -96,7 +97,14 @@ class Dashboard:
 
     def view(self) -> dict[str, Any]:
         """What proxies route by (sent with every config and on every change)."""
-        return self.topo.proxy_view(self.held)
+        return self.topo.proxy_view(self.held, self.readers)
+
+    async def set_readers(self, readers: dict[int, list[str]]) -> None:
+        """The replicas fit for reads changed (health): every proxy learns it."""
+        if readers != self.readers:
+            async with self.lock:
+                self.readers = readers
+                await self.broadcast(self.view())
 
     async def publish(self) -> None:
         slotstore.save(self.store, self.topo)
@@ -355,6 +363,7 @@ class Dashboard:
                     "slots": len(owned),
                     "ranges": ranges(owned),
                     "servers": {a: self.health.status(a) for a in g.servers()},
+                    "readers": self.readers.get(g.id, []),
                 }
             )
         moves = [

@@ -135,8 +135,30 @@ class HealthWatcher:
                 checks=w.state.streak,
             )
 
+    def readers(self) -> dict[int, list[str]]:
+        """Replicas that may serve reads: up, replicating, and with their link to the master up."""
+        out: dict[int, list[str]] = {}
+        for g in self.dashboard.topo.groups.values():
+            fit = []
+            for r in g.replicas:
+                w = self.watches.get(r)
+                if (
+                    w is not None
+                    and w.state.up
+                    and w.info.get("role") == "slave"
+                    and (
+                        w.info.get("master_link_status") == "up"
+                        and f"{w.info.get('master_host')}:{w.info.get('master_port')}" == g.master
+                    )
+                ):
+                    fit.append(r)
+            if fit:
+                out[g.id] = fit
+        return out
+
     async def act(self) -> None:
         dashboard = self.dashboard
+        await dashboard.set_readers(self.readers())
         for g in list(dashboard.topo.groups.values()):
             master = self.watches.get(g.master)
             if master is None:

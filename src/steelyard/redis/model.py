@@ -239,9 +239,12 @@ class Topology:
         moves = {int(k): Move(int(v[0]), int(v[1]), str(v[2])) for k, v in data["moves"].items()}
         return cls(groups, slots, moves, set(data.get("removed", [])), int(data.get("version", 0)))
 
-    def proxy_view(self, held: dict[int, list[str]] | None = None) -> dict[str, Any]:
-        """What a proxy routes by: group members, slot owners, and each moving slot's state
-        with its source and target masters (and the keys held while the mover copies them)."""
+    def proxy_view(
+        self, held: dict[int, list[str]] | None = None, readers: dict[int, list[str]] | None = None
+    ) -> dict[str, Any]:
+        """What a proxy routes by: group members, slot owners, each moving slot's state with
+        its source and target masters (and the keys held while the mover copies them), and the
+        replicas fit to serve reads (`read_from_replicas`)."""
         moving: dict[str, Any] = {}
         for s, m in self.moves.items():
             if m.state == "pending":
@@ -257,6 +260,7 @@ class Topology:
             "groups": {str(g.id): g.to_json() for g in self.groups.values()},
             "slots": list(self.slots),
             "moving": moving,
+            "readers": {str(g): list(r) for g, r in (readers or {}).items() if r},
         }
 
 

@@ -61,6 +61,7 @@ class Router:
         self.moving: list[Moving | None] = [Moving(s, UNASSIGNED) for s in range(SLOTS)]
         self.masters: dict[int, str] = {}  # group id -> master
         self.replicas: dict[int, list[str]] = {}
+        self.readers: dict[str, list[str]] = {}  # master -> replicas serving reads now
         self.version = -1
 
     # applying a view -----------------------------------------------------------------------
@@ -72,6 +73,11 @@ class Router:
         self.masters = {int(g): v["master"] for g, v in groups.items()}
         self.replicas = {int(g): list(v.get("replicas", [])) for g, v in groups.items()}
         self.version = int(view.get("version", 0))
+        self.readers = {
+            self.masters[int(g)]: list(r)
+            for g, r in view.get("readers", {}).items()
+            if int(g) in self.masters
+        }
         moving_view: dict[str, Any] = view.get("moving", {})
         waits: list[asyncio.Future[None]] = []
         lock_sources: set[str] = set()

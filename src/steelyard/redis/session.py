@@ -50,6 +50,8 @@ class ClientSession(asyncio.Protocol):
         # The router's tables (changed in place by every view the dashboard pushes).
         self.route = fe.router.route
         self.moving = fe.router.moving
+        self.read_replicas = fe.cfg.read_from_replicas
+        self._turn = 0
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -118,8 +120,12 @@ class ClientSession(asyncio.Protocol):
         if kind is Kind.SLOT:
             slot = decision.slot
             if self.moving[slot] is None:
-                conn = self.fe.backends.get(self.route[slot], self.db)
-                conn.send(resp.encode_command(argv), self.reserve())
+                address = self.route[slot]
+                if self.read_replicas and not decision.write:
+                    self.read(address, resp.encode_command(argv))
+                else:
+                    conn = self.fe.backends.get(address, self.db)
+                    conn.send(resp.encode_command(argv), self.reserve())
             else:
                 self.forward(slot, [argv[i] for i in decision.keys], resp.encode_command(argv))
         elif kind is Kind.BLOCKING:
@@ -142,6 +148,32 @@ class ClientSession(asyncio.Protocol):
 
     def answer(self, data: bytes) -> None:
         self.replies.append(ReplySlot(data))
+
+    def reader(self, master: str) -> str:
+        """A replica of `master` for a read, in turn (the master when none is fit)."""
+        readers = self.fe.router.readers.get(master)
+        if not readers:
+            return master
+        self._turn += 1
+        return readers[self._turn % len(readers)]
+
+    def read(self, master: str, command: bytes) -> None:
+        """A read on a replica of `master`; if that replica cannot answer, on the master."""
+        fill = self.reserve()
+        reader = self.reader(master)
+        backends, db = self.fe.backends, self.db
+        if reader == master:
+            backends.get(master, db).send(command, fill)
+            return
+
+        def answered(raw: bytes) -> None:
+            if raw.startswith(REPLICA_UNFIT):
+                backends.get(master, db).send(command, fill)
+                backends.flush()
+            else:
+                fill(raw)
+
+        backends.get(reader, db).send(command, answered)
 
     def forward(self, slot: int, keys: list[bytes], command: bytes) -> None:
         """Send `command` (naming `keys`) to `slot` on the shared connections."""
@@ -374,9 +406,13 @@ class ClientSession(asyncio.Protocol):
         route, moving = self.route, self.moving
         # key positions in argv, in order, per server (or per moving slot: its keys move first)
         groups: dict[str | int, list[int]] = {}
+        readers: dict[str, str] | None = {} if self.read_replicas and not decision.write else None
         for i in positions:
             slot = slot_of(argv[i])
             part: str | int = route[slot] if moving[slot] is None else slot
+            if readers is not None and isinstance(part, str):
+                # one replica per master for the whole command, so it stays one request each
+                part = readers.get(part) or readers.setdefault(part, self.reader(part))
             groups.setdefault(part, []).append(i)
         sends = []
         db, backends, router = self.db, self.fe.backends, self.fe.router
@@ -623,6 +659,10 @@ class ClientSession(asyncio.Protocol):
         if self.closing and not replies and transport is not None:
             transport.close()
 
+
+# A replica's answers that mean "ask the master": our own connection errors, a replica still
+# loading its data, or one that lost its master with replica-serve-stale-data off.
+REPLICA_UNFIT = (b"-ERR backend ", b"-LOADING", b"-MASTERDOWN")
 
 SCAN_GROUP_BITS = 14  # enough for the 9999 groups a config may name
 SCAN_GROUP_MASK = (1 << SCAN_GROUP_BITS) - 1
