@@ -133,3 +133,23 @@ def _blocks(base: str, argv: list[bytes], flagged: bool) -> bool:
     if base in ("xread", "xreadgroup"):
         return any(a.upper() == b"BLOCK" for a in argv)
     return flagged
+
+
+def fast_table(table: CommandTable) -> dict[bytes, tuple[int, bool]]:
+    """Commands whose only key is argv[1] and that need nothing but forwarding (GET, SET,
+    INCR, HSET, LPUSH, ...), by their name as clients send it (lower or upper case): (arity,
+    may write). The session routes these without `classify`; every other spelling or command
+    takes the general path."""
+    out: dict[bytes, tuple[int, bool]] = {}
+    excluded = LOCAL | TRANSACTION | PUBSUB | FANOUT | SPLIT | UNSUPPORTED
+    for name, info in table.commands.items():
+        if name in excluded or info.subcommands or info.blocking or len(info.specs) != 1:
+            continue
+        if "movablekeys" in info.flags or not (info.arity >= 2 or info.arity <= -2):
+            continue
+        spec = info.specs[0]
+        if (spec.begin, spec.index, spec.find, spec.lastkey) != ("index", 1, "range", 0):
+            continue
+        for spelling in (name.encode(), name.upper().encode()):
+            out[spelling] = (info.arity, info.write)
+    return out

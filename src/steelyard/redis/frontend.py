@@ -8,6 +8,7 @@ from typing import Any
 from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
 from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
+from steelyard.redis.dispatch import fast_table
 from steelyard.redis.model import Topology
 from steelyard.redis.router import Router
 from steelyard.redis.session import ClientSession
@@ -27,6 +28,7 @@ class RedisFrontend:
         self.redis = redis
         self.loop = loop
         self.table = CommandTable.snapshot()
+        self.fast = fast_table(self.table)
         self.backends = BackendPool(loop, cfg.backend_auth)
         self.sessions: set[ClientSession] = set()
         self.commands = 0  # commands read, for the dashboard's proxy table

@@ -12,11 +12,14 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from zlib import crc32
 
 from steelyard.log import log
 from steelyard.redis import pubsub, resp
 from steelyard.redis.dispatch import CROSSSLOT, Decision, Kind, classify, not_supported
-from steelyard.redis.slots import slot_of
+from steelyard.redis.slots import SLOTS, slot_of
+
+SLOT_MASK = SLOTS - 1  # crc32 % 1024, as a mask
 
 if TYPE_CHECKING:
     from steelyard.redis.backend import BackendConn
@@ -51,6 +54,7 @@ class ClientSession(asyncio.Protocol):
         self.route = fe.router.route
         self.moving = fe.router.moving
         self.read_replicas = fe.cfg.read_from_replicas
+        self.fast = fe.fast
         self._turn = 0
 
     # asyncio.Protocol -----------------------------------------------------------------------
@@ -67,7 +71,30 @@ class ClientSession(asyncio.Protocol):
             return
         commands = self.parser.feed(data)
         self.fe.commands += len(commands)
+        fast, moving, route, backends = self.fast, self.moving, self.route, self.fe.backends
         for argv in commands:
+            # The fast path: a single-key command (GET, SET, INCR, HSET, ...) on a slot at
+            # rest goes straight to its owner; everything else takes dispatch().
+            spec = fast.get(argv[0])
+            if spec is not None and self.authed and self.tx is None and self.subs is None:
+                arity, write = spec
+                n = len(argv)
+                if n == arity or (arity < 0 and n >= -arity):
+                    key = argv[1]
+                    start = key.find(b"{")
+                    if start >= 0:
+                        end = key.find(b"}", start + 1)
+                        if end >= 0:
+                            key = key[start + 1 : end]
+                    slot = crc32(key) & SLOT_MASK
+                    if moving[slot] is None:
+                        if write or not self.read_replicas:
+                            backends.get(route[slot], self.db).send(
+                                resp.encode_command(argv), self.reserve()
+                            )
+                        else:
+                            self.read(route[slot], resp.encode_command(argv))
+                        continue
             self.dispatch(argv)
             if self.closing:
                 break
@@ -76,7 +103,8 @@ class ClientSession(asyncio.Protocol):
             log("redis_protocol_error", "warn", peer=self.peer, cause=str(error))
             self.replies.append(ReplySlot(resp.error(f"ERR Protocol error: {error}")))
             self.closing = True
-        self.fe.backends.flush()  # this batch's requests leave now, one send per backend
+        # The requests leave at the end of this loop turn, with those of every other client
+        # read in the same turn: one send per backend for all of them.
         self.write_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
