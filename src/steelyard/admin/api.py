@@ -17,7 +17,8 @@ Routes (the paths are part of the public contract):
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
 is logged with its peer. When a token is configured, every request, /healthz and /metrics
-included, must carry `Authorization: Bearer <token>`; off loopback a token is mandatory.
+included, must carry `Authorization: Bearer <token>` (static pages excepted: they hold no data);
+off loopback a token is mandatory.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ MAX_BODY = 64 * 1024  # a runtime change is a few bytes; refuse anything resembl
 SHUTDOWN_TIMEOUT = 2.0  # how long stop() waits for requests in flight
 STATES = tuple(s.value for s in AdminState)
 PUT_KEYS = frozenset({"state", "weight"})
+# Static pages hold no data and a browser cannot put a header on a page request: they load
+# without a token, and every API call they make sends the one given in `?token=`.
+PUBLIC_PAGES = frozenset({"/ui/redis"})
 
 
 class Controller(Protocol):
@@ -168,6 +172,8 @@ def _auth(token: str) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "GET" and request.path in PUBLIC_PAGES:
+            return await handler(request)
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="steelyard"'}
         if scheme.lower() != "bearer" or not credential.strip():
