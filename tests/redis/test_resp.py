@@ -43,6 +43,29 @@ def test_multibulk_and_inline_commands(bytewise):
     assert p.feed(b"NG\r\n") == [[b"PING"]]
 
 
+@BYTEWISE
+def test_raws_are_the_commands_as_sent(bytewise):
+    get, big = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", resp.encode_command([b"SET", b"k", b"v" * 100])
+    p = RequestParser()
+    raws = []
+    for chunk in (
+        [get + b"PING\r\n" + big[:10], big[10:] + get]
+        if not bytewise
+        else [bytes([c]) for c in get + b"PING\r\n" + big + get]
+    ):
+        p.feed(chunk)
+        raws += p.raws
+    assert raws == [get, None, big, get]  # inline commands are encoded again: None
+    # a command whose many arguments outgrow the buffer is encoded again
+    huge = resp.encode_command([b"MSET", *[b"x" * 100] * 2000])
+    p = RequestParser()
+    commands, raws = [], []
+    for i in range(0, len(huge), 4096):
+        commands += p.feed(huge[i : i + 4096])
+        raws += p.raws
+    assert commands == [[b"MSET", *[b"x" * 100] * 2000]] and raws == [None]
+
+
 def test_binary_safe_values_and_big_bulks():
     value = bytes(range(256)) * 1000 + b"\r\n*1\r\n"
     cmd = resp.encode_command([b"SET", b"k", value])

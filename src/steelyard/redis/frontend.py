@@ -32,6 +32,8 @@ class RedisFrontend:
         self.backends = BackendPool(loop, cfg.backend_auth)
         self.sessions: set[ClientSession] = set()
         self.commands = 0  # commands read, for the dashboard's proxy table
+        self._writers: list[ClientSession] = []
+        self._write_scheduled = False
         self.router = Router(self.backends, cfg.backend_auth, redis.migrate_timeout)
         self.router.apply(view or config_view(redis))
         self._listener: ProtocolListener | None = None
@@ -49,6 +51,20 @@ class RedisFrontend:
     @property
     def masters(self) -> dict[int, str]:
         return self.router.masters
+
+    def want_write(self, session: ClientSession) -> None:
+        """`session` has replies to write: all such sessions are written once, at the end of
+        the loop turn (one scheduled callback for all of them rather than one each)."""
+        self._writers.append(session)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_all)
+
+    def _write_all(self) -> None:
+        self._write_scheduled = False
+        writers, self._writers = self._writers, []
+        for session in writers:
+            session.write_ready()
 
     def update(
         self, cfg: RedisProxyConfig, redis: RedisConfig, view: dict[str, Any] | None

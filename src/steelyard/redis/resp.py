@@ -26,7 +26,12 @@ class ProtocolError(Exception):
 
 
 class RequestParser:
-    """Client bytes -> commands (argv lists). Resumes mid-command without rescanning."""
+    """Client bytes -> commands (argv lists). Resumes mid-command without rescanning.
+
+    `raws[i]` is the i-th command of the last `feed` exactly as the client sent it (a RESP
+    array), so the proxy forwards those bytes instead of encoding argv again; it is None for
+    inline commands and for a command too big to keep whole in the buffer.
+    """
 
     def __init__(self, max_bulk: int = DEFAULT_MAX_BULK) -> None:
         self.max_bulk = max_bulk
@@ -35,27 +40,32 @@ class RequestParser:
         self._argc = -1  # arguments still to read in the current multibulk, -1 outside one
         self._args: Command = []
         self._bulk = -1  # length of the bulk being waited for, -1 when reading a header
+        self._start = -1  # where the current multibulk starts in the buffer (-1: not kept)
+        self.raws: list[bytes | None] = []
 
     error: ProtocolError | None = None  # set once input was malformed; feed returns [] after
 
     def feed(self, data: bytes) -> list[Command]:
         """Complete commands in order. Malformed input sets `error`: the commands before it
         are still returned (to be answered first), then the connection is to be closed."""
+        self.raws = raws = []
         if self.error is not None:
             return []
         buf = self._buf
-        if self._pos and self._pos == len(buf):
+        # Only between commands: the one under way must stay whole for `raws`.
+        if self._pos and self._pos == len(buf) and self._argc < 0:
             buf.clear()
             self._pos = 0
         buf += data
         out: list[Command] = []
         pos = self._pos
         n = len(buf)
+        find = buf.find
         try:
             while pos < n:
                 if self._argc < 0:
                     if buf[pos] == 0x2A:  # '*'
-                        end = buf.find(b"\r\n", pos)
+                        end = find(b"\r\n", pos)
                         if end < 0:
                             if n - pos > MAX_INLINE:
                                 raise ProtocolError("too big mbulk count string")
@@ -63,13 +73,14 @@ class RequestParser:
                         count = _number(buf, pos + 1, end, "invalid multibulk length")
                         if count > MAX_MULTIBULK:
                             raise ProtocolError("invalid multibulk length")
+                        self._start = pos
                         pos = end + 2
                         if count <= 0:
                             continue  # *0 and *-1: nothing to run, as Redis
                         self._argc = count
                         self._args = []
                     else:
-                        end = buf.find(b"\n", pos)
+                        end = find(b"\n", pos)
                         if end < 0:
                             if n - pos > MAX_INLINE:
                                 raise ProtocolError("too big inline request")
@@ -83,36 +94,46 @@ class RequestParser:
                         args = split_inline(line)
                         if args:
                             out.append(args)
+                            raws.append(None)
                         continue
-                if self._bulk < 0:
-                    if pos >= n:
+                args = self._args
+                while True:
+                    size = self._bulk
+                    if size < 0:
+                        if pos >= n:
+                            break
+                        if buf[pos] != 0x24:  # '$'
+                            got = chr(buf[pos])
+                            raise ProtocolError(f"expected '$', got '{got}'")
+                        end = find(b"\r\n", pos)
+                        if end < 0:
+                            if n - pos > MAX_INLINE:
+                                raise ProtocolError("too big bulk count string")
+                            break
+                        digits = buf[pos + 1 : end]
+                        if not digits.isdigit():
+                            raise ProtocolError("invalid bulk length")
+                        size = int(digits)
+                        if size > self.max_bulk:
+                            raise ProtocolError("invalid bulk length")
+                        self._bulk = size
+                        pos = end + 2
+                    if n - pos < size + 2:
                         break
-                    if buf[pos] != 0x24:  # '$'
-                        got = chr(buf[pos])
-                        raise ProtocolError(f"expected '$', got '{got}'")
-                    end = buf.find(b"\r\n", pos)
-                    if end < 0:
-                        if n - pos > MAX_INLINE:
-                            raise ProtocolError("too big bulk count string")
+                    if buf[pos + size] != 13 or buf[pos + size + 1] != 10:
+                        raise ProtocolError("expected CRLF after a bulk string")
+                    args.append(bytes(buf[pos : pos + size]))
+                    pos += size + 2
+                    self._bulk = -1
+                    self._argc -= 1
+                    if self._argc == 0:
                         break
-                    size = _number(buf, pos + 1, end, "invalid bulk length")
-                    if size < 0 or size > self.max_bulk:
-                        raise ProtocolError("invalid bulk length")
-                    self._bulk = size
-                    pos = end + 2
-                size = self._bulk
-                if n - pos < size + 2:
-                    break
-                if buf[pos + size] != 13 or buf[pos + size + 1] != 10:
-                    raise ProtocolError("expected CRLF after a bulk string")
-                self._args.append(bytes(buf[pos : pos + size]))
-                pos += size + 2
-                self._bulk = -1
-                self._argc -= 1
-                if self._argc == 0:
-                    out.append(self._args)
-                    self._args = []
-                    self._argc = -1
+                if self._argc != 0:
+                    break  # waiting for more bytes
+                out.append(args)
+                raws.append(bytes(buf[self._start : pos]) if self._start >= 0 else None)
+                self._args = []
+                self._argc = -1
         except ProtocolError as exc:
             self.error = exc
         self._pos = pos
@@ -120,6 +141,7 @@ class RequestParser:
         if pos > 65536 and pos * 2 > n:
             del buf[:pos]
             self._pos = 0
+            self._start = -1  # the command under way is no longer whole: it is encoded again
         return out
 
 

@@ -69,10 +69,11 @@ class ClientSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        commands = self.parser.feed(data)
+        parser = self.parser
+        commands = parser.feed(data)
         self.fe.commands += len(commands)
         fast, moving, route, backends = self.fast, self.moving, self.route, self.fe.backends
-        for argv in commands:
+        for argv, raw in zip(commands, parser.raws, strict=True):
             # The fast path: a single-key command (GET, SET, INCR, HSET, ...) on a slot at
             # rest goes straight to its owner; everything else takes dispatch().
             spec = fast.get(argv[0])
@@ -88,12 +89,11 @@ class ClientSession(asyncio.Protocol):
                             key = key[start + 1 : end]
                     slot = crc32(key) & SLOT_MASK
                     if moving[slot] is None:
+                        command = raw or resp.encode_command(argv)
                         if write or not self.read_replicas:
-                            backends.get(route[slot], self.db).send(
-                                resp.encode_command(argv), self.reserve()
-                            )
+                            backends.get(route[slot], self.db).send(command, self.reserve())
                         else:
-                            self.read(route[slot], resp.encode_command(argv))
+                            self.read(route[slot], command)
                         continue
             self.dispatch(argv)
             if self.closing:
@@ -670,10 +670,11 @@ class ClientSession(asyncio.Protocol):
     # replies ----------------------------------------------------------------------------------
 
     def ready(self) -> None:
-        """A reply arrived: write what is ready at the next loop turn (one write per batch)."""
+        """A reply arrived: write what is ready at the end of this loop turn (one write per
+        session per turn, however many of its replies came in)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self.write_ready)
+            self.fe.want_write(self)
 
     def write_ready(self) -> None:
         self._flush_scheduled = False
