@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steelyard.redis import resp
-from steelyard.redis.resp import ReplyFramer, RequestParser, split_inline
+from steelyard.redis.resp import FastRequestParser, ReplyFramer, RequestParser, split_inline
 
 
 def feed(parser: RequestParser, data: bytes, bytewise: bool) -> list[list[bytes]]:
@@ -19,10 +19,13 @@ def feed(parser: RequestParser, data: bytes, bytewise: bool) -> list[list[bytes]
 
 
 BYTEWISE = pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+# Every parser test runs on both: the proxy's (hiredis, handing odd input over) and the exact one.
+PARSERS = pytest.mark.parametrize("parser", [FastRequestParser, RequestParser])
 
 
 @BYTEWISE
-def test_multibulk_and_inline_commands(bytewise):
+@PARSERS
+def test_multibulk_and_inline_commands(parser, bytewise):
     data = (
         b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
@@ -32,7 +35,7 @@ def test_multibulk_and_inline_commands(bytewise):
         b"SET k \"a b\\x41\\n\" 'c d'\n"
         b"*1\r\n$4\r\nPI"  # incomplete: waits
     )
-    p = RequestParser()
+    p = parser()
     assert feed(p, data, bytewise) == [
         [b"GET", b"key"],
         [b"SET", b"k", b""],
@@ -44,9 +47,10 @@ def test_multibulk_and_inline_commands(bytewise):
 
 
 @BYTEWISE
-def test_raws_are_the_commands_as_sent(bytewise):
+@PARSERS
+def test_raws_are_the_commands_as_sent(parser, bytewise):
     get, big = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", resp.encode_command([b"SET", b"k", b"v" * 100])
-    p = RequestParser()
+    p = parser()
     raws = []
     for chunk in (
         [get + b"PING\r\n" + big[:10], big[10:] + get]
@@ -58,7 +62,7 @@ def test_raws_are_the_commands_as_sent(bytewise):
     assert raws == [get, None, big, get]  # inline commands are encoded again: None
     # a command whose many arguments outgrow the buffer is encoded again
     huge = resp.encode_command([b"MSET", *[b"x" * 100] * 2000])
-    p = RequestParser()
+    p = parser()
     commands, raws = [], []
     for i in range(0, len(huge), 4096):
         commands += p.feed(huge[i : i + 4096])
@@ -66,10 +70,11 @@ def test_raws_are_the_commands_as_sent(bytewise):
     assert commands == [[b"MSET", *[b"x" * 100] * 2000]] and raws == [None]
 
 
-def test_binary_safe_values_and_big_bulks():
+@PARSERS
+def test_binary_safe_values_and_big_bulks(parser):
     value = bytes(range(256)) * 1000 + b"\r\n*1\r\n"
     cmd = resp.encode_command([b"SET", b"k", value])
-    p = RequestParser()
+    p = parser()
     out = []
     for i in range(0, len(cmd), 1000):
         out += p.feed(cmd[i : i + 1000])
@@ -86,37 +91,46 @@ MALFORMED = {
     "bad_bulk": b"*1\r\n$a\r\n",
     "not_a_bulk": b"*1\r\nPING\r\n",
     "inline_too_big": b"a" * 70000,
+    # other RESP types inside a command: hiredis reads them, the proxy must refuse them
+    "simple_string_element": b"*2\r\n$3\r\nGET\r\n+key\r\n",
+    "integer_element": b"*2\r\n$3\r\nGET\r\n:1\r\n",
+    "nested_array": b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\na\r\n",
+    "null_element": b"*2\r\n$3\r\nGET\r\n$-1\r\n",
     "unbalanced_quotes": b'SET k "unbalanced\r\n',
 }
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_errors_match_redis(name, redis_servers):
+@PARSERS
+def test_errors_match_redis(parser, name, redis_servers):
     server = redis_servers()
     expected = server.raw(MALFORMED[name])
     assert expected.startswith(b"-ERR Protocol error: "), expected
-    p = RequestParser()
+    p = parser()
     assert p.feed(MALFORMED[name]) == []
     assert p.error is not None
     assert resp.error(f"ERR Protocol error: {p.error}") == expected
 
 
-def test_missing_crlf_after_a_bulk_is_an_error():
+@PARSERS
+def test_missing_crlf_after_a_bulk_is_an_error(parser):
     # Redis skips the two bytes unchecked; a proxy must not guess where the next command starts.
-    p = RequestParser()
+    p = parser()
     assert p.feed(b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n") == []
     assert str(p.error) == "expected CRLF after a bulk string"
 
 
-def test_commands_before_an_error_are_kept():
-    p = RequestParser()
+@PARSERS
+def test_commands_before_an_error_are_kept(parser):
+    p = parser()
     assert p.feed(b"*1\r\n$4\r\nPING\r\n*x\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
     assert str(p.error) == "invalid multibulk length"
     assert p.feed(b"*1\r\n$4\r\nPING\r\n") == []  # nothing more once broken
 
 
-def test_max_bulk_is_enforced_before_buffering():
-    p = RequestParser(max_bulk=10)
+@PARSERS
+def test_max_bulk_is_enforced_before_buffering(parser):
+    p = parser(max_bulk=10)
     assert p.feed(b"*2\r\n$3\r\nGET\r\n$11\r\n") == []
     assert str(p.error) == "invalid bulk length"
 

@@ -145,6 +145,103 @@ class RequestParser:
         return out
 
 
+class FastRequestParser:
+    """The request parser of the proxy: hiredis (C) reads the commands, and each is checked
+    to be exactly the canonical RESP array of its arguments (what every client library sends),
+    which is then what the proxy forwards. Anything else (an inline command, another RESP type
+    inside an array, a malformed or very large command) hands the connection over to the exact
+    `RequestParser` from that command on, so it gets Redis's own answer or error text.
+
+    Same interface as RequestParser: `feed(data)` -> commands, `raws`, `error`.
+    """
+
+    # A command still incomplete past this many bytes (a big value on its way) is read by
+    # RequestParser, which checks max_bulk at the bulk's header instead of buffering it.
+    MAX_PENDING = 64 * 1024
+
+    def __init__(self, max_bulk: int = DEFAULT_MAX_BULK) -> None:
+        self.max_bulk = max_bulk
+        self.reader = hiredis.Reader()
+        self._buf = bytearray()
+        self._pos = 0
+        self.slow: RequestParser | None = None
+        self.raws: list[bytes | None] = []
+
+    @property
+    def error(self) -> ProtocolError | None:
+        return self.slow.error if self.slow is not None else None
+
+    def feed(self, data: bytes) -> list[Command]:
+        slow = self.slow
+        if slow is not None:
+            out = slow.feed(data)
+            self.raws = slow.raws
+            return out
+        buf = self._buf
+        pos = self._pos
+        if pos == len(buf):
+            if pos:
+                buf.clear()
+                pos = 0
+            if data[:1] != b"*":
+                return self._hand_over(data, [], [])  # an inline command
+        buf += data
+        reader = self.reader
+        reader.feed(data)
+        out: list[Command] = []
+        self.raws = raws = []
+        pending = len(buf) - pos
+        while True:
+            try:
+                command = reader.gets()
+            except hiredis.ProtocolError:
+                break
+            if command is False:
+                self._pos = pos
+                if pending > self.MAX_PENDING or pending > self.max_bulk:
+                    break
+                if pending:
+                    # hiredis waits for a bulk of any announced size, where Redis refuses one
+                    # over its limit at once: the exact parser looks at the part received.
+                    probe = RequestParser(self.max_bulk)
+                    probe.feed(bytes(buf[pos:]))
+                    if probe.error is not None:
+                        break
+                return out
+            left = reader.len()
+            used = pending - left
+            if command.__class__ is not list or not command:
+                empty = b"*-1\r\n" if command is None else b"*0\r\n" if command == [] else b""
+                if empty and buf.startswith(empty, pos) and used == len(empty):
+                    pos += used  # *-1 and *0: nothing to run, as Redis
+                    pending = left
+                    continue
+                break
+            try:
+                raw = encode_command(command)
+            except TypeError:
+                break  # an integer, array or null inside the array
+            if len(raw) != used or used > self.max_bulk or not buf.startswith(raw, pos):
+                break
+            out.append(command)
+            raws.append(raw)
+            pos += used
+            pending = left
+        # Not the canonical form: RequestParser reads on from the start of this command.
+        return self._hand_over(bytes(buf[pos:]), out, raws)
+
+    def _hand_over(
+        self, rest: bytes, out: list[Command], raws: list[bytes | None]
+    ) -> list[Command]:
+        slow = self.slow = RequestParser(self.max_bulk)
+        self._buf = bytearray()
+        self.reader = hiredis.Reader()
+        out += slow.feed(rest)
+        raws += slow.raws
+        self.raws = raws
+        return out
+
+
 def _number(buf: bytearray, start: int, end: int, message: str) -> int:
     text = bytes(buf[start:end])
     if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
@@ -295,7 +392,17 @@ def parse(raw: bytes) -> object:
 
 
 def encode_command(args: Command) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+    # The usual shapes in one formatting operation each (GET k; SET k v): the hot path.
+    n = len(args)
+    if n == 2:
+        a, b = args
+        return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+    if n == 3:
+        a, b, c = args
+        return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(a), a, len(b), b, len(c), c,
+        )  # fmt: skip
+    parts = [b"*%d\r\n" % n]
     for a in args:
         parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
     return b"".join(parts)

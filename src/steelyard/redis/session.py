@@ -42,7 +42,7 @@ class ClientSession(asyncio.Protocol):
         self.fe = fe
         self.loop = fe.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = resp.RequestParser(fe.redis.max_bulk_bytes)
+        self.parser = resp.FastRequestParser(fe.redis.max_bulk_bytes)
         self.replies: deque[ReplySlot] = deque()
         self.db = 0
         self.authed = fe.cfg.auth is None
