@@ -70,6 +70,20 @@ def test_raws_are_the_commands_as_sent(parser, bytewise):
     assert commands == [[b"MSET", *[b"x" * 100] * 2000]] and raws == [None]
 
 
+def test_canonical_pipelines_stay_on_the_fast_parser():
+    commands = [[b"SET", b"key:%d" % i, b"v" * (i % 50)] for i in range(5000)]
+    data = b"".join(resp.encode_command(c) for c in commands)
+    p = FastRequestParser()
+    out, raws, at, step = [], [], 0, 1
+    while at < len(data):
+        out += p.feed(data[at : at + step])
+        raws += p.raws
+        at, step = at + step, step % 97 + 13  # cut everywhere, commands included
+    assert out == commands and raws == [resp.encode_command(c) for c in commands]
+    assert p.slow is None  # never handed over
+    assert len(p._buf) < 2 * FastRequestParser.MAX_PENDING  # and its buffer stays bounded
+
+
 @PARSERS
 def test_binary_safe_values_and_big_bulks(parser):
     value = bytes(range(256)) * 1000 + b"\r\n*1\r\n"

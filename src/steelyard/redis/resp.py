@@ -190,7 +190,6 @@ class FastRequestParser:
         reader.feed(data)
         out: list[Command] = []
         self.raws = raws = []
-        pending = len(buf) - pos
         while True:
             try:
                 command = reader.gets()
@@ -198,6 +197,7 @@ class FastRequestParser:
                 break
             if command is False:
                 self._pos = pos
+                pending = len(buf) - pos
                 if pending > self.MAX_PENDING or pending > self.max_bulk:
                     break
                 if pending:
@@ -207,26 +207,27 @@ class FastRequestParser:
                     probe.feed(bytes(buf[pos:]))
                     if probe.error is not None:
                         break
+                if pos > self.MAX_PENDING:
+                    del buf[:pos]  # what hiredis has read: keep the buffer bounded
+                    self._pos = 0
                 return out
-            left = reader.len()
-            used = pending - left
+            # hiredis does not say how many bytes a command took; a command is accepted when
+            # the bytes at `pos` are its canonical encoding, which then is what it took.
             if command.__class__ is not list or not command:
                 empty = b"*-1\r\n" if command is None else b"*0\r\n" if command == [] else b""
-                if empty and buf.startswith(empty, pos) and used == len(empty):
-                    pos += used  # *-1 and *0: nothing to run, as Redis
-                    pending = left
+                if empty and buf.startswith(empty, pos):
+                    pos += len(empty)  # *-1 and *0: nothing to run, as Redis
                     continue
                 break
             try:
                 raw = encode_command(command)
             except TypeError:
                 break  # an integer, array or null inside the array
-            if len(raw) != used or used > self.max_bulk or not buf.startswith(raw, pos):
+            if len(raw) > self.max_bulk or not buf.startswith(raw, pos):
                 break
             out.append(command)
             raws.append(raw)
-            pos += used
-            pending = left
+            pos += len(raw)
         # Not the canonical form: RequestParser reads on from the start of this command.
         return self._hand_over(bytes(buf[pos:]), out, raws)
 
