@@ -12,10 +12,28 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from steelyard.redis import resp
 
 ReplyCallback = Callable[[bytes], None]
+
+
+class ReplySlot:
+    """A client's place in its reply FIFO (see session.py), and the callback that fills it.
+
+    Most requests are answered through one of these, so the backend fills them directly
+    rather than through a closure per request."""
+
+    __slots__ = ("data", "session")
+
+    def __init__(self, session: Any, data: bytes | None = None) -> None:
+        self.session = session
+        self.data = data
+
+    def __call__(self, raw: bytes) -> None:
+        self.data = raw
+        self.session.ready()
 
 
 class BackendConn(asyncio.Protocol):
@@ -89,7 +107,15 @@ class BackendConn(asyncio.Protocol):
         waiting = self.waiting
         for reply in replies:
             if waiting:
-                waiting.popleft()(reply)
+                callback = waiting.popleft()
+                if callback.__class__ is ReplySlot:
+                    callback.data = reply  # type: ignore[attr-defined]
+                    session = callback.session  # type: ignore[attr-defined]
+                    if not session._flush_scheduled:
+                        session._flush_scheduled = True
+                        session.fe.want_write(session)
+                else:
+                    callback(reply)
             elif self.push is not None:
                 self.push(reply)
             else:

@@ -16,25 +16,19 @@ from zlib import crc32
 
 from steelyard.log import log
 from steelyard.redis import pubsub, resp
+from steelyard.redis.backend import ReplySlot
 from steelyard.redis.dispatch import CROSSSLOT, Decision, Kind, classify, not_supported
 from steelyard.redis.slots import SLOTS, slot_of
-
-SLOT_MASK = SLOTS - 1  # crc32 % 1024, as a mask
 
 if TYPE_CHECKING:
     from steelyard.redis.backend import BackendConn
     from steelyard.redis.frontend import RedisFrontend
 
+SLOT_MASK = SLOTS - 1  # crc32 % 1024, as a mask
+
 
 # Commands that act on the transaction itself rather than being queued in it.
 TX_CONTROL = frozenset({"multi", "exec", "discard", "watch", "unwatch", "quit"})
-
-
-class ReplySlot:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes | None = None) -> None:
-        self.data = data
 
 
 class ClientSession(asyncio.Protocol):
@@ -101,7 +95,7 @@ class ClientSession(asyncio.Protocol):
         error = self.parser.error
         if error is not None and not self.closing:
             log("redis_protocol_error", "warn", peer=self.peer, cause=str(error))
-            self.replies.append(ReplySlot(resp.error(f"ERR Protocol error: {error}")))
+            self.replies.append(ReplySlot(self, resp.error(f"ERR Protocol error: {error}")))
             self.closing = True
         # The requests leave at the end of this loop turn, with those of every other client
         # read in the same turn: one send per backend for all of them.
@@ -175,7 +169,7 @@ class ClientSession(asyncio.Protocol):
             self.answer(resp.error(not_supported(decision.name.split("|")[0]) + " yet"))
 
     def answer(self, data: bytes) -> None:
-        self.replies.append(ReplySlot(data))
+        self.replies.append(ReplySlot(self, data))
 
     def reader(self, master: str) -> str:
         """A replica of `master` for a read, in turn (the master when none is fit)."""
@@ -257,20 +251,15 @@ class ClientSession(asyncio.Protocol):
         else:
             self.answer(resp.error(not_supported(name.split("|")[0]) + " yet"))
 
-    def reserve(self) -> Callable[[bytes], None]:
-        """A place in the reply FIFO now; the returned function fills it later."""
-        reply = ReplySlot()
+    def reserve(self) -> ReplySlot:
+        """A place in the reply FIFO now; calling it with the reply fills it later."""
+        reply = ReplySlot(self)
         self.replies.append(reply)
-
-        def fill(raw: bytes) -> None:
-            reply.data = raw
-            self.ready()
-
-        return fill
+        return reply
 
     def emit(self, raw: bytes) -> None:
         """A reply that is not the answer to a waiting request (Pub/Sub): in order, now."""
-        self.replies.append(ReplySlot(raw))
+        self.replies.append(ReplySlot(self, raw))
         self.ready()
 
     # transactions ---------------------------------------------------------------------------
