@@ -181,9 +181,12 @@ def test_reply_framer(bytewise):
     assert resp.parse(replies[-1]) == [b"a", [1, None], b"x"]
 
 
-def test_reply_framer_refuses_garbage():
+@pytest.mark.parametrize(
+    "garbage", [b"?what\r\n", b"$x\r\nab\r\n", b"*y\r\n", b"*1\r\n$z\r\n", b"+OK\r\n!\r\n"]
+)
+def test_reply_framer_refuses_garbage(garbage):
     with pytest.raises(resp.ProtocolError):
-        ReplyFramer().feed(b"?what\r\n")
+        ReplyFramer().feed(garbage)
 
 
 def test_encoders():

@@ -47,6 +47,7 @@ class BackendConn(asyncio.Protocol):
         self.framer = resp.ReplyFramer()
         self.waiting: deque[ReplyCallback] = deque()
         self.out: list[bytes] = []
+        self.dirty = False  # in the pool's list of connections to flush this turn
         self.closed = False
         self.connecting = True
         # Push mode (Pub/Sub): replies nobody waits for are messages, handed to this callback.
@@ -59,7 +60,8 @@ class BackendConn(asyncio.Protocol):
         if self.closed:
             return
         self.out.append(command)
-        if self.transport is not None:
+        if not self.dirty and self.transport is not None:
+            self.dirty = True
             self.pool.want_flush(self)
 
     def send(self, command: bytes, callback: ReplyCallback) -> None:
@@ -69,10 +71,12 @@ class BackendConn(asyncio.Protocol):
             return
         self.waiting.append(callback)
         self.out.append(command)
-        if self.transport is not None:
+        if not self.dirty and self.transport is not None:
+            self.dirty = True
             self.pool.want_flush(self)
 
     def flush(self) -> None:
+        self.dirty = False
         if self.out and self.transport is not None and not self.closed:
             data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
             self.out = []
@@ -148,7 +152,7 @@ class BackendPool:
         self.auth = auth
         self.conns: dict[tuple[str, int], BackendConn] = {}
         self.privates: set[BackendConn] = set()
-        self._dirty: set[BackendConn] = set()
+        self._dirty: list[BackendConn] = []
         self._flush_scheduled = False
 
     def private(self, address: str, db: int) -> BackendConn:
@@ -176,14 +180,14 @@ class BackendPool:
             conn.fail(f"backend {conn.address} is unreachable: {exc.strerror or exc}")
 
     def want_flush(self, conn: BackendConn) -> None:
-        self._dirty.add(conn)
+        self._dirty.append(conn)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
 
@@ -191,7 +195,8 @@ class BackendPool:
         self.privates.discard(conn)
         if not conn.private and self.conns.get((conn.address, conn.db)) is conn:
             del self.conns[(conn.address, conn.db)]
-        self._dirty.discard(conn)
+        if conn in self._dirty:
+            self._dirty.remove(conn)
 
     def close(self) -> None:
         for conn in self.all():

@@ -337,12 +337,33 @@ class ReplyFramer:
         buf += data
         out: list[bytes] = []
         pos = self._pos
-        while True:
-            end = _reply_end(buf, pos)
-            if end < 0:
-                break
-            out.append(bytes(buf[pos:end]))
-            pos = end
+        n = len(buf)
+        find = buf.find
+        while pos < n:
+            # Bulk strings and one-line replies inline (most replies); arrays walk their items.
+            kind = buf[pos]
+            if kind == 0x24:  # '$'
+                end = find(b"\r\n", pos)
+                if end < 0:
+                    break
+                try:
+                    size = int(buf[pos + 1 : end])
+                except ValueError:
+                    raise ProtocolError("invalid bulk length from the server") from None
+                stop = end + 4 + size if size >= 0 else end + 2
+                if stop > n:
+                    break
+            elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
+                end = find(b"\r\n", pos)
+                if end < 0:
+                    break
+                stop = end + 2
+            else:
+                stop = _reply_end(buf, pos)
+                if stop < 0:
+                    break
+            out.append(bytes(buf[pos:stop]))
+            pos = stop
         self._pos = pos
         if pos > 65536 and pos * 2 > len(buf):
             del buf[:pos]
@@ -362,7 +383,10 @@ def _reply_end(buf: bytearray, pos: int) -> int:
         if end < 0:
             return -1
         if kind == 0x24:  # '$'
-            size = int(buf[pos + 1 : end])
+            try:
+                size = int(buf[pos + 1 : end])
+            except ValueError:
+                raise ProtocolError("invalid bulk length from the server") from None
             if size < 0:
                 pos = end + 2
             else:
@@ -370,7 +394,10 @@ def _reply_end(buf: bytearray, pos: int) -> int:
                 if pos > n:
                     return -1
         elif kind == 0x2A:  # '*'
-            count = int(buf[pos + 1 : end])
+            try:
+                count = int(buf[pos + 1 : end])
+            except ValueError:
+                raise ProtocolError("invalid array length from the server") from None
             pos = end + 2
             if count > 0:
                 pending += count

@@ -48,6 +48,8 @@ class ClientSession(asyncio.Protocol):
         self.route = fe.router.route
         self.moving = fe.router.moving
         self.read_replicas = fe.cfg.read_from_replicas
+        # The shared backend connections this session used, by address, for its current db.
+        self.conns: dict[str, BackendConn] = {}
         self.fast = fe.fast
         self._turn = 0
 
@@ -66,7 +68,8 @@ class ClientSession(asyncio.Protocol):
         parser = self.parser
         commands = parser.feed(data)
         self.fe.commands += len(commands)
-        fast, moving, route, backends = self.fast, self.moving, self.route, self.fe.backends
+        fast, moving, route, replies = self.fast, self.moving, self.route, self.replies
+        conns = self.conns
         for argv, raw in zip(commands, parser.raws, strict=True):
             # The fast path: a single-key command (GET, SET, INCR, HSET, ...) on a slot at
             # rest goes straight to its owner; everything else takes dispatch().
@@ -85,7 +88,13 @@ class ClientSession(asyncio.Protocol):
                     if moving[slot] is None:
                         command = raw or resp.encode_command(argv)
                         if write or not self.read_replicas:
-                            backends.get(route[slot], self.db).send(command, self.reserve())
+                            address = route[slot]
+                            conn = conns.get(address)
+                            if conn is None or conn.closed:
+                                conn = conns[address] = self.fe.backends.get(address, self.db)
+                            reply = ReplySlot(self)
+                            replies.append(reply)
+                            conn.send(command, reply)
                         else:
                             self.read(route[slot], command)
                         continue
@@ -478,6 +487,7 @@ class ClientSession(asyncio.Protocol):
                 self.answer(resp.error("ERR DB index is out of range"))
                 return
             self.db = db
+            self.conns = {}
             self.answer(resp.OK)
         elif name == "auth":
             self.auth(argv)
