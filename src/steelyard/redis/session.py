@@ -434,7 +434,13 @@ class ClientSession(asyncio.Protocol):
         groups: dict[str | int, list[int]] = {}
         readers: dict[str, str] | None = {} if self.read_replicas and not decision.write else None
         for i in positions:
-            slot = slot_of(argv[i])
+            key = argv[i]
+            start = key.find(b"{")
+            if start >= 0:
+                end = key.find(b"}", start + 1)
+                if end >= 0:
+                    key = key[start + 1 : end]
+            slot = crc32(key) & SLOT_MASK  # slot_of(argv[i]), inline: a split names many keys
             part: str | int = route[slot] if moving[slot] is None else slot
             if readers is not None and isinstance(part, str):
                 # one replica per master for the whole command, so it stays one request each
@@ -735,13 +741,16 @@ def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> byt
         return resp.OK
     if name != "mget":
         return merge_sum(results)
+    if len(results) == 1:
+        return results[0]  # one server had every key: its answer is already in key order
     # MGET: each server's array holds its keys' values in the order they were sent.
     value_at: dict[int, bytes] = {}
     for pos, raw in zip(groups, results, strict=True):
-        values = resp.ReplyFramer().feed(raw[raw.index(b"\r\n") + 2 :])
+        values = resp.parse(raw)
+        assert isinstance(values, list)
         for i, value in zip(pos, values, strict=True):
-            value_at[i] = value
-    return resp.array([value_at[i] for i in sorted(value_at)])
+            value_at[i] = b"$-1\r\n" if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+    return b"*%d\r\n" % len(value_at) + b"".join([value_at[i] for i in sorted(value_at)])
 
 
 def merge_sum(parts: list[bytes]) -> bytes:
