@@ -262,3 +262,34 @@ def test_mover_resumes_after_the_supervisor_is_killed(tmp_path, redis_servers, s
     assert values == [str(i).encode() for i in range(n)]
     assert a.command(b"DBSIZE") == 0
     assert b.command(b"DBSIZE") == n
+
+
+def test_subscribers_follow_their_channel_to_its_new_group(tmp_path, redis_servers, steelyard):
+    a, b = redis_servers(), redis_servers()
+    port = free_port()
+    sy = steelyard(cluster_config(tmp_path, port, [a, b]))
+    c = client(port)
+    channel = next(f"news{i}" for i in range(100) if slot_of(f"news{i}".encode()) < 512)
+    sub = c.pubsub()
+    sub.subscribe(channel)
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+
+    def receive(data: bytes) -> None:
+        assert c.publish(channel, data) == 1  # one subscriber counted, on the owner
+        msg = wait_for(lambda: sub.get_message(timeout=0.1), what=f"message {data!r}")
+        assert (msg["type"], msg["data"]) == ("message", data)
+
+    receive(b"on group 1")
+    slot = slot_of(channel.encode())
+    sy.api("POST", "/api/redis/migrate", {"slots": str(slot), "to": 2})
+    wait_moves_done(sy)
+    receive(b"on group 2")  # PUBLISH goes to the new owner, where the subscriber listens now
+    assert a.command(b"PUBSUB", b"NUMSUB", channel.encode()) == [channel.encode(), 0]
+    assert b.command(b"PUBSUB", b"NUMSUB", channel.encode()) == [channel.encode(), 1]
+    sy.api("POST", "/api/redis/migrate", {"slots": str(slot), "to": 1})
+    wait_moves_done(sy)
+    receive(b"back on group 1")
+    assert sub.get_message(timeout=0.2) is None  # nothing twice, no stray confirmation
+    sub.unsubscribe(channel)
+    assert sub.get_message(timeout=5)["type"] == "unsubscribe"
+    wait_for(lambda: a.command(b"PUBSUB", b"NUMSUB", channel.encode())[1] == 0, what="unsubscribed")

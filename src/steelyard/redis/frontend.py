@@ -81,7 +81,12 @@ class RedisFrontend:
 
     def apply_view(self, view: dict[str, Any]) -> list[asyncio.Future[None]]:
         """A new cluster view from the dashboard; the futures say when it has taken hold."""
-        return self.router.apply(view)
+        waits = self.router.apply(view)
+        for session in self.sessions:
+            if session.subs is not None and session.subs.active:
+                session.subs.rehome()
+        self.backends.flush()
+        return waits
 
     def owner(self, slot: int) -> str:
         """The master that serves `slot` now ("" when no group owns it)."""

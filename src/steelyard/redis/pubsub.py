@@ -53,6 +53,7 @@ class Subscriptions:
         self.requested: set[tuple[bytes, bytes]] = set()
         self.pending: dict[tuple[bytes, bytes], list[tuple[Callable[[bytes], None], int]]] = {}
         self.conns: dict[str, BackendConn] = {}
+        self.where: dict[tuple[bytes, bytes], set[str]] = {}  # channel -> servers listened on
 
     @property
     def active(self) -> bool:
@@ -69,7 +70,33 @@ class Subscriptions:
     def _servers(self, kind: bytes, name: bytes) -> list[str]:
         if KINDS[kind][1]:
             return sorted(set(self.fe.masters.values()))
-        return [self.fe.owner(slot_of(name))]
+        return sorted(self._homes(name))
+
+    def _homes(self, channel: bytes) -> set[str]:
+        """Where a channel is listened to: its slot's owner, and while the slot moves, its
+        target too (PUBLISH switches at the end of the move: no message falls in between)."""
+        slot = slot_of(channel)
+        homes = {self.fe.owner(slot)} - {""}
+        moving = self.fe.router.moving[slot]
+        if moving is not None and moving.target:
+            homes.add(moving.target)
+        return homes
+
+    def rehome(self) -> None:
+        """The slot map changed: listen where each channel now lives. The servers' own
+        confirmations of these changes are not the client's and are dropped (no pending)."""
+        for kind, name in sorted(self.requested):
+            if KINDS[kind][1]:
+                continue  # patterns listen on every master already
+            want, have = self._homes(name), self.where.get((kind, name), set())
+            undo = KINDS[kind][0]
+            for address in want - have:
+                self._conn(address).send_push(resp.encode_command([kind.upper(), name]))
+            for address in have - want:
+                conn = self.conns.get(address)
+                if conn is not None and not conn.closed:
+                    conn.send_push(resp.encode_command([undo.upper(), name]))
+            self.where[(kind, name)] = want
 
     @staticmethod
     def _confirmation(kind: bytes, name: bytes | None, count: int) -> bytes:
@@ -101,7 +128,13 @@ class Subscriptions:
 
     def _send(self, kind: bytes, verb: bytes, name: bytes, fill: Callable[[bytes], None]) -> None:
         self.pending.setdefault((verb, name), []).append((fill, len(self.requested)))
-        for address in self._servers(kind, name):
+        servers = self._servers(kind, name)
+        if not KINDS[kind][1]:
+            if verb == kind:
+                self.where[(kind, name)] = set(servers)
+            else:
+                servers = sorted(self.where.pop((kind, name), set(servers)))
+        for address in servers:
             self._conn(address).send_push(resp.encode_command([verb.upper(), name]))
 
     def _on_push(self, raw: bytes) -> None:
