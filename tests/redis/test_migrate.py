@@ -293,3 +293,24 @@ def test_subscribers_follow_their_channel_to_its_new_group(tmp_path, redis_serve
     sub.unsubscribe(channel)
     assert sub.get_message(timeout=5)["type"] == "unsubscribe"
     wait_for(lambda: a.command(b"PUBSUB", b"NUMSUB", channel.encode())[1] == 0, what="unsubscribed")
+
+
+def test_a_blocked_pop_follows_its_list_to_the_new_group(tmp_path, redis_servers, steelyard):
+    a, b = redis_servers(), redis_servers()
+    port = free_port()
+    sy = steelyard(cluster_config(tmp_path, port, [a, b]))
+    c = client(port)
+    queue = next(f"jobs{i}" for i in range(100) if slot_of(f"jobs{i}".encode()) < 512)
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(client(port).blpop([queue], timeout=0)))
+    waiter.start()
+    wait_for(lambda: a.command(b"INFO", b"clients").count(b"blocked_clients:1"), what="blocked")
+    sy.api("POST", "/api/redis/migrate", {"slots": str(slot_of(queue.encode())), "to": 2})
+    wait_moves_done(sy)
+    # the waiter was woken on the old group and waits on the new one now
+    wait_for(lambda: b.command(b"INFO", b"clients").count(b"blocked_clients:1"), what="re-blocked")
+    assert not got
+    c.rpush(queue, "job-1")
+    waiter.join(10)
+    assert got == [(queue.encode(), b"job-1")]
+    assert b.command(b"LLEN", queue.encode()) == 0

@@ -41,6 +41,7 @@ class BackendConn(asyncio.Protocol):
         self.pool = pool
         self.private = private  # one session's own connection (blocking commands), not shared
         self.blocking = False  # carries blocking commands: may wait for a long time
+        self.client_id = -1  # the server's id for this connection (blocking ones ask for it)
         self.address = address
         self.db = db
         self.transport: asyncio.Transport | None = None
@@ -93,10 +94,19 @@ class BackendConn(asyncio.Protocol):
             setup.append(resp.encode_command([b"AUTH", self.pool.auth.encode()]))
         if self.db:
             setup.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
-        for command in reversed(setup):
-            self.waiting.appendleft(self._check_setup)
+        checks: list[ReplyCallback] = [self._check_setup] * len(setup)
+        if self.blocking:
+            # Its id lets the proxy wake a command blocked on a slot that moves away.
+            setup.append(resp.encode_command([b"CLIENT", b"ID"]))
+            checks.append(self._got_id)
+        for command, check in zip(reversed(setup), reversed(checks), strict=True):
+            self.waiting.appendleft(check)
             self.out.insert(0, command)
         self.flush()
+
+    def _got_id(self, reply: bytes) -> None:
+        if reply.startswith(b":"):
+            self.client_id = int(reply[1:-2])
 
     def _check_setup(self, reply: bytes) -> None:
         if not reply.startswith(b"+OK"):
@@ -140,7 +150,7 @@ class BackendConn(asyncio.Protocol):
         waiting, self.waiting = self.waiting, deque()
         self.out = []
         for callback in waiting:
-            if callback is not self._check_setup:
+            if callback not in (self._check_setup, self._got_id):  # == on bound methods
                 callback(error)
 
 

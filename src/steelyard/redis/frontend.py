@@ -35,6 +35,7 @@ class RedisFrontend:
         self._writers: list[ClientSession] = []
         self._write_scheduled = False
         self.router = Router(self.backends, cfg.backend_auth, redis.migrate_timeout)
+        self.router.on_lock = self._slots_locked
         self.router.apply(view or config_view(redis))
         self._listener: ProtocolListener | None = None
         self.stopping = False
@@ -87,6 +88,11 @@ class RedisFrontend:
                 session.subs.rehome()
         self.backends.flush()
         return waits
+
+    def _slots_locked(self, source: str, slots: set[int]) -> None:
+        for session in self.sessions:
+            if session.blocked:
+                session.slots_locked(source, slots)
 
     def owner(self, slot: int) -> str:
         """The master that serves `slot` now ("" when no group owns it)."""

@@ -63,6 +63,8 @@ class Router:
         self.replicas: dict[int, list[str]] = {}
         self.readers: dict[str, list[str]] = {}  # master -> replicas serving reads now
         self.version = -1
+        # Called with (source, slots) when slots start moving (commands blocked there wake).
+        self.on_lock: Callable[[str, set[int]], None] | None = None
 
     # applying a view -----------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class Router:
         moving_view: dict[str, Any] = view.get("moving", {})
         waits: list[asyncio.Future[None]] = []
         lock_sources: set[str] = set()
+        locked: dict[str, set[int]] = {}  # source -> slots that start moving now
         for slot, gid in enumerate(view["slots"]):
             owner = self.masters.get(gid, "") if gid else ""
             new = moving_view.get(str(slot))
@@ -90,6 +93,7 @@ class Router:
                 state = new["state"]
                 held = {k.encode("latin-1") for k in new.get("held", [])}
                 if old is None or old.state == UNASSIGNED:
+                    locked.setdefault(new["from"], set()).add(slot)
                     m = self.moving[slot] = Moving(slot, state, new["from"], new["to"])
                     m.held = held
                     if old is not None:
@@ -121,6 +125,9 @@ class Router:
                 old.state = LOCKED  # new commands wait behind the moves in flight
             else:
                 self._end(old, None)
+        if self.on_lock is not None:
+            for source, slots in locked.items():
+                self.on_lock(source, slots)
         for source in lock_sources:
             waits.append(self._barrier(source))
         return waits

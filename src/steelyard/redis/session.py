@@ -44,6 +44,7 @@ class ClientSession(asyncio.Protocol):
         self.peer = "-"
         self._flush_scheduled = False
         self.private_conns: dict[tuple[str, int], BackendConn] = {}
+        self.blocked: dict[BackendConn, deque[Blocked]] = {}  # per blocking connection
         # The router's tables (changed in place by every view the dashboard pushes).
         self.route = fe.router.route
         self.moving = fe.router.moving
@@ -117,6 +118,7 @@ class ClientSession(asyncio.Protocol):
         for conn in self.private_conns.values():
             conn.fail("the client is gone")  # a blocked command must not outlive its client
         self.private_conns.clear()
+        self.blocked.clear()
         self.drop_watch()
         if self.subs is not None:
             self.subs.close()
@@ -408,7 +410,11 @@ class ClientSession(asyncio.Protocol):
 
     def blocking(self, slot: int, keys: list[bytes], argv: list[bytes]) -> None:
         """On this session's own connection to the slot's master: waiting there blocks no one
-        else. Replies still leave in order through the FIFO."""
+        else. Replies still leave in order through the FIFO.
+
+        When the slot moves while the command waits, the proxy wakes it (CLIENT UNBLOCK: it
+        answers as if timed out) and sends it again where the slot's keys now are, so a BLPOP
+        does not wait on a server its list has left."""
         command, db = resp.encode_command(argv), self.db
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
@@ -416,9 +422,55 @@ class ClientSession(asyncio.Protocol):
             if conn is None or conn.closed:
                 conn = self.private_conns[(address, db)] = self.fe.backends.private(address, db)
                 conn.blocking = True
-            conn.send(command, fill)
+                for gone in [c for c in self.blocked if c.closed]:
+                    del self.blocked[gone]
+                self.blocked[conn] = deque()
+            waits = self.blocked[conn]
+            wait = Blocked(slot)
+            waits.append(wait)
+
+            def answered(raw: bytes) -> None:
+                if waits and waits[0] is wait:
+                    waits.popleft()
+                if wait.moved and raw in TIMED_OUT and not conn.closed:
+                    self.fe.router.via(slot, db, keys, lambda a: go(a, fill), fill)
+                    self.fe.backends.flush()
+                else:
+                    fill(raw)
+                self.unblock(conn)
+
+            conn.send(command, answered)
 
         self.routed(slot, keys, go)
+
+    def slots_locked(self, source: str, slots: set[int]) -> None:
+        """Slots of `source` are about to move: wake the commands blocked on them there."""
+        for conn, waits in self.blocked.items():
+            if conn.address == source:
+                for wait in waits:
+                    if wait.slot in slots:
+                        wait.moved = True
+                self.unblock(conn)
+
+    def unblock(self, conn: BackendConn) -> None:
+        waits = self.blocked.get(conn)
+        if not waits or not waits[0].moved or waits[0].waking or conn.closed:
+            return
+        head = waits[0]
+        if conn.client_id < 0:
+            self.loop.call_later(0.02, self.unblock, conn)  # its id is on its way
+            return
+        head.waking = True
+
+        def woken(raw: bytes) -> None:
+            head.waking = False
+            if raw == b":0\r\n" and waits and waits[0] is head:
+                # Not blocked yet (still on its way to the server): try again shortly.
+                self.loop.call_later(0.02, self.unblock, conn)
+
+        command = resp.encode_command([b"CLIENT", b"UNBLOCK", str(conn.client_id).encode()])
+        self.fe.backends.get(conn.address, 0).send(command, woken)
+        self.fe.backends.flush()
 
     def split(self, argv: list[bytes], decision: Decision) -> None:
         """One request per server holding some of the keys, merged when all have answered.
@@ -693,6 +745,20 @@ class ClientSession(asyncio.Protocol):
         if self.closing and not replies and transport is not None:
             transport.close()
 
+
+class Blocked:
+    """A blocking command sent on a session's own connection, until it is answered."""
+
+    __slots__ = ("moved", "slot", "waking")
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.moved = False  # its slot started moving while it waited
+        self.waking = False  # a CLIENT UNBLOCK for it is on its way
+
+
+# What a blocking command answers when woken by CLIENT UNBLOCK (as on a timeout), in RESP2.
+TIMED_OUT = (b"*-1\r\n", b"$-1\r\n")
 
 # A replica's answers that mean "ask the master": our own connection errors, a replica still
 # loading its data, or one that lost its master with replica-serve-stale-data off.
