@@ -24,10 +24,11 @@ from steelyard.redis.slots import slot_of
 def proxy(redis_servers, request):
     a, b = redis_servers(), redis_servers()
     port = free_port()
-    extra = getattr(request, "param", {})
+    extra = dict(getattr(request, "param", {}))
+    listener = extra.pop("proxy", {})  # settings of the proxy entry itself
     cfg = RedisConfig.model_validate(
         {
-            "proxies": [{"listen": f"127.0.0.1:{port}", "auth": None}],
+            "proxies": [{"listen": f"127.0.0.1:{port}", "auth": None, **listener}],
             "groups": [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}],
             **extra,
         }
@@ -441,3 +442,48 @@ def test_split_commands_send_one_request_per_server(proxy):
         assert isinstance(stats, bytes)
         text = stats.decode()
         assert "cmdstat_mget:calls=1," in text and "cmdstat_del:calls=1," in text, text
+
+
+@pytest.mark.parametrize("proxy", [{"proxy": {"max_clients": 2}}], indirect=True)
+def test_max_clients_answers_as_redis_does(proxy):
+    port, *_ = proxy
+    first, second = client(port), client(port)
+    assert first.ping() and second.ping()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        # told at once, unasked (a request sent after the close would only meet a reset)
+        assert s.recv(100) == b"-ERR max number of clients reached\r\n"
+        assert s.recv(100) == b""  # and closed
+    first.close()
+    wait_for(lambda: client(port).ping(), what="a place freed")
+    assert second.ping()
+
+
+@pytest.mark.parametrize("proxy", [{"proxy": {"idle_timeout": "1s"}}], indirect=True)
+def test_idle_clients_are_closed_but_not_blocked_ones(proxy):
+    port, *_ = proxy
+    blocked_result: list = []
+    waiter = threading.Thread(target=lambda: blocked_result.append(client(port).blpop(["q"], 0)))
+    waiter.start()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(100) == b"+PONG\r\n"
+        assert s.recv(100) == b""  # closed once idle for a second or two
+    client(port).rpush("q", "still here")  # the blocked client was spared
+    waiter.join(10)
+    assert blocked_result == [(b"q", b"still here")]
+
+
+@pytest.mark.parametrize("proxy", [{"proxy": {"max_pipeline": 4}}], indirect=True)
+def test_a_deep_pipeline_is_read_in_steps(proxy):
+    port, *_ = proxy
+    c = client(port)
+    c.mset({f"p{i}": i for i in range(200)})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"".join(b"GET p%d\r\n" % i for i in range(200)))
+        want = b"".join(b"$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(200))
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(65536)
+            assert chunk
+            got += chunk
+        assert got == want

@@ -38,6 +38,7 @@ class RedisFrontend:
         self.router.on_lock = self._slots_locked
         self.router.apply(view or config_view(redis))
         self._listener: ProtocolListener | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.stopping = False
 
     # The router's tables, read by sessions on every command.
@@ -102,9 +103,26 @@ class RedisFrontend:
         self._listener = ProtocolListener(
             self.loop, self.cfg.listen, 1024, lambda: ClientSession(self)
         )
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close clients idle for `idle_timeout` (Redis's `timeout`): not those waiting in a
+        blocking command or subscribed, whom Redis spares too."""
+        timeout = self.cfg.idle_timeout
+        if timeout > 0:
+            idle_since = self.loop.time() - timeout
+            for session in list(self.sessions):
+                if session.last_read < idle_since and session.idle():
+                    session.closing = True
+                    if session.transport is not None:
+                        session.transport.close()
+        if not self.stopping:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def stop_accepting(self) -> None:
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -41,6 +41,8 @@ class ClientSession(asyncio.Protocol):
         self.db = 0
         self.authed = fe.cfg.auth is None
         self.closing = False  # QUIT or a protocol error: close once replies are out
+        self.paused = False  # reading paused: max_pipeline requests in flight
+        self.last_read = 0.0
         self.peer = "-"
         self._flush_scheduled = False
         self.private_conns: dict[tuple[str, int], BackendConn] = {}
@@ -61,11 +63,19 @@ class ClientSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
+        if len(self.fe.sessions) >= self.fe.cfg.max_clients:
+            # Redis's answer at maxclients; counted per worker.
+            self.transport.write(b"-ERR max number of clients reached\r\n")
+            self.transport.close()
+            self.closing = True
+            return
         self.fe.sessions.add(self)
+        self.last_read = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_read = self.loop.time()
         parser = self.parser
         commands = parser.feed(data)
         self.fe.commands += len(commands)
@@ -110,6 +120,10 @@ class ClientSession(asyncio.Protocol):
         # The requests leave at the end of this loop turn, with those of every other client
         # read in the same turn: one send per backend for all of them.
         self.write_ready()
+        if len(self.replies) >= self.fe.cfg.max_pipeline and self.transport is not None:
+            # Too many requests in flight: read no more until most are answered.
+            self.transport.pause_reading()
+            self.paused = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -178,6 +192,12 @@ class ClientSession(asyncio.Protocol):
                 self.fanout(argv, merge_ok)
         else:
             self.answer(resp.error(not_supported(decision.name.split("|")[0]) + " yet"))
+
+    def idle(self) -> bool:
+        """Nothing in flight, no subscription, no blocking command waiting."""
+        if self.replies or (self.subs is not None and self.subs.active):
+            return False
+        return not any(self.blocked.values())
 
     def answer(self, data: bytes) -> None:
         self.replies.append(ReplySlot(self, data))
@@ -742,6 +762,9 @@ class ClientSession(asyncio.Protocol):
         transport = self.transport
         if out and transport is not None:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self.paused and len(replies) <= self.fe.cfg.max_pipeline // 2:
+                self.paused = False
+                transport.resume_reading()
         if self.closing and not replies and transport is not None:
             transport.close()
 
