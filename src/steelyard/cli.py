@@ -118,7 +118,12 @@ def _print_pools(data: dict[str, Any]) -> None:
                     str(s["bytes_out"]),
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    _print_table(rows)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Left-aligned columns two spaces apart, the first row being the head."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
@@ -157,9 +162,7 @@ def _cmd_redis_admin(args: argparse.Namespace) -> int:
                     g["ranges"] or "-",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        _print_table(rows)
         if data.get("unassigned"):
             print(f"unassigned slots: {data['unassigned']}")
     elif args.verb == "slot-map":

@@ -167,3 +167,40 @@ def test_reads_go_to_replicas_in_sync(tmp_path, redis_servers, steelyard):
              what="the replica taken out of reads")  # fmt: skip
     assert r.get(keys[0]) == keys[0].encode()
     assert calls(a, "get") == len(keys) + 1
+
+
+def test_failover_during_a_migration_lets_it_finish(tmp_path, redis_servers, steelyard):
+    fast = ("--repl-diskless-sync-delay", "0")
+    a, a2, b = redis_servers(*fast), redis_servers(*fast), redis_servers()
+    a2.command(b"REPLICAOF", b"127.0.0.1", str(a.port).encode())
+    wait_for(lambda: info(a2, "master_link_status") == "up", what="replica in sync")
+    port = free_port()
+    cfg = base_config(tmp_path)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}"}],
+        "groups": [
+            {"id": 1, "master": a.address, "replicas": [a2.address]},
+            {"id": 2, "master": b.address},
+        ],
+        "auto_failover": True,
+        "health_interval": "200ms",
+        "migrate_batch": 1,  # a slow mover: the master dies while it works
+    }
+    sy = steelyard(cfg)
+    r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
+    p = r.pipeline(transaction=False)
+    for i in range(20000):
+        p.set(f"m{i}", i)
+    p.execute()
+    wait_for(lambda: a2.command(b"DBSIZE") == a.command(b"DBSIZE"), what="replica caught up")
+    sy.api("POST", "/api/redis/migrate", {"slots": "0-511", "to": 2})
+    wait_for(lambda: (sy.api("GET", "/api/redis/migrations")["progress"] or {}).get("moved", 0)
+             > 200, what="the mover under way")  # fmt: skip
+    a.stop()
+    sy.wait_log(rf"event=redis_promoted group=1 master={a2.address} .*reason=auto_failover")
+    sy.wait_log(r"event=redis_move_done slots=0-511", timeout=60)
+    assert sy.api("GET", "/api/redis/slots")["slots"] == [2] * 1024
+    assert a2.command(b"DBSIZE") == 0
+    # every key that had reached the replica is served from its new home
+    values = r.mget([f"m{i}" for i in range(20000)])
+    assert values == [str(i).encode() for i in range(20000)]

@@ -150,10 +150,18 @@ class Dashboard:
         await self.change(lambda t: t.remove_server(gid, address))
         log("redis_server_removed", group=gid, server=address)
 
-    async def promote(self, gid: int, address: str, reason: str = "operator") -> None:
+    async def promote(
+        self, gid: int, address: str, reason: str = "operator", force: bool = False
+    ) -> None:
         """`address` stops replicating and becomes the master; the group's other servers
-        (the old master too, when it answers) replicate from it."""
-        self._check(lambda t: t.promote(gid, address))
+        (the old master too, when it answers) replicate from it. An operator's promotion is
+        refused while the group takes part in a migration; a failover (`force`, the master is
+        dead) is not: the mover, stuck on the dead master, resumes from the new one."""
+
+        def change(t: Topology) -> str:
+            return t.switch_master(gid, address) if force else t.promote(gid, address)
+
+        self._check(change)
         await self.replicaof(address, None)
         group = self.topo.groups[gid]
         for other in group.servers():
@@ -162,7 +170,7 @@ class Dashboard:
                     await self.replicaof(other, address)
                 except (RedisError, OSError) as exc:
                     log("redis_repoint_failed", "warn", server=other, cause=describe(exc))
-        old = await self.change(lambda t: t.promote(gid, address))
+        old = await self.change(change)
         log("redis_promoted", group=gid, master=address, old=old, reason=reason)
 
     async def follow(self, gid: int, address: str, reason: str) -> None:

@@ -192,9 +192,9 @@ class HealthWatcher:
             return
         best = max(live, key=lambda w: offset(w.info))
         try:
-            await self.dashboard.promote(gid, best.address, reason="auto_failover")
+            await self.dashboard.promote(gid, best.address, reason="auto_failover", force=True)
         except ModelError as exc:
-            log("redis_failover_deferred", "warn", group=gid, cause=str(exc))
+            log("redis_failover_failed", "error", group=gid, cause=str(exc))
             return
         best.info["role"] = "master"  # until the next probe says so itself
 
