@@ -314,3 +314,21 @@ def test_a_blocked_pop_follows_its_list_to_the_new_group(tmp_path, redis_servers
     waiter.join(10)
     assert got == [(queue.encode(), b"job-1")]
     assert b.command(b"LLEN", queue.encode()) == 0
+
+
+def test_pattern_subscribers_listen_on_a_group_added_later(tmp_path, redis_servers, steelyard):
+    a, b, c3 = redis_servers(), redis_servers(), redis_servers()
+    port = free_port()
+    sy = steelyard(cluster_config(tmp_path, port, [a, b]))
+    c = client(port)
+    sub = c.pubsub()
+    sub.psubscribe("alerts.*")
+    assert sub.get_message(timeout=5)["type"] == "psubscribe"
+    sy.api("POST", "/api/redis/groups", {"id": 3, "master": c3.address})
+    channel = "alerts.disk"
+    sy.api("POST", "/api/redis/migrate", {"slots": str(slot_of(channel.encode())), "to": 3})
+    wait_moves_done(sy)
+    assert c.publish(channel, "full") == 1  # published on group 3, where the pattern listens now
+    msg = wait_for(lambda: sub.get_message(timeout=0.1), what="the pattern's message")
+    assert (msg["type"], msg["channel"], msg["data"]) == ("pmessage", channel.encode(), b"full")
+    assert sub.get_message(timeout=0.2) is None

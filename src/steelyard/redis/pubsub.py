@@ -85,10 +85,11 @@ class Subscriptions:
     def rehome(self) -> None:
         """The slot map changed: listen where each channel now lives. The servers' own
         confirmations of these changes are not the client's and are dropped (no pending)."""
+        masters = set(self.fe.masters.values())
         for kind, name in sorted(self.requested):
-            if KINDS[kind][1]:
-                continue  # patterns listen on every master already
-            want, have = self._homes(name), self.where.get((kind, name), set())
+            # Patterns listen on every master (a group may have come or gone, or failed over).
+            want = masters if KINDS[kind][1] else self._homes(name)
+            have = self.where.get((kind, name), set())
             undo = KINDS[kind][0]
             for address in want - have:
                 self._conn(address).send_push(resp.encode_command([kind.upper(), name]))
@@ -129,11 +130,10 @@ class Subscriptions:
     def _send(self, kind: bytes, verb: bytes, name: bytes, fill: Callable[[bytes], None]) -> None:
         self.pending.setdefault((verb, name), []).append((fill, len(self.requested)))
         servers = self._servers(kind, name)
-        if not KINDS[kind][1]:
-            if verb == kind:
-                self.where[(kind, name)] = set(servers)
-            else:
-                servers = sorted(self.where.pop((kind, name), set(servers)))
+        if verb == kind:
+            self.where[(kind, name)] = set(servers)
+        else:
+            servers = sorted(self.where.pop((kind, name), set(servers)))
         for address in servers:
             self._conn(address).send_push(resp.encode_command([verb.upper(), name]))
 
