@@ -1,0 +1,1 @@
+"""The MySQL tier: a proxy speaking the MySQL/MariaDB client-server protocol."""
