@@ -1,0 +1,178 @@
+"""Where a server's answer to one command ends, and what state it leaves, sans-IO.
+
+The proxy forwards a server's packets to the client as they come and must know when the answer
+is complete (to hand the connection back to the pool, or to run the next command) and what it
+says: the final status flags (in a transaction? more results?), an error, a prepared
+statement's id and counts. `ResponseTracker.feed(payload)` is given every packet of the
+answer in order and returns True on its last one. It looks at a packet's first bytes only,
+never at rows.
+
+Shapes (protocol 4.1; "end" is EOF, or an OK with header 0xFE under CLIENT_DEPRECATE_EOF):
+- OK | ERR, for most commands; EOF | ERR for COM_SET_OPTION.
+- COM_FIELD_LIST: column definitions (no count before them), then an end.
+- a result set: column count, that many column definitions, [EOF], rows, end; an end (or OK)
+  with SERVER_MORE_RESULTS_EXISTS is followed by the next result (multi-statements, CALL).
+  An ERR can also end the rows (a query killed mid-way).
+- COM_STMT_PREPARE: OK(statement id, columns, params), then the parameter definitions [EOF]
+  and the column definitions [EOF].
+- COM_STMT_EXECUTE with a cursor: column definitions and an end with SERVER_STATUS_CURSOR_EXISTS,
+  no rows (they come with COM_STMT_FETCH).
+- COM_STATISTICS: one bare string.
+- no answer at all: COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA (see `expects_answer`).
+"""
+
+from __future__ import annotations
+
+from steelyard.mysql.protocol import messages
+from steelyard.mysql.protocol.constants import MAX_PAYLOAD, Capability, Command, Status
+from steelyard.mysql.protocol.wire import Cursor, Malformed
+
+NO_ANSWER = frozenset({Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
+
+# states
+_FIRST = 0  # the first packet of a result
+_COLUMNS = 1  # column definitions still to come
+_COLUMNS_EOF = 2  # the EOF after the column definitions (without DEPRECATE_EOF)
+_ROWS = 3
+_PARAMS = 4  # COM_STMT_PREPARE's parameter definitions
+_PARAMS_EOF = 5
+_DONE = 6
+
+
+def expects_answer(command: int) -> bool:
+    return command not in NO_ANSWER
+
+
+def is_end(payload: bytes) -> bool:
+    """An EOF, or an OK with header 0xFE: a 0xFE packet shorter than a 16 MiB row could be."""
+    return bool(payload) and payload[0] == 0xFE and len(payload) < MAX_PAYLOAD
+
+
+class ResponseTracker:
+    __slots__ = (
+        "capabilities", "columns", "command", "error", "params", "results", "state",
+        "statement", "status",
+    )  # fmt: skip
+
+    def __init__(self, command: int, capabilities: int) -> None:
+        self.command = command
+        self.capabilities = capabilities
+        self.state = _FIRST
+        self.columns = 0  # column definitions still to read
+        self.params = 0
+        self.status: Status | None = None  # of the last OK / end seen
+        self.error: messages.Err | None = None
+        self.statement: tuple[int, int, int] | None = None  # prepare: (id, columns, params)
+        self.results = 0  # result sets and OKs seen (several with multi-statements)
+
+    @property
+    def done(self) -> bool:
+        return self.state == _DONE
+
+    def _eof_follows(self) -> bool:
+        return not self.capabilities & Capability.DEPRECATE_EOF
+
+    def _status(self, payload: bytes) -> Status:
+        if messages.is_eof(payload):
+            return messages.parse_eof(payload).status
+        return messages.parse_ok(payload, self.capabilities).status
+
+    def _ended(self, status: Status) -> bool:
+        """An OK or end of a result: the answer continues if more results exist."""
+        self.status = status
+        self.results += 1
+        if status & Status.MORE_RESULTS_EXISTS:
+            self.state = _FIRST
+            return False
+        self.state = _DONE
+        return True
+
+    def feed(self, payload: bytes) -> bool:
+        """The next packet of the answer; True when it was the last one. Raises Malformed."""
+        state = self.state
+        if state == _ROWS:
+            if payload and payload[0] == 0xFE and len(payload) < MAX_PAYLOAD:
+                return self._ended(self._status(payload))
+            if payload and payload[0] == 0xFF:
+                self.error = messages.parse_err(payload)
+                self.state = _DONE
+                return True
+            return False
+        if state == _FIRST:
+            if not payload:
+                raise Malformed("an empty packet where an answer starts")
+            head = payload[0]
+            if head == 0xFF:
+                self.error = messages.parse_err(payload)
+                self.state = _DONE
+                return True
+            if self.command == Command.STATISTICS:
+                self.state = _DONE
+                return True
+            if self.command == Command.FIELD_LIST:
+                # column definitions straight away (no count), until an end
+                if is_end(payload):
+                    return self._ended(self._status(payload))
+                self.state = _ROWS
+                return False
+            if head == 0x00:
+                if self.command == Command.STMT_PREPARE:
+                    return self._prepared(payload)
+                return self._ended(self._status(payload))
+            if head == 0xFE and len(payload) < 9:  # EOF: COM_SET_OPTION, old servers
+                return self._ended(self._status(payload))
+            if head == 0xFB:
+                raise Malformed("LOCAL INFILE was not offered to the server")
+            count = Cursor(payload).lenenc_int()
+            if not count:
+                raise Malformed("a result set of no columns")
+            self.columns = count
+            self.state = _COLUMNS
+            return False
+        if state in (_COLUMNS, _PARAMS):
+            if state == _COLUMNS:
+                self.columns -= 1
+                left = self.columns
+            else:
+                self.params -= 1
+                left = self.params
+            if left > 0:
+                return False
+            if self._eof_follows():
+                self.state = _COLUMNS_EOF if state == _COLUMNS else _PARAMS_EOF
+                return False
+            return self._after_definitions(state)
+        if state in (_COLUMNS_EOF, _PARAMS_EOF):
+            if not messages.is_eof(payload):
+                raise Malformed("no EOF after the definitions")
+            if state == _COLUMNS_EOF and self.command != Command.STMT_PREPARE:
+                status = messages.parse_eof(payload).status
+                if status & Status.CURSOR_EXISTS:
+                    return self._ended(status)  # rows come with COM_STMT_FETCH
+            return self._after_definitions(_COLUMNS if state == _COLUMNS_EOF else _PARAMS)
+        raise Malformed("a packet after the end of the answer")
+
+    def _after_definitions(self, which: int) -> bool:
+        if self.command == Command.STMT_PREPARE:
+            if which == _PARAMS and self.columns:
+                self.state = _COLUMNS
+                return False
+            self.state = _DONE
+            return True
+        self.state = _ROWS
+        return False
+
+    def _prepared(self, payload: bytes) -> bool:
+        c = Cursor(payload, 1)
+        stmt_id, columns, params = c.u32(), c.u16(), c.u16()
+        self.statement = (stmt_id, columns, params)
+        self.columns, self.params = columns, params
+        self.results += 1
+        if params:
+            self.state = _PARAMS
+            return False
+        if columns:
+            self.state = _COLUMNS
+            return False
+        self.state = _DONE
+        return True
