@@ -1,0 +1,176 @@
+"""What a SQL statement means for routing and pooling, from its first words, sans-IO.
+
+Parsing every statement would cost far more than forwarding it (DESIGN.md, principle 7), so a
+small lexer skips comments and whitespace, reads the leading keywords and looks for the few
+markers that matter:
+
+- where it may run: `Route.REPLICA` for plain reads (SELECT, SHOW, DESC, EXPLAIN of a SELECT,
+  and a `/*slave*/` hint), `Route.PRIMARY` for everything else (writes, DDL, SELECT ... FOR
+  UPDATE / LOCK IN SHARE MODE / INTO, a `/*master*/` hint, SELECTs calling functions that have
+  side effects or depend on the session: GET_LOCK, LAST_INSERT_ID, FOUND_ROWS, NEXTVAL, ...);
+- what it does to the session: a transaction begins or ends, autocommit or the database
+  changes, a variable is SET;
+- what pins the session to its backend connection (state that cannot move to another one):
+  temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
+  PREPARE. The session layer applies the rules; this module only names the facts.
+
+Results are cached by the statement text (digest of the first 512 bytes plus the length, as
+the same statements recur).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+
+
+class Route(Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class Tx(Enum):
+    NONE = 0
+    BEGIN = 1  # BEGIN, START TRANSACTION, SET autocommit=0 starts one implicitly on next stmt
+    END = 2  # COMMIT, ROLLBACK (not TO SAVEPOINT)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    route: Route
+    keyword: str  # the first keyword, upper case ("" when there is none)
+    tx: Tx = Tx.NONE
+    autocommit: bool | None = None  # SET autocommit = 0 / 1
+    database: str | None = None  # USE db
+    sets: bool = False  # SET of session variables (tracked and replayed on other connections)
+    pins: str | None = None  # why the session must keep its connection, if it must
+    unpins: bool = False  # UNLOCK TABLES, DROP TEMPORARY TABLE ..., RELEASE_ALL_LOCKS
+    unbounded_write: bool = False  # UPDATE or DELETE without WHERE (the firewall's concern)
+
+
+READS = frozenset({"SELECT", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "HELP", "WITH"})
+_COMMENT_OR_SPACE = re.compile(rb"(?:\s+|/\*.*?\*/|--[ \t][^\n]*(?:\n|$)|#[^\n]*(?:\n|$))*", re.S)
+_WORD = re.compile(rb"[A-Za-z_]+")
+_HINT = re.compile(rb"/\*\s*(master|slave)\s*\*/", re.I)
+# Markers found anywhere in the text (outside quotes: see _strip_literals).
+_PRIMARY_READS = re.compile(
+    rb"\bFOR\s+UPDATE\b|\bLOCK\s+IN\s+SHARE\s+MODE\b|\bFOR\s+SHARE\b|\bINTO\s+(?:@|OUTFILE|DUMPFILE)"
+    rb"|\b(?:GET_LOCK|RELEASE_LOCK|RELEASE_ALL_LOCKS|IS_USED_LOCK|IS_FREE_LOCK|LAST_INSERT_ID"
+    rb"|FOUND_ROWS|ROW_COUNT|NEXTVAL|LASTVAL|SETVAL|MASTER_GTID_WAIT|MASTER_POS_WAIT"
+    rb"|SLEEP|BENCHMARK)\s*\(|\bNEXT\s+VALUE\s+FOR\b",
+    re.I,
+)
+_USER_VAR = re.compile(rb"(?<![\w@.`])@(?!@)[A-Za-z_$`'\"]")
+_GET_LOCK = re.compile(rb"\bGET_LOCK\s*\(", re.I)
+_RELEASE_ALL = re.compile(rb"\bRELEASE_ALL_LOCKS\s*\(", re.I)
+_CALC = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
+_WHERE = re.compile(rb"\bWHERE\b", re.I)
+_AUTOCOMMIT = re.compile(rb"^\s*(?:@@(?:SESSION\.|LOCAL\.)?|SESSION\s+|LOCAL\s+)?autocommit\s*"
+                         rb"(?::?=)\s*(\w+)\s*$", re.I)  # fmt: skip
+_LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`", re.S)
+
+
+def _strip_literals(sql: bytes) -> bytes:
+    """The text with string literals and quoted names blanked, so markers inside them don't
+    count (`SELECT 'FOR UPDATE'` is a plain read)."""
+    return _LITERAL.sub(b"''", sql)
+
+
+def classify(sql: bytes) -> Statement:
+    return _classify(sql[:4096])
+
+
+@lru_cache(maxsize=4096)
+def _classify(sql: bytes) -> Statement:
+    hint_match = _HINT.match(sql, _leading_space_end(sql))
+    hint = hint_match.group(1).lower().decode() if hint_match else None
+    pos = _COMMENT_OR_SPACE.match(sql).end()  # type: ignore[union-attr]
+    m = _WORD.match(sql, pos)
+    keyword = m.group().upper().decode() if m else ""
+    rest_at = m.end() if m else pos
+    body = _strip_literals(sql)
+    words = _words(sql, rest_at, 3)
+
+    if keyword in ("BEGIN", "START") and (keyword == "BEGIN" or words[:1] == ["TRANSACTION"]):
+        return Statement(Route.PRIMARY, keyword, tx=Tx.BEGIN)
+    if keyword in ("COMMIT", "ROLLBACK"):
+        to_savepoint = "TO" in words[:2]
+        return Statement(Route.PRIMARY, keyword, tx=Tx.NONE if to_savepoint else Tx.END)
+    if keyword == "USE":
+        name = sql[rest_at:].strip().rstrip(b";").strip().strip(b"`").decode("utf-8", "replace")
+        return Statement(Route.PRIMARY, keyword, database=name)
+    if keyword == "SET":
+        return _set(sql, rest_at, body)
+    if keyword == "LOCK":
+        return Statement(Route.PRIMARY, keyword, pins="LOCK TABLES")
+    if keyword == "UNLOCK":
+        return Statement(Route.PRIMARY, keyword, unpins=True)
+    if keyword == "PREPARE":
+        return Statement(Route.PRIMARY, keyword, pins="a text PREPARE")
+    if keyword == "CREATE" and words[:1] == ["TEMPORARY"]:
+        return Statement(Route.PRIMARY, keyword, pins="a temporary table")
+    if keyword == "DROP" and words[:1] == ["TEMPORARY"]:
+        return Statement(Route.PRIMARY, keyword, unpins=True)
+
+    pins = None
+    if _GET_LOCK.search(body):
+        pins = "GET_LOCK"
+    elif _USER_VAR.search(body):
+        pins = "a user variable"
+    elif _CALC.search(body):
+        pins = "SQL_CALC_FOUND_ROWS"
+    unpins = bool(_RELEASE_ALL.search(body))
+    unbounded = keyword in ("UPDATE", "DELETE") and not _WHERE.search(body)
+
+    route = Route.PRIMARY
+    if keyword in READS and not _PRIMARY_READS.search(body):
+        if keyword in ("EXPLAIN", "DESC", "DESCRIBE") and words[:1] and words[0] in (
+            "INSERT", "UPDATE", "DELETE", "REPLACE"
+        ):  # fmt: skip
+            route = Route.PRIMARY  # EXPLAIN of a write: its table may be primary-only
+        else:
+            route = Route.REPLICA
+    if hint == "master":
+        route = Route.PRIMARY
+    elif hint == "slave" and keyword in READS:
+        route = Route.REPLICA
+    if pins is not None:
+        route = Route.PRIMARY
+    return Statement(route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded)
+
+
+def _leading_space_end(sql: bytes) -> int:
+    i = 0
+    while i < len(sql) and sql[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
+def _words(sql: bytes, pos: int, n: int) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        pos = _COMMENT_OR_SPACE.match(sql, pos).end()  # type: ignore[union-attr]
+        m = _WORD.match(sql, pos)
+        if not m:
+            break
+        out.append(m.group().upper().decode())
+        pos = m.end()
+    return out
+
+
+def _set(sql: bytes, rest_at: int, body: bytes) -> Statement:
+    rest = sql[rest_at:].strip().rstrip(b";")
+    words = _words(sql, rest_at, 2)
+    if words[:1] == ["TRANSACTION"] or words[:2] in (["SESSION", "TRANSACTION"],):
+        return Statement(Route.PRIMARY, "SET", sets=True)  # isolation level / read only
+    m = _AUTOCOMMIT.match(rest)
+    if m:
+        value = m.group(1).upper()
+        if value in (b"0", b"OFF", b"FALSE"):
+            return Statement(Route.PRIMARY, "SET", autocommit=False, sets=True)
+        if value in (b"1", b"ON", b"TRUE"):
+            return Statement(Route.PRIMARY, "SET", autocommit=True, sets=True)
+    pins = "a user variable" if _USER_VAR.search(body) else None
+    return Statement(Route.PRIMARY, "SET", sets=True, pins=pins)

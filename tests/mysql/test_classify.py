@@ -1,0 +1,95 @@
+"""Statement classification: routes, session effects and pinning markers, from the text."""
+
+from __future__ import annotations
+
+import pytest
+
+from steelyard.mysql.classify import Route, Tx, classify
+
+PRIMARY, REPLICA = Route.PRIMARY, Route.REPLICA
+
+
+@pytest.mark.parametrize(
+    ("sql", "route"),
+    [
+        ("SELECT * FROM t WHERE id = 1", REPLICA),
+        ("  select 1", REPLICA),
+        ("/* a comment */ SELECT 1", REPLICA),
+        ("-- a line comment\nSELECT 1", REPLICA),
+        ("# hash comment\nSELECT 1", REPLICA),
+        ("SHOW TABLES", REPLICA),
+        ("EXPLAIN SELECT * FROM t", REPLICA),
+        ("EXPLAIN UPDATE t SET a = 1", PRIMARY),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", REPLICA),
+        ("SELECT * FROM t FOR UPDATE", PRIMARY),
+        ("select * from t lock in share mode", PRIMARY),
+        ("SELECT * FROM t FOR SHARE", PRIMARY),
+        ("SELECT a INTO @x FROM t", PRIMARY),
+        ("SELECT LAST_INSERT_ID()", PRIMARY),
+        ("SELECT FOUND_ROWS()", PRIMARY),
+        ("SELECT NEXT VALUE FOR seq", PRIMARY),
+        ("SELECT 'FOR UPDATE', \"GET_LOCK(\" FROM t", REPLICA),  # markers inside literals
+        ("SELECT `for update` FROM t", REPLICA),
+        ("/*master*/ SELECT 1", PRIMARY),
+        ("/* master */SELECT 1", PRIMARY),
+        ("/*slave*/ SELECT 1", REPLICA),
+        ("/*slave*/ UPDATE t SET a = 1", PRIMARY),  # a hint never sends a write to a replica
+        ("INSERT INTO t VALUES (1)", PRIMARY),
+        ("UPDATE t SET a = 1 WHERE id = 2", PRIMARY),
+        ("CREATE TABLE t (id INT)", PRIMARY),
+        ("CALL proc()", PRIMARY),
+        ("", PRIMARY),
+    ],
+)
+def test_routes(sql, route):
+    assert classify(sql.encode()).route is route
+
+
+def test_transactions_and_session_changes():
+    assert classify(b"BEGIN").tx is Tx.BEGIN
+    assert classify(b"start transaction read only").tx is Tx.BEGIN
+    assert classify(b"COMMIT").tx is Tx.END and classify(b"rollback").tx is Tx.END
+    assert classify(b"ROLLBACK TO SAVEPOINT s1").tx is Tx.NONE
+    assert classify(b"SET autocommit = 0").autocommit is False
+    assert classify(b"set @@session.autocommit=ON").autocommit is True
+    assert classify(b"SET SESSION autocommit := 1").autocommit is True
+    assert classify(b"USE shop").database == "shop"
+    assert classify(b"use `my db`;").database == "my db"
+    s = classify(b"SET NAMES utf8mb4")
+    assert s.sets and s.pins is None and s.route is PRIMARY
+    assert classify(b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").sets
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("CREATE TEMPORARY TABLE tmp (id INT)", "a temporary table"),
+        ("SELECT GET_LOCK('job', 10)", "GET_LOCK"),
+        ("SET @uid = 5", "a user variable"),
+        ("SELECT @uid", "a user variable"),
+        ("INSERT INTO t VALUES (@uid)", "a user variable"),
+        ("LOCK TABLES t WRITE", "LOCK TABLES"),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", "SQL_CALC_FOUND_ROWS"),
+        ("PREPARE s FROM 'SELECT 1'", "a text PREPARE"),
+    ],
+)
+def test_what_pins_a_session(sql, why):
+    s = classify(sql.encode())
+    assert s.pins == why and s.route is PRIMARY
+
+
+def test_what_does_not_pin_and_what_unpins():
+    for sql in (b"SELECT @@version", b"SELECT 'a@b.com'", b"SET @@session.sql_mode = ''",
+                b"SELECT * FROM `user@host`"):  # fmt: skip
+        assert classify(sql).pins is None, sql
+    assert classify(b"UNLOCK TABLES").unpins
+    assert classify(b"DROP TEMPORARY TABLE tmp").unpins
+    assert classify(b"SELECT RELEASE_ALL_LOCKS()").unpins
+
+
+def test_unbounded_writes():
+    assert classify(b"DELETE FROM t").unbounded_write
+    assert classify(b"UPDATE t SET a = 1").unbounded_write
+    assert not classify(b"UPDATE t SET a = 1 WHERE id = 1").unbounded_write
+    assert not classify(b"DELETE FROM t WHERE 1").unbounded_write
+    assert classify(b"UPDATE t SET note = 'WHERE' ").unbounded_write  # not fooled by a literal
