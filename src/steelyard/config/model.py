@@ -58,7 +58,7 @@ def format_path(path: tuple[str | int, ...]) -> str:
 
 
 class HealthConfig(Strict):
-    kind: Literal["tcp", "http", "none"] = "tcp"
+    kind: Literal["tcp", "http", "mysql", "none"] = "tcp"
     interval: Duration = 2.0
     timeout: Duration = 1.0
     rise: int = Field(2, ge=1, le=100)
@@ -68,6 +68,10 @@ class HealthConfig(Strict):
     method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
     host: str | None = None
     expect_status: str = "200-399"
+    # mysql checker: logs in as this user and runs SELECT 1 (as HAProxy's mysql-check does
+    # the handshake; this goes as far as a statement)
+    user: str | None = None
+    password: str = ""
 
     @field_validator("expect_status", mode="before")
     @classmethod
@@ -96,6 +100,8 @@ class HealthConfig(Strict):
             raise ValueError("interval must be above 0")
         if self.kind != "none" and self.timeout <= 0:
             raise ValueError("timeout must be above 0")
+        if self.kind == "mysql" and not self.user:
+            raise ValueError("the mysql check logs in: give it a user (and password)")
         return self
 
 

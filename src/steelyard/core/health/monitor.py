@@ -30,6 +30,7 @@ from typing import Any
 from steelyard.config.model import HealthConfig, PoolConfig, parse_status_ranges
 from steelyard.core.backend import AdminState, Pool, Server
 from steelyard.core.health.http import check_http
+from steelyard.core.health.mysql import check_mysql
 from steelyard.core.health.state import CheckResult, HealthState
 from steelyard.core.health.tcp import check_tcp
 from steelyard.log import log
@@ -62,6 +63,13 @@ def make_checker(server: Server, hc: HealthConfig) -> Checker:
             return check_tcp(host, port, timeout)
 
         return probe_tcp
+    if hc.kind == "mysql":
+        user, password = hc.user or "", hc.password
+
+        def probe_mysql() -> Awaitable[CheckResult]:
+            return check_mysql(host, port, timeout, user, password)
+
+        return probe_mysql
     raise ValueError(f"no active checker for health kind {hc.kind!r}")
 
 
