@@ -43,4 +43,5 @@ def test_the_mysql_check_needs_a_user(tmp_path):
     cfg = base_config(tmp_path, pools={"db": pool})
     out = run_with_config(tmp_path, cfg)
     assert out.returncode != 0
-    assert "pools.db.health: the mysql check logs in: give it a user (and password)" in out.stderr
+    want = "pools.db.health: the mysql check logs in: give it a user, or use the pool in a "
+    assert f"run.yaml:5: {want}mysql listener" in out.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 from steelyard.config.http_model import HttpListenerConfig
-from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
+from steelyard.config.mysql_model import MysqlConfig
+from steelyard.config.redis_model import RedisConfig
 from steelyard.config.shared import (
     Address,
     Duration,
@@ -100,8 +101,6 @@ class HealthConfig(Strict):
             raise ValueError("interval must be above 0")
         if self.kind != "none" and self.timeout <= 0:
             raise ValueError("timeout must be above 0")
-        if self.kind == "mysql" and not self.user:
-            raise ValueError("the mysql check logs in: give it a user (and password)")
         return self
 
 
@@ -219,16 +218,30 @@ class Config(Strict):
     tcp: list[TcpListenerConfig] = Field(default_factory=list)
     http: list[HttpListenerConfig] = Field(default_factory=list)
     redis: RedisConfig | None = None
+    mysql: MysqlConfig | None = None
 
-    def listeners(self) -> list[TcpListenerConfig | HttpListenerConfig | RedisProxyConfig]:
-        """Every listening section (tcp, http, redis proxies); each has a `listen` address."""
-        out: list[TcpListenerConfig | HttpListenerConfig | RedisProxyConfig] = [
-            *self.tcp,
-            *self.http,
-        ]
+    def listeners(self) -> list[Any]:
+        """Every listening section (tcp, http, redis proxies, mysql); each has a `listen`."""
+        out: list[Any] = [*self.tcp, *self.http]
         if self.redis is not None:
             out += self.redis.proxies
+        if self.mysql is not None:
+            out += self.mysql.listeners
         return out
+
+    @model_validator(mode="after")
+    def _mysql_checks(self) -> Config:
+        """A pool checked with `kind: mysql` and no user logs in as the backend user of the
+        mysql listener that uses it (runs before the cross-check below)."""
+        if self.mysql is None:
+            return self
+        for lst in self.mysql.listeners:
+            for name in (lst.primary, lst.replicas):
+                pool = self.pools.get(name) if name else None
+                hc = pool.health if pool is not None else None
+                if hc is not None and hc.kind == "mysql" and not hc.user:
+                    hc.user, hc.password = lst.backend_user, lst.backend_password
+        return self
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -283,6 +296,23 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append(((tier, i, "listen"), f"{lst.listen} is already used by {where}"))
         else:
             listens[key] = (tier, i, "listen")
+    for pool_name, pool in cfg.pools.items():
+        if pool.health is not None and pool.health.kind == "mysql" and not pool.health.user:
+            why = "the mysql check logs in: give it a user, or use the pool in a mysql listener"
+            problems.append((("pools", pool_name, "health"), why))
+    if cfg.mysql is not None:
+        for i, my in enumerate(cfg.mysql.listeners):
+            for key in ("primary", "replicas"):
+                name = getattr(my, key)
+                if name is not None and name not in cfg.pools:
+                    problems.append((("mysql", "listeners", i, key), f"unknown pool {name!r}"))
+            addr = split_address(my.listen)
+            path = ("mysql", "listeners", i, "listen")
+            if addr in listens:
+                where = format_path(listens[addr])
+                problems.append((path, f"{my.listen} is already used by {where}"))
+            else:
+                listens[addr] = path
     if cfg.redis is not None:
         for i, proxy in enumerate(cfg.redis.proxies):
             key = split_address(proxy.listen)

@@ -49,7 +49,7 @@ class Client:
     @classmethod
     async def connect(
         cls, address: str, user: str, password: str, database: str | None = None,
-        timeout: float = 5.0, first_plugin: str | None = None,
+        timeout: float = 5.0, first_plugin: str | None = None, capabilities: int | None = None,
     ) -> Client:  # fmt: skip
         host, _, port = address.rpartition(":")
         reader, writer = await asyncio.wait_for(
@@ -57,7 +57,9 @@ class Client:
         )
         client = cls(reader, writer)
         try:
-            await asyncio.wait_for(client.login(user, password, database, first_plugin), timeout)
+            await asyncio.wait_for(
+                client.login(user, password, database, first_plugin, capabilities), timeout
+            )
         except BaseException:
             client.close()
             raise
@@ -77,16 +79,18 @@ class Client:
         return nxt
 
     async def login(
-        self, user: str, password: str, database: str | None, first_plugin: str | None = None
-    ) -> None:
+        self, user: str, password: str, database: str | None, first_plugin: str | None = None,
+        capabilities: int | None = None,
+    ) -> None:  # fmt: skip
         """The connection phase; `first_plugin` answers the greeting with another plugin than
-        the one the server named (the server may then switch, as with any client)."""
+        the one the server named (the server may then switch, as with any client);
+        `capabilities` replaces the default set (the proxy asks for its client's)."""
         seq, payload = await self.read()
         if messages.is_err(payload):
             err = messages.parse_err(payload)
             raise MySQLError(err.code, err.sqlstate, err.message)
         g = self.greeting = handshake.parse_greeting(payload)
-        caps = CAPABILITIES & g.capabilities
+        caps = (CAPABILITIES if capabilities is None else capabilities) & g.capabilities
         if not database:
             caps &= ~Capability.CONNECT_WITH_DB
         self.capabilities = caps

@@ -40,6 +40,7 @@ from steelyard.http.stats import HttpStats
 from steelyard.log import log
 from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.ipc import Channel
+from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
 
 TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
@@ -553,7 +554,7 @@ def listeners_of(cfg: Config) -> list[Any]:
 
 
 def named_listeners(cfg: Config) -> list[tuple[str, str]]:
-    return [(getattr(t, "name", "redis"), t.listen) for t in cfg.listeners()]
+    return [(listener_name(t), t.listen) for t in cfg.listeners()]
 
 
 def _describe_changes(old: Config, new: Config) -> str:

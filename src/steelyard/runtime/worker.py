@@ -18,22 +18,26 @@ from typing import Any
 from steelyard import log as logmod
 from steelyard.config.http_model import HttpListenerConfig
 from steelyard.config.model import Config, TcpListenerConfig
+from steelyard.config.mysql_model import MysqlListenerConfig
 from steelyard.config.redis_model import RedisProxyConfig
 from steelyard.core.backend import Pool, Server, find_server, require_server
 from steelyard.core.counters import SharedCounters
 from steelyard.http.frontend import HttpFrontend
 from steelyard.log import log
+from steelyard.mysql.frontend import MysqlFrontend
 from steelyard.redis.frontend import RedisFrontend
 from steelyard.runtime.ipc import Channel
+from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
 from steelyard.tcp.frontend import TcpFrontend, WorkerContext, describe
 
-Frontend = TcpFrontend | HttpFrontend | RedisFrontend
+Frontend = TcpFrontend | HttpFrontend | RedisFrontend | MysqlFrontend
 # The frontend class that serves each kind of listener section.
 FRONTENDS: dict[type, type] = {
     TcpListenerConfig: TcpFrontend,
     HttpListenerConfig: HttpFrontend,
     RedisProxyConfig: RedisFrontend,
+    MysqlListenerConfig: MysqlFrontend,
 }
 
 STATS_INTERVAL = 1.0
@@ -140,11 +144,16 @@ class Worker:
                 assert cfg.redis is not None
                 fe.update(lst, cfg.redis, redis_view)
                 continue
+            if isinstance(fe, MysqlFrontend):
+                fe.update(lst, self.pools)
+                continue
             if isinstance(lst, HttpListenerConfig):
                 fe = HttpFrontend(lst, self.pools, self.loop, self._report)
             elif isinstance(lst, RedisProxyConfig):
                 assert cfg.redis is not None
                 fe = RedisFrontend(lst, cfg.redis, self.loop, redis_view)
+            elif isinstance(lst, MysqlListenerConfig):
+                fe = MysqlFrontend(lst, self.pools, self.loop)
             else:
                 fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
@@ -152,7 +161,7 @@ class Worker:
             except OSError as exc:
                 ok = False
                 message = f"cannot listen on {listen}: {describe(exc)}"
-                log("listen_error", "error", listener=getattr(lst, "name", "redis"), cause=message)
+                log("listen_error", "error", listener=listener_name(lst), cause=message)
                 self.channel.send({"t": "error", "message": message})
                 continue
             self.frontends[listen] = fe
@@ -160,6 +169,8 @@ class Worker:
             # Sessions already running keep their pool object; new ones use the new pool.
             if isinstance(fe, TcpFrontend):
                 fe.pool = self.pools[fe.cfg.pool]
+            elif isinstance(fe, MysqlFrontend):
+                fe.pools = self.pools
         return ok
 
     def _retire(self, fe: Frontend) -> None:

@@ -1,0 +1,65 @@
+"""The `mysql:` part of the config contract: listeners that speak the MySQL protocol, the users
+they accept, how they log in to the servers, and where statements go.
+
+`primary` and `replicas` name pools of `pools:` (the same pools, algorithms and health checks
+as every tier); a pool whose `health` is `{kind: mysql}` without a user is checked as this
+listener's `backend_user`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
+
+from steelyard.config.shared import Address, Duration, Size, Strict
+
+
+class MysqlUserConfig(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    password: str = ""
+    max_connections: int = Field(0, ge=0)  # 0: no limit (MySQL's max_user_connections)
+
+
+class FirewallConfig(Strict):
+    block_unbounded_writes: bool = False  # UPDATE and DELETE without WHERE
+
+
+class MysqlListenerConfig(Strict):
+    listen: Address
+    users: list[MysqlUserConfig] = Field(min_length=1)
+    backend_user: str = Field(min_length=1)
+    backend_password: str = ""
+    primary: str  # a pool name
+    replicas: str | None = None  # a pool name; None: every statement goes to the primary
+    max_replication_lag: Duration = 5.0  # replicas further behind leave read rotation
+    causal_reads: bool = False  # read-your-writes on MariaDB (MASTER_GTID_WAIT)
+    allow: list[str] = Field(default_factory=list)  # client CIDRs; empty: everyone
+    firewall: FirewallConfig = Field(default_factory=FirewallConfig)
+    max_allowed_packet: Size = 64 * 1024 * 1024
+    server_version: str = "8.0.36-steelyard"  # what clients are told (MySQL 8 features)
+    max_clients: int = Field(10000, ge=1)
+    backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
+    tls: None = None  # TLS for clients: not yet (a `tls:` section is refused, not ignored)
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or a CIDR block") from None
+        return v
+
+    @model_validator(mode="after")
+    def _users(self) -> MysqlListenerConfig:
+        names = [u.name for u in self.users]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"user {name!r} is listed twice")
+        return self
+
+
+class MysqlConfig(Strict):
+    listeners: list[MysqlListenerConfig] = Field(default_factory=list)

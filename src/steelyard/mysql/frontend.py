@@ -1,0 +1,104 @@
+"""One MySQL proxy listener in a worker: its sessions, users, and backend connection pools."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+from typing import Any
+
+from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
+from steelyard.core.backend import Pool
+from steelyard.mysql.backend import ServerPool
+from steelyard.mysql.classify import Route
+from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession, in_networks
+from steelyard.tcp.frontend import ProtocolListener
+
+
+class NoServer(ConnectionError):
+    """No server of the pool is usable."""
+
+
+class MysqlFrontend:
+    def __init__(
+        self, cfg: MysqlListenerConfig, pools: dict[str, Pool], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.loop = loop
+        self.sessions: set[MysqlSession] = set()
+        self.backend_pools: dict[tuple[str, int], ServerPool] = {}
+        self._ids = itertools.count(1)
+        self._listener: ProtocolListener | None = None
+        self.stopping = False
+        self.user_counts: dict[str, int] = {}
+        self.update(cfg, pools)
+
+    def update(self, cfg: MysqlListenerConfig, pools: dict[str, Pool], *_: Any) -> None:
+        self.cfg = cfg
+        self.pools = pools
+        self.users: dict[str, MysqlUserConfig] = {u.name: u for u in cfg.users}
+        self.networks = [ipaddress.ip_network(c, strict=False) for c in cfg.allow]
+
+    def allowed(self, host: str) -> bool:
+        return not self.networks or in_networks(host, self.networks)
+
+    def next_id(self) -> int:
+        return next(self._ids) & 0xFFFFFFFF
+
+    def users_take(self, name: str, limit: int) -> bool:
+        n = self.user_counts.get(name, 0)
+        if limit and n >= limit:
+            return False
+        self.user_counts[name] = n + 1
+        return True
+
+    def users_left(self, name: str) -> None:
+        self.user_counts[name] = max(0, self.user_counts.get(name, 1) - 1)
+
+    def server_pool(self, route: Route, caps: int) -> ServerPool:
+        """The idle connections of the server chosen for `route` (a replica for reads when one
+        is usable, else the primary)."""
+        server = None
+        if route is Route.REPLICA and self.cfg.replicas:
+            server = self.pools[self.cfg.replicas].pick()
+        if server is None:
+            server = self.pools[self.cfg.primary].pick()
+        if server is None:
+            raise NoServer(f"no server of pool {self.cfg.primary!r} is usable")
+        shaping = caps & SHAPING
+        key = (server.address, shaping)
+        pool = self.backend_pools.get(key)
+        if pool is None:
+            pool = self.backend_pools[key] = ServerPool(
+                server.address, self.cfg.backend_user, self.cfg.backend_password,
+                self.cfg.backend_pool_size, BACKEND_BASE | shaping,
+            )  # fmt: skip
+        return pool
+
+    def start(self) -> None:
+        self._listener = ProtocolListener(
+            self.loop, self.cfg.listen, 1024, lambda: MysqlSession(self)
+        )
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    async def drain(self, timeout: float) -> int:
+        cut = 0
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+                cut += 1
+        self.close()
+        return cut
+
+    def close(self) -> None:
+        self.stop_accepting()
+        for pool in self.backend_pools.values():
+            pool.close()
+        self.backend_pools.clear()
+
+    def account(self) -> None:
+        """Counters come later (issue 5: /api/mysql and metrics)."""

@@ -1,0 +1,119 @@
+"""The MySQL proxy under `steelyard run`, over a MariaDB primary and two replicas: clients log
+in to the proxy, writes go to the primary, plain reads to the replicas, transactions and
+pinned sessions stay on one connection."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pymysql
+import pytest
+
+from fixtures.mariadb import PASSWORD, USER
+from fixtures.procs import base_config, free_port, wait_for
+
+
+@pytest.fixture
+def proxy(tmp_path, replication, steelyard):
+    primary, *replicas = replication
+    port = free_port()
+    health = {"kind": "mysql", "interval": "500ms"}
+    cfg = base_config(
+        tmp_path,
+        pools={
+            "primary": {"health": health, "servers": [{"address": primary.address}]},
+            "replicas": {"health": health,
+                         "servers": [{"address": r.address} for r in replicas]},
+        },
+        mysql={"listeners": [{
+            "listen": f"127.0.0.1:{port}",
+            "users": [{"name": "app", "password": "proxy-secret"}],
+            "backend_user": USER, "backend_password": PASSWORD,
+            "primary": "primary", "replicas": "replicas",
+        }]},
+    )  # fmt: skip
+    sy = steelyard(cfg)
+    return port, primary, replicas, sy
+
+
+def connect(port: int, **kw) -> pymysql.Connection:
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="proxy-secret",
+                           autocommit=True, **kw)  # fmt: skip
+
+
+def one(conn: pymysql.Connection, sql: str):
+    with conn.cursor() as c:
+        c.execute(sql)
+        return c.fetchone()[0]
+
+
+def test_reads_go_to_replicas_and_writes_to_the_primary(proxy):
+    port, primary, replicas, _ = proxy
+    conn = wait_for(lambda: connect(port), what="the proxy accepting logins")
+    with conn.cursor() as c:
+        c.execute("CREATE DATABASE IF NOT EXISTS shop")
+        c.execute("CREATE TABLE IF NOT EXISTS shop.items (id INT PRIMARY KEY, name TEXT)")
+        c.execute("REPLACE INTO shop.items VALUES (1, 'one'), (2, 'two')")
+    for r in replicas:
+        r.wait_for(primary)
+    seen = {one(conn, "SELECT @@server_id") for _ in range(20)}
+    assert seen == {2, 3}  # both replicas, never the primary
+    assert one(conn, "/*master*/ SELECT @@server_id") == 1
+    assert one(conn, "SELECT COUNT(*) FROM shop.items") == 2
+    assert one(conn, "SELECT @@server_id FOR UPDATE") == 1
+    conn.close()
+
+
+def test_a_transaction_stays_on_the_primary(proxy):
+    port, primary, replicas, _ = proxy
+    conn = wait_for(lambda: connect(port), what="the proxy accepting logins")
+    with conn.cursor() as c:
+        c.execute("CREATE DATABASE IF NOT EXISTS tx")
+        c.execute("CREATE TABLE IF NOT EXISTS tx.t (id INT)")
+    conn.begin()
+    with conn.cursor() as c:
+        c.execute("INSERT INTO tx.t VALUES (7)")
+    # a read inside the transaction: the primary, on the transaction's own connection
+    assert one(conn, "SELECT @@server_id") == 1
+    assert one(conn, "SELECT COUNT(*) FROM tx.t WHERE id = 7") == 1
+    conn.rollback()
+    for r in replicas:
+        r.wait_for(primary)
+    assert one(conn, "SELECT COUNT(*) FROM tx.t WHERE id = 7") == 0  # rolled back, everywhere
+    conn.close()
+
+
+def test_session_state_follows_the_session(proxy):
+    port, *_ = proxy
+    conn = wait_for(lambda: connect(port, database="mysql"), what="the proxy accepting logins")
+    # the database chosen at login and with USE goes to every connection the session borrows
+    assert {one(conn, "SELECT DATABASE()") for _ in range(6)} == {"mysql"}
+    with conn.cursor() as c:
+        c.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+    assert {one(conn, "SELECT @@sql_mode") for _ in range(6)} == {"ANSI_QUOTES"}
+    # a user variable pins the session: it stays where the variable lives
+    with conn.cursor() as c:
+        c.execute("SET @mine = 42")
+    assert {one(conn, "SELECT @mine") for _ in range(6)} == {42}
+    conn.close()
+
+
+def test_logins_are_checked_by_the_proxy(proxy):
+    port, *_ = proxy
+    wait_for(lambda: connect(port), what="the proxy accepting logins")
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        pymysql.connect(host="127.0.0.1", port=port, user="app", password=PASSWORD)
+    assert refused.value.args == (
+        1045, "Access denied for user 'app'@'127.0.0.1' (using password: YES)",
+    )  # fmt: skip
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        connect(port, database="no_such_db")
+    assert refused.value.args[0] == 1049
+    # the mariadb command-line client
+    out = subprocess.run(
+        ["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "app", "-pproxy-secret", "-N",
+         "-e", "SELECT 1 + 1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
