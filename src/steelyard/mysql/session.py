@@ -107,7 +107,7 @@ class MysqlSession(asyncio.Protocol):
         if not self.fe.allowed(self.host):
             self.refuse(
                 ER_HOST_NOT_PRIVILEGED,
-                f"Host '{self.host}' is not allowed to connect to this MariaDB server",
+                f"Host '{self.host}' is not allowed to connect to this MySQL server",
                 0,
             )
             return

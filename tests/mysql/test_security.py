@@ -1,0 +1,81 @@
+"""The MySQL listener's guards: client allow-list, per-user connection limits, and the
+firewall's refusal of unbounded writes; each answered with MySQL's error, others unaffected."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+from fixtures.mariadb import PASSWORD, USER
+from fixtures.procs import base_config, free_port, wait_for
+
+
+def start(tmp_path, steelyard, primary, **listener) -> int:
+    port = free_port()
+    cfg = base_config(
+        tmp_path,
+        pools={"primary": {"servers": [{"address": primary.address}]}},
+        mysql={"listeners": [{
+            "listen": f"127.0.0.1:{port}", "users": [{"name": "app", "password": "pw"}],
+            "backend_user": USER, "backend_password": PASSWORD, "primary": "primary",
+            **listener,
+        }]},
+    )  # fmt: skip
+    steelyard(cfg)
+    return port
+
+
+def login(port: int, **kw) -> pymysql.Connection:
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="pw",
+                           autocommit=True, **kw)  # fmt: skip
+
+
+def test_unbounded_writes_are_refused(tmp_path, steelyard, mariadb):
+    port = start(tmp_path, steelyard, mariadb, firewall={"block_unbounded_writes": True})
+    conn = wait_for(lambda: login(port), what="the proxy")
+    with conn.cursor() as c:
+        c.execute("CREATE DATABASE IF NOT EXISTS fw")
+        c.execute("CREATE TABLE IF NOT EXISTS fw.t (id INT)")
+        c.execute("INSERT INTO fw.t VALUES (1), (2)")
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            c.execute("DELETE FROM fw.t")
+        assert refused.value.args == (
+            1105, "DELETE without WHERE is refused by the proxy (firewall.block_unbounded_writes)"
+        )  # fmt: skip
+        with pytest.raises(pymysql.err.OperationalError):
+            c.execute("UPDATE fw.t SET id = 0")
+        c.execute("DELETE FROM fw.t WHERE id = 1")  # bounded: runs
+        c.execute("SELECT COUNT(*) FROM fw.t")
+        assert c.fetchone() == (1,)
+    conn.close()
+
+
+def test_clients_outside_the_allow_list_are_refused(tmp_path, steelyard, mariadb):
+    port = start(tmp_path, steelyard, mariadb, allow=["10.0.0.0/8"])
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        wait_for(lambda: _refused(port), what="a refusal")
+        login(port)
+    assert refused.value.args == (
+        1130, "Host '127.0.0.1' is not allowed to connect to this MySQL server",
+    )  # fmt: skip
+
+
+def _refused(port: int) -> bool:
+    try:
+        login(port)
+    except pymysql.err.OperationalError as exc:
+        return exc.args[0] == 1130
+    return False
+
+
+def test_max_connections_per_user(tmp_path, steelyard, mariadb):
+    port = start(tmp_path, steelyard, mariadb,
+                 users=[{"name": "app", "password": "pw", "max_connections": 1}])  # fmt: skip
+    first = wait_for(lambda: login(port), what="the proxy")
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        login(port)
+    assert refused.value.args == (
+        1203, "User app already has more than 'max_user_connections' active connections",
+    )  # fmt: skip
+    first.close()
+    wait_for(lambda: login(port), what="the place freed").close()
