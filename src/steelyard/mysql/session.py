@@ -25,8 +25,11 @@ from steelyard.mysql.protocol.constants import (
     ER_CON_COUNT_ERROR,
     ER_HANDSHAKE_ERROR,
     ER_HOST_NOT_PRIVILEGED,
+    ER_MALFORMED_PACKET,
     ER_NET_PACKET_TOO_LARGE,
+    ER_NET_PACKETS_OUT_OF_ORDER,
     ER_TOO_MANY_USER_CONNECTIONS,
+    ER_UNKNOWN_COM_ERROR,
     UTF8MB4_GENERAL_CI,
     Capability,
     Command,
@@ -72,6 +75,13 @@ SHAPING = (
     | Capability.DEPRECATE_EOF
 )
 ER_UNKNOWN_ERROR = (1105, "HY000")
+# Commands run on a backend connection, and those the session answers itself.
+FORWARDED = frozenset({
+    Command.QUERY, Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS,
+    Command.STMT_PREPARE, Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA,
+    Command.STMT_CLOSE, Command.STMT_RESET, Command.STMT_FETCH, Command.SET_OPTION,
+})  # fmt: skip
+LOCAL = frozenset({Command.QUIT, Command.PING, Command.RESET_CONNECTION})
 ER_LOST_BACKEND = (2013, "HY000")
 
 
@@ -87,7 +97,7 @@ class MysqlSession(asyncio.Protocol):
         self.user = ""
         self.caps = 0
         self.authed = False
-        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.runner: asyncio.Task[None] | None = None
         # session state, brought to every connection it borrows
         self.db: str | None = None
@@ -96,6 +106,7 @@ class MysqlSession(asyncio.Protocol):
         self.in_tx = False
         self.pinned: str | None = None  # why the session keeps its connection
         self.held: BackendConn | None = None
+        self.active: BackendConn | None = None  # running this session's command now
 
     # connection -------------------------------------------------------------------------------
 
@@ -133,9 +144,10 @@ class MysqlSession(asyncio.Protocol):
         self.fe.users_left(self.user) if self.authed else None
         if self.runner is not None:
             self.runner.cancel()
-        if self.held is not None:
-            self.held.close()  # a transaction or pinned state dies with its client
-            self.held = None
+        for conn in (self.held, self.active):
+            if conn is not None:
+                conn.close()  # mid-answer, or holding a transaction: it dies with its client
+        self.held = self.active = None
 
     def write(self, payload: bytes, seq: int) -> int:
         data, nxt = frame(payload, seq)
@@ -162,6 +174,10 @@ class MysqlSession(asyncio.Protocol):
         for seq, payload in packets:
             if not self.authed:
                 self.login(seq, payload)
+            elif seq != 0:
+                # A command starts a new exchange at 0: anything else is out of step.
+                self.refuse(ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq + 1)
+                return
             else:
                 self.inbox.put_nowait(payload)
 
@@ -223,7 +239,7 @@ class MysqlSession(asyncio.Protocol):
         if plugin == auth.SHA2:
             seq = self.write(handshake.more_data(bytes((auth.FAST_AUTH_SUCCESS,))), seq)
         self.login_seq = seq
-        self.inbox.put_nowait(b"")  # the runner finishes the login (the database, if any)
+        self.inbox.put_nowait(None)  # the runner finishes the login (the database, if any)
 
     login_seq = 0
 
@@ -231,13 +247,11 @@ class MysqlSession(asyncio.Protocol):
 
     async def run(self) -> None:
         try:
-            first = await self.inbox.get()
-            if first == b"":
-                await self.finish_login()
+            await self.inbox.get()  # None: the password was right, the login goes on here
+            await self.finish_login()
             while self.transport is not None:
                 payload = await self.inbox.get()
-                if not payload:
-                    continue
+                assert payload is not None
                 await self.command(payload)
         except asyncio.CancelledError:
             pass
@@ -263,7 +277,14 @@ class MysqlSession(asyncio.Protocol):
         self.write(messages.ok(messages.Ok(), self.caps), self.login_seq)
 
     async def command(self, payload: bytes) -> None:
+        if not payload:
+            self.write(messages.error(ER_MALFORMED_PACKET, "Malformed communication packet"), 1)
+            return
         command = payload[0]
+        if command not in FORWARDED and command not in LOCAL:
+            # Replication, shutdown, kill and the like have no place through a pooling proxy.
+            self.write(messages.error(ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
+            return
         if command == Command.QUIT:
             if self.transport is not None:
                 self.transport.close()
@@ -349,9 +370,11 @@ class MysqlSession(asyncio.Protocol):
                     messages.error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}"), 1
                 )
                 return None
+        self.active = conn
         try:
             t = await conn.run(payload[0], payload[1:], lambda seq, p: self.write(p, seq))
         except (OSError, ConnectionError, Malformed) as exc:
+            self.active = None
             conn.close()
             self.held = None
             self.in_tx = False
@@ -363,6 +386,7 @@ class MysqlSession(asyncio.Protocol):
                 1,
             )
             return None
+        self.active = None
         if t.status is not None:
             self.in_tx = bool(t.status & Status.IN_TRANS)
             self.autocommit = bool(t.status & Status.AUTOCOMMIT)
