@@ -117,3 +117,37 @@ def test_logins_are_checked_by_the_proxy(proxy):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2"
+
+
+def test_a_replica_that_stops_replicating_leaves_read_rotation(proxy):
+    port, _, replicas, sy = proxy
+    conn = wait_for(lambda: connect(port), what="the proxy accepting logins")
+    stopped = replicas[0]
+    stopped.sql("STOP SLAVE SQL_THREAD")
+    try:
+        why = r'reason="replication is not running \(IO thread Yes, SQL thread No\)"'
+        sy.wait_log(rf"event=health_flip pool=replicas server={stopped.address} state=down {why}")
+        assert {one(conn, "SELECT @@server_id") for _ in range(10)} == {3}
+    finally:
+        stopped.sql("START SLAVE SQL_THREAD")
+    sy.wait_log(rf"event=health_flip pool=replicas server={stopped.address} state=up")
+    assert {one(conn, "SELECT @@server_id") for _ in range(20)} == {2, 3}
+    conn.close()
+
+
+def test_replication_problems_are_named():
+    from steelyard.core.health.mysql import replication_problem
+    from steelyard.mysql.protocol.resultset import ResultSet
+
+    def status(io: bytes, sql: bytes, behind: bytes | None) -> ResultSet:
+        cols = ["Slave_IO_Running", "Slave_SQL_Running", "Seconds_Behind_Master"]
+        return ResultSet(cols, [[io, sql, behind]])
+
+    assert replication_problem(status(b"Yes", b"Yes", b"3"), 5.0) is None
+    assert replication_problem(status(b"Yes", b"Yes", b"12"), 5.0) == (
+        "replication lag 12s over the 5s allowed"
+    )
+    assert replication_problem(status(b"Connecting", b"Yes", None), 5.0) == (
+        "replication is not running (IO thread Connecting, SQL thread Yes)"
+    )
+    assert replication_problem(ResultSet(), 5.0) == "not a replica (SHOW SLAVE STATUS is empty)"

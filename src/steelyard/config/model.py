@@ -73,6 +73,10 @@ class HealthConfig(Strict):
     # the handshake; this goes as far as a statement)
     user: str | None = None
     password: str = ""
+    # mysql checker on replicas: a replica that stopped replicating or lags more than this
+    # fails its check (and leaves read rotation). Set from a mysql listener's
+    # max_replication_lag for its replicas pool; 0 = not checked.
+    max_replication_lag: Duration = 0.0
 
     @field_validator("expect_status", mode="before")
     @classmethod
@@ -239,8 +243,11 @@ class Config(Strict):
             for name in (lst.primary, lst.replicas):
                 pool = self.pools.get(name) if name else None
                 hc = pool.health if pool is not None else None
-                if hc is not None and hc.kind == "mysql" and not hc.user:
-                    hc.user, hc.password = lst.backend_user, lst.backend_password
+                if hc is not None and hc.kind == "mysql":
+                    if not hc.user:
+                        hc.user, hc.password = lst.backend_user, lst.backend_password
+                    if name == lst.replicas and not hc.max_replication_lag:
+                        hc.max_replication_lag = lst.max_replication_lag
         return self
 
     @model_validator(mode="after")

@@ -64,10 +64,10 @@ def make_checker(server: Server, hc: HealthConfig) -> Checker:
 
         return probe_tcp
     if hc.kind == "mysql":
-        user, password = hc.user or "", hc.password
+        user, password, max_lag = hc.user or "", hc.password, hc.max_replication_lag
 
         def probe_mysql() -> Awaitable[CheckResult]:
-            return check_mysql(host, port, timeout, user, password)
+            return check_mysql(host, port, timeout, user, password, max_lag)
 
         return probe_mysql
     raise ValueError(f"no active checker for health kind {hc.kind!r}")
