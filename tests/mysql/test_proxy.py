@@ -14,8 +14,9 @@ from fixtures.procs import base_config, free_port, wait_for
 
 
 @pytest.fixture
-def proxy(tmp_path, replication, steelyard):
+def proxy(tmp_path, replication, steelyard, request):
     primary, *replicas = replication
+    extra = getattr(request, "param", {})  # more settings of the listener
     port = free_port()
     health = {"kind": "mysql", "interval": "500ms"}
     cfg = base_config(
@@ -29,7 +30,7 @@ def proxy(tmp_path, replication, steelyard):
             "listen": f"127.0.0.1:{port}",
             "users": [{"name": "app", "password": "proxy-secret"}],
             "backend_user": USER, "backend_password": PASSWORD,
-            "primary": "primary", "replicas": "replicas",
+            "primary": "primary", "replicas": "replicas", **extra,
         }]},
     )  # fmt: skip
     sy = steelyard(cfg)
@@ -151,3 +152,27 @@ def test_replication_problems_are_named():
         "replication is not running (IO thread Connecting, SQL thread Yes)"
     )
     assert replication_problem(ResultSet(), 5.0) == "not a replica (SHOW SLAVE STATUS is empty)"
+
+
+@pytest.mark.parametrize("proxy", [{"causal_reads": True}], indirect=True)
+def test_causal_reads_see_the_sessions_own_writes(proxy):
+    port, primary, replicas, _ = proxy
+    conn = wait_for(lambda: connect(port), what="the proxy accepting logins")
+    with conn.cursor() as c:
+        c.execute("CREATE DATABASE IF NOT EXISTS causal")
+        c.execute("CREATE TABLE IF NOT EXISTS causal.t (id INT PRIMARY KEY)")
+    for r in replicas:
+        r.wait_for(primary)
+        # the replicas apply every event a second late (they keep replicating: still healthy)
+        r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=1; START SLAVE")
+    try:
+        for i in range(3):
+            with conn.cursor() as c:
+                c.execute(f"INSERT INTO causal.t VALUES ({i})")
+            # read at once: served by a replica, after it has applied the insert
+            assert one(conn, f"SELECT COUNT(*) FROM causal.t WHERE id = {i}") == 1
+        assert one(conn, "SELECT @@server_id") in (2, 3)
+    finally:
+        for r in replicas:
+            r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
+    conn.close()

@@ -34,6 +34,7 @@ class MysqlListenerConfig(Strict):
     replicas: str | None = None  # a pool name; None: every statement goes to the primary
     max_replication_lag: Duration = 5.0  # replicas further behind leave read rotation
     causal_reads: bool = False  # read-your-writes on MariaDB (MASTER_GTID_WAIT)
+    causal_reads_timeout: Duration = 10.0  # then the read goes to the primary (as MaxScale)
     allow: list[str] = Field(default_factory=list)  # client CIDRs; empty: everyone
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
     max_allowed_packet: Size = 64 * 1024 * 1024

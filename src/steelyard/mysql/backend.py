@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from steelyard.mysql.client import Client, MySQLError
+from steelyard.mysql.client import Client, MySQLError, read_result
 from steelyard.mysql.protocol.constants import Command, Status
 from steelyard.mysql.protocol.response import ResponseTracker
 
@@ -26,6 +26,7 @@ class BackendConn:
         self.db: str | None = None
         self.sets: tuple[bytes, ...] = ()  # the SET statements run on it, in order
         self.broken = False
+        self.replica = False  # a connection to a server of the replicas pool
 
     @property
     def capabilities(self) -> int:
@@ -50,6 +51,15 @@ class BackendConn:
     async def quiet(self, command: int, body: bytes) -> ResponseTracker:
         """A command whose answer the client does not see (state sync)."""
         return await self.run(command, body, lambda seq, payload: None)
+
+    async def value(self, sql: bytes) -> bytes | None:
+        """The first column of the first row of a statement the client does not see."""
+        packets: list[bytes] = []
+        t = await self.run(Command.QUERY, sql, lambda seq, payload: packets.append(payload))
+        if t.error is not None:
+            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+        result = read_result(packets, self.client.capabilities)
+        return result.rows[0][0] if result.rows else None
 
     async def sync(self, db: str | None, sets: tuple[bytes, ...]) -> None:
         """Bring this connection to a session's database and session variables."""
@@ -88,6 +98,7 @@ class ServerPool:
         self.size = size
         self.capabilities = capabilities
         self.idle: list[BackendConn] = []
+        self.replica = False  # its server is in the replicas pool
 
     async def acquire(self) -> BackendConn:
         while self.idle:
@@ -97,7 +108,9 @@ class ServerPool:
         client = await Client.connect(
             self.address, self.user, self.password, capabilities=self.capabilities
         )
-        return BackendConn(self.address, client)
+        conn = BackendConn(self.address, client)
+        conn.replica = self.replica
+        return conn
 
     def release(self, conn: BackendConn, status: Status | None) -> None:
         """Back to the pool, if it is clean: no transaction left open, autocommit on."""

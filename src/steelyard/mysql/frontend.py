@@ -58,8 +58,10 @@ class MysqlFrontend:
         """The idle connections of the server chosen for `route` (a replica for reads when one
         is usable, else the primary)."""
         server = None
+        replica = False
         if route is Route.REPLICA and self.cfg.replicas:
             server = self.pools[self.cfg.replicas].pick()
+            replica = server is not None
         if server is None:
             server = self.pools[self.cfg.primary].pick()
         if server is None:
@@ -69,9 +71,13 @@ class MysqlFrontend:
         pool = self.backend_pools.get(key)
         if pool is None:
             pool = self.backend_pools[key] = ServerPool(
-                server.address, self.cfg.backend_user, self.cfg.backend_password,
-                self.cfg.backend_pool_size, BACKEND_BASE | shaping,
-            )  # fmt: skip
+                server.address,
+                self.cfg.backend_user,
+                self.cfg.backend_password,
+                self.cfg.backend_pool_size,
+                BACKEND_BASE | shaping,
+            )
+            pool.replica = replica  # fmt: skip
         return pool
 
     def start(self) -> None:

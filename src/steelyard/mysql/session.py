@@ -362,6 +362,8 @@ class MysqlSession(asyncio.Protocol):
             try:
                 conn = await self.borrow(route)
                 await conn.sync(self.db, self.sets)
+                if route is Route.REPLICA and self.last_gtid and conn.replica:
+                    conn = await self.caught_up(conn)
             except MySQLError as exc:
                 self.write(messages.error((exc.code, exc.sqlstate), exc.message), 1)
                 return None
@@ -390,12 +392,41 @@ class MysqlSession(asyncio.Protocol):
         if t.status is not None:
             self.in_tx = bool(t.status & Status.IN_TRANS)
             self.autocommit = bool(t.status & Status.AUTOCOMMIT)
+        if (
+            self.cfg.causal_reads and not conn.replica and t.error is None
+            and route is Route.PRIMARY and not self.in_tx
+        ):  # fmt: skip
+            # What this session wrote (if it wrote): its reads on replicas wait for it.
+            try:
+                gtid = await conn.value(b"SELECT @@last_gtid")
+            except (OSError, ConnectionError, Malformed, MySQLError):
+                gtid = None
+                conn.close()
+            if gtid:
+                self.last_gtid = gtid.decode()
         if self.in_tx or not self.autocommit or self.pinned is not None:
             self.held = conn
         else:
             self.held = None
             self.give_back(conn, t.status)
         return t
+
+    async def caught_up(self, conn: BackendConn) -> BackendConn:
+        """Causal reads: a replica answers once it has applied this session's last write
+        (MASTER_GTID_WAIT); one that cannot within causal_reads_timeout gives way to the
+        primary."""
+        timeout = self.cfg.causal_reads_timeout
+        got = await conn.value(
+            b"SELECT MASTER_GTID_WAIT('%s', %.3f)" % (self.last_gtid.encode(), timeout)
+        )
+        if got == b"0":
+            return conn
+        self.give_back(conn, Status.AUTOCOMMIT)
+        primary = await self.borrow(Route.PRIMARY)
+        await primary.sync(self.db, self.sets)
+        return primary
+
+    last_gtid = ""  # the GTID of this session's last write (causal_reads)
 
     async def borrow(self, route: Route) -> BackendConn:
         return await self.fe.server_pool(route, self.caps).acquire()
