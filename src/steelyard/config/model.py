@@ -281,6 +281,15 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
                 servers[key] = j
     if cfg.admin.listen:
         listens[split_address(cfg.admin.listen)] = ("admin", "listen")
+
+    def claim(listen: str, path: tuple[str | int, ...]) -> None:
+        """One listening address per section: a second user of it is a problem."""
+        key = split_address(listen)
+        if key in listens:
+            problems.append((path, f"{listen} is already used by {format_path(listens[key])}"))
+        else:
+            listens[key] = path
+
     listeners: list[tuple[str, int, TcpListenerConfig | HttpListenerConfig]] = [
         *(("tcp", i, lst) for i, lst in enumerate(cfg.tcp)),
         *(("http", i, lst) for i, lst in enumerate(cfg.http)),
@@ -297,12 +306,7 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
         if lst.name in names:
             problems.append(((tier, i, "name"), f"duplicate listener name {lst.name!r}"))
         names.add(lst.name)
-        key = split_address(lst.listen)
-        if key in listens:
-            where = format_path(listens[key])
-            problems.append(((tier, i, "listen"), f"{lst.listen} is already used by {where}"))
-        else:
-            listens[key] = (tier, i, "listen")
+        claim(lst.listen, (tier, i, "listen"))
     for pool_name, pool in cfg.pools.items():
         if pool.health is not None and pool.health.kind == "mysql" and not pool.health.user:
             why = "the mysql check logs in: give it a user, or use the pool in a mysql listener"
@@ -313,22 +317,10 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
                 name = getattr(my, key)
                 if name is not None and name not in cfg.pools:
                     problems.append((("mysql", "listeners", i, key), f"unknown pool {name!r}"))
-            addr = split_address(my.listen)
-            path = ("mysql", "listeners", i, "listen")
-            if addr in listens:
-                where = format_path(listens[addr])
-                problems.append((path, f"{my.listen} is already used by {where}"))
-            else:
-                listens[addr] = path
+            claim(my.listen, ("mysql", "listeners", i, "listen"))
     if cfg.redis is not None:
         for i, proxy in enumerate(cfg.redis.proxies):
-            key = split_address(proxy.listen)
-            path = ("redis", "proxies", i, "listen")
-            if key in listens:
-                where = format_path(listens[key])
-                problems.append((path, f"{proxy.listen} is already used by {where}"))
-            else:
-                listens[key] = path
+            claim(proxy.listen, ("redis", "proxies", i, "listen"))
     return problems
 
 

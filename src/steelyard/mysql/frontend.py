@@ -12,14 +12,14 @@ from steelyard.core.backend import Pool
 from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
 from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession, in_networks
-from steelyard.tcp.frontend import ProtocolListener
+from steelyard.tcp.frontend import ProtocolFrontend
 
 
 class NoServer(ConnectionError):
     """No server of the pool is usable."""
 
 
-class MysqlFrontend:
+class MysqlFrontend(ProtocolFrontend):
     def __init__(
         self, cfg: MysqlListenerConfig, pools: dict[str, Pool], loop: asyncio.AbstractEventLoop
     ) -> None:
@@ -27,8 +27,6 @@ class MysqlFrontend:
         self.sessions: set[MysqlSession] = set()
         self.backend_pools: dict[tuple[str, int], ServerPool] = {}
         self._ids = itertools.count(1)
-        self._listener: ProtocolListener | None = None
-        self.stopping = False
         self.user_counts: dict[str, int] = {}
         self.update(cfg, pools)
 
@@ -80,28 +78,10 @@ class MysqlFrontend:
             pool.replica = replica  # fmt: skip
         return pool
 
-    def start(self) -> None:
-        self._listener = ProtocolListener(
-            self.loop, self.cfg.listen, 1024, lambda: MysqlSession(self)
-        )
+    def session(self) -> MysqlSession:
+        return MysqlSession(self)
 
-    def stop_accepting(self) -> None:
-        self.stopping = True
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-    async def drain(self, timeout: float) -> int:
-        cut = 0
-        for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.close()
-                cut += 1
-        self.close()
-        return cut
-
-    def close(self) -> None:
-        self.stop_accepting()
+    def close_backends(self) -> None:
         for pool in self.backend_pools.values():
             pool.close()
         self.backend_pools.clear()

@@ -13,10 +13,10 @@ from steelyard.redis.model import Topology
 from steelyard.redis.router import Router
 from steelyard.redis.session import ClientSession
 from steelyard.redis.topology import spread
-from steelyard.tcp.frontend import ProtocolListener
+from steelyard.tcp.frontend import ProtocolFrontend
 
 
-class RedisFrontend:
+class RedisFrontend(ProtocolFrontend):
     def __init__(
         self,
         cfg: RedisProxyConfig,
@@ -37,9 +37,7 @@ class RedisFrontend:
         self.router = Router(self.backends, cfg.backend_auth, redis.migrate_timeout)
         self.router.on_lock = self._slots_locked
         self.router.apply(view or config_view(redis))
-        self._listener: ProtocolListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self.stopping = False
 
     # The router's tables, read by sessions on every command.
     @property
@@ -99,10 +97,11 @@ class RedisFrontend:
         """The master that serves `slot` now ("" when no group owns it)."""
         return self.router.route[slot]
 
+    def session(self) -> ClientSession:
+        return ClientSession(self)
+
     def start(self) -> None:
-        self._listener = ProtocolListener(
-            self.loop, self.cfg.listen, 1024, lambda: ClientSession(self)
-        )
+        super().start()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def _sweep(self) -> None:
@@ -120,24 +119,11 @@ class RedisFrontend:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def stop_accepting(self) -> None:
-        self.stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        super().stop_accepting()
 
-    async def drain(self, timeout: float) -> int:
-        cut = 0
-        for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.close()
-                cut += 1
-        self.close()
-        return cut
-
-    def close(self) -> None:
-        self.stop_accepting()
+    def close_backends(self) -> None:
         self.backends.close()
 
     def account(self) -> None:

@@ -110,6 +110,47 @@ class ProtocolListener:
         self.sock = None
 
 
+class ProtocolFrontend:
+    """What the Redis and MySQL listeners share: a ProtocolListener and its sessions, closed
+    at a drain. Subclasses set `cfg` (with `listen`), `loop` and `sessions`, make sessions in
+    `session()`, and release their backends in `close_backends()`."""
+
+    loop: asyncio.AbstractEventLoop
+    cfg: Any
+    sessions: set[Any]
+    _listener: ProtocolListener | None = None
+    stopping = False
+
+    def session(self) -> asyncio.Protocol:
+        raise NotImplementedError
+
+    def close_backends(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._listener = ProtocolListener(self.loop, self.cfg.listen, 1024, self.session)
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    async def drain(self, timeout: float) -> int:
+        """Close every client connection (these tiers have no graceful drain yet)."""
+        cut = 0
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+                cut += 1
+        self.close()
+        return cut
+
+    def close(self) -> None:
+        self.stop_accepting()
+        self.close_backends()
+
+
 class PoolQueue:
     """Sessions waiting for a server slot of one pool (every server at max_conns)."""
 
