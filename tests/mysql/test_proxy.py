@@ -176,3 +176,25 @@ def test_causal_reads_see_the_sessions_own_writes(proxy):
         for r in replicas:
             r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
     conn.close()
+
+
+def test_mysql_connector_with_caching_sha2_and_prepared_statements(proxy):
+    import mysql.connector
+
+    port, *_ = proxy
+    wait_for(lambda: connect(port), what="the proxy accepting logins").close()
+    conn = mysql.connector.connect(
+        host="127.0.0.1", port=port, user="app", password="proxy-secret", use_pure=True,
+        auth_plugin="caching_sha2_password", autocommit=True,
+    )  # fmt: skip
+    cur = conn.cursor(prepared=True)  # COM_STMT_PREPARE / EXECUTE, binary rows
+    cur.execute("CREATE DATABASE IF NOT EXISTS ps")
+    cur.execute("CREATE TABLE IF NOT EXISTS ps.t (id INT PRIMARY KEY, v VARCHAR(10))")
+    cur.execute("REPLACE INTO ps.t VALUES (?, ?)", (1, "one"))
+    cur.execute("SELECT v FROM ps.t WHERE id = ?", (1,))
+    assert cur.fetchall() == [("one",)]
+    cur.close()
+    plain = conn.cursor()
+    plain.execute("SELECT @@server_id")  # the session is pinned by its prepared statements
+    assert plain.fetchall() == [(1,)]
+    conn.close()

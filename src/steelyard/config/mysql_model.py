@@ -38,7 +38,8 @@ class MysqlListenerConfig(Strict):
     allow: list[str] = Field(default_factory=list)  # client CIDRs; empty: everyone
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
     max_allowed_packet: Size = 64 * 1024 * 1024
-    server_version: str = "8.0.36-steelyard"  # what clients are told (MySQL 8 features)
+    # what clients are told; None: the primary's own version (clients adapt to the server)
+    server_version: str | None = None
     max_clients: int = Field(10000, ge=1)
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
     tls: None = None  # TLS for clients: not yet (a `tls:` section is refused, not ignored)

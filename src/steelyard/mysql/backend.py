@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from steelyard.mysql.client import Client, MySQLError, read_result
 from steelyard.mysql.protocol.constants import Command, Status
-from steelyard.mysql.protocol.response import ResponseTracker
+from steelyard.mysql.protocol.response import ResponseTracker, expects_answer
 
 Forward = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
 
@@ -39,6 +39,9 @@ class BackendConn:
             c.send(bytes((command,)) + body, 0)
             await c.writer.drain()
             tracker = ResponseTracker(command, c.capabilities)
+            if not expects_answer(command):  # COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA
+                tracker.state = tracker.DONE
+                return tracker
             while True:
                 seq, payload = await c.read()
                 forward(seq, payload)

@@ -9,10 +9,15 @@ from typing import Any
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
 from steelyard.core.backend import Pool
+from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
+from steelyard.mysql.client import MySQLError
+from steelyard.mysql.protocol.constants import Status
 from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession, in_networks
 from steelyard.tcp.frontend import ProtocolFrontend
+
+FALLBACK_VERSION = "8.0.36-steelyard"  # when the primary cannot be asked
 
 
 class NoServer(ConnectionError):
@@ -35,6 +40,25 @@ class MysqlFrontend(ProtocolFrontend):
         self.pools = pools
         self.users: dict[str, MysqlUserConfig] = {u.name: u for u in cfg.users}
         self.networks = [ipaddress.ip_network(c, strict=False) for c in cfg.allow]
+
+    async def server_version(self) -> str:
+        """`server_version` from the config, else the primary's own (learnt from its greeting
+        when the first client comes, on a connection that then joins the pool)."""
+        if self.cfg.server_version:
+            return self.cfg.server_version
+        if self._version is None:
+            try:
+                pool = self.server_pool(Route.PRIMARY, BACKEND_BASE)
+                conn = await pool.acquire()
+            except (OSError, ConnectionError, TimeoutError, MySQLError) as exc:
+                log("mysql_version_unknown", "warn", cause=str(exc), using=FALLBACK_VERSION)
+                return FALLBACK_VERSION
+            greeting = conn.client.greeting
+            self._version = greeting.server_version if greeting else FALLBACK_VERSION
+            pool.release(conn, Status.AUTOCOMMIT)
+        return self._version
+
+    _version: str | None = None
 
     def allowed(self, host: str) -> bool:
         return not self.networks or in_networks(host, self.networks)

@@ -126,16 +126,6 @@ class MysqlSession(asyncio.Protocol):
             self.refuse(ER_CON_COUNT_ERROR, "Too many connections", 0)
             return
         self.fe.sessions.add(self)
-        greeting = handshake.Greeting(
-            self.cfg.server_version,
-            self.fe.next_id(),
-            self.salt,
-            SERVER_CAPS,
-            UTF8MB4_GENERAL_CI,
-            Status.AUTOCOMMIT,
-            auth.SHA2,
-        )
-        self.write(handshake.build_greeting(greeting), 0)
         self.runner = self.fe.loop.create_task(self.run())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -245,8 +235,18 @@ class MysqlSession(asyncio.Protocol):
 
     # commands ---------------------------------------------------------------------------------
 
+    async def greet(self) -> None:
+        """The greeting names the backends' own server version, so clients pick what that
+        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
+        greeting = handshake.Greeting(
+            await self.fe.server_version(), self.fe.next_id(), self.salt, SERVER_CAPS,
+            UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
+        )  # fmt: skip
+        self.write(handshake.build_greeting(greeting), 0)
+
     async def run(self) -> None:
         try:
+            await self.greet()
             await self.inbox.get()  # None: the password was right, the login goes on here
             await self.finish_login()
             while self.transport is not None:
@@ -408,7 +408,7 @@ class MysqlSession(asyncio.Protocol):
             self.held = conn
         else:
             self.held = None
-            self.give_back(conn, t.status)
+            self.give_back(conn, t.status if t.status is not None else self.status())
         return t
 
     async def caught_up(self, conn: BackendConn) -> BackendConn:

@@ -49,6 +49,8 @@ def is_end(payload: bytes) -> bool:
 
 
 class ResponseTracker:
+    DONE = _DONE  # for commands that get no answer: the caller marks them done at once
+
     __slots__ = (
         "capabilities", "columns", "command", "error", "params", "results", "state",
         "statement", "status",
