@@ -9,12 +9,11 @@ cannot be known are closed rather than returned.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from steelyard.mysql.client import Client, MySQLError, read_result
 from steelyard.mysql.protocol.constants import Command, Status
-from steelyard.mysql.protocol.response import ResponseTracker, expects_answer
+from steelyard.mysql.protocol.response import ResponseTracker
 
 Forward = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
 
@@ -34,21 +33,10 @@ class BackendConn:
 
     async def run(self, command: int, body: bytes, forward: Forward) -> ResponseTracker:
         """Send one command; every packet of the answer goes to `forward` as it arrives."""
-        c = self.client
         try:
-            c.send(bytes((command,)) + body, 0)
-            await c.writer.drain()
-            tracker = ResponseTracker(command, c.capabilities)
-            if not expects_answer(command):  # COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA
-                tracker.state = tracker.DONE
-                return tracker
-            while True:
-                seq, payload = await c.read()
-                forward(seq, payload)
-                if tracker.feed(payload):
-                    return tracker
+            return await self.client.run(command, body, forward)
         except BaseException:
-            self.broken = True
+            self.broken = True  # mid-answer: what is left on the wire is unknown
             raise
 
     async def quiet(self, command: int, body: bytes) -> ResponseTracker:
@@ -127,9 +115,3 @@ class ServerPool:
         for conn in self.idle:
             conn.close()
         self.idle.clear()
-
-
-async def close_all(pools: dict[str, ServerPool]) -> None:
-    for pool in pools.values():
-        pool.close()
-    await asyncio.sleep(0)

@@ -9,6 +9,7 @@ RSA key), following an auth switch.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from steelyard.mysql.protocol import auth, handshake, messages
 from steelyard.mysql.protocol.constants import UTF8MB4_GENERAL_CI, Capability, Command
@@ -130,17 +131,25 @@ class Client:
                 raise Malformed(f"unexpected packet during login: {payload[:8]!r}")
             await self.writer.drain()
 
-    async def execute(self, command: int, body: bytes = b"") -> tuple[ResponseTracker, list[bytes]]:
-        """Send one command; its whole answer (packets) and what the tracker made of it."""
+    async def run(
+        self, command: int, body: bytes, on_packet: Callable[[int, bytes], None]
+    ) -> ResponseTracker:
+        """Send one command; each packet of its answer goes to `on_packet(seq, payload)` as
+        it arrives (no answer at all for COM_STMT_CLOSE and the like)."""
         self.send(bytes((command,)) + body, 0)
         await self.writer.drain()
         tracker = ResponseTracker(command, self.capabilities)
+        while not tracker.done:
+            seq, payload = await self.read()
+            on_packet(seq, payload)
+            tracker.feed(payload)
+        return tracker
+
+    async def execute(self, command: int, body: bytes = b"") -> tuple[ResponseTracker, list[bytes]]:
+        """Send one command; its whole answer (packets) and what the tracker made of it."""
         packets: list[bytes] = []
-        while True:
-            _, payload = await self.read()
-            packets.append(payload)
-            if tracker.feed(payload):
-                return tracker, packets
+        tracker = await self.run(command, body, lambda seq, payload: packets.append(payload))
+        return tracker, packets
 
     async def query(self, sql: str) -> ResultSet:
         """A statement's (last) text result set; MySQLError on an error."""

@@ -49,8 +49,6 @@ def is_end(payload: bytes) -> bool:
 
 
 class ResponseTracker:
-    DONE = _DONE  # for commands that get no answer: the caller marks them done at once
-
     __slots__ = (
         "capabilities", "columns", "command", "error", "params", "results", "state",
         "statement", "status",
@@ -59,7 +57,7 @@ class ResponseTracker:
     def __init__(self, command: int, capabilities: int) -> None:
         self.command = command
         self.capabilities = capabilities
-        self.state = _FIRST
+        self.state = _FIRST if expects_answer(command) else _DONE
         self.columns = 0  # column definitions still to read
         self.params = 0
         self.status: Status | None = None  # of the last OK / end seen
