@@ -60,7 +60,6 @@ async def test_health_check_verdicts(mariadb):
         assert not hung.ok and hung.detail == "timeout after 300ms (connecting)"
     finally:
         silent.close()
-    await asyncio.sleep(0)
 
 
 async def test_caching_sha2_full_auth_with_the_servers_rsa_key():

@@ -39,14 +39,7 @@ def proxy(redis_servers, request):
     thread.start()
     loop.call_soon_threadsafe(fe.start)
 
-    def up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, what="proxy listening")
+    wait_for(lambda: _accepts(port), what="proxy listening")
     yield port, a, b, fe
     loop.call_soon_threadsafe(fe.close)
     loop.call_soon_threadsafe(loop.stop)

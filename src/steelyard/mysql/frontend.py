@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
-from typing import Any
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
 from steelyard.core.backend import Pool
@@ -14,7 +13,7 @@ from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
 from steelyard.mysql.client import MySQLError
 from steelyard.mysql.protocol.constants import Status
-from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession, in_networks
+from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession
 from steelyard.tcp.frontend import ProtocolFrontend
 
 FALLBACK_VERSION = "8.0.36-steelyard"  # when the primary cannot be asked
@@ -35,7 +34,7 @@ class MysqlFrontend(ProtocolFrontend):
         self.user_counts: dict[str, int] = {}
         self.update(cfg, pools)
 
-    def update(self, cfg: MysqlListenerConfig, pools: dict[str, Pool], *_: Any) -> None:
+    def update(self, cfg: MysqlListenerConfig, pools: dict[str, Pool]) -> None:
         self.cfg = cfg
         self.pools = pools
         self.users: dict[str, MysqlUserConfig] = {u.name: u for u in cfg.users}
@@ -61,7 +60,14 @@ class MysqlFrontend(ProtocolFrontend):
     _version: str | None = None
 
     def allowed(self, host: str) -> bool:
-        return not self.networks or in_networks(host, self.networks)
+        """Whether `host` may connect (the `allow` list; empty: everyone)."""
+        if not self.networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
 
     def next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF

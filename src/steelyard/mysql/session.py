@@ -12,11 +12,10 @@ to the pool after each answer.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import TYPE_CHECKING
 
 from steelyard.log import log
-from steelyard.mysql.backend import BackendConn, ServerPool
+from steelyard.mysql.backend import BackendConn
 from steelyard.mysql.classify import Route, Tx, classify
 from steelyard.mysql.client import MySQLError
 from steelyard.mysql.protocol import auth, handshake, messages
@@ -36,6 +35,7 @@ from steelyard.mysql.protocol.constants import (
     Status,
 )
 from steelyard.mysql.protocol.packets import PacketReader, PacketTooLarge, frame
+from steelyard.mysql.protocol.response import ResponseTracker
 from steelyard.mysql.protocol.wire import Malformed
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ class MysqlSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.fe.sessions.discard(self)
-        self.fe.users_left(self.user) if self.authed else None
+        if self.authed:
+            self.fe.users_left(self.user)
         if self.runner is not None:
             self.runner.cancel()
         for conn in (self.held, self.active):
@@ -352,7 +353,7 @@ class MysqlSession(asyncio.Protocol):
             s |= Status.IN_TRANS
         return s
 
-    async def forward(self, payload: bytes, route: Route):  # type: ignore[no-untyped-def]
+    async def forward(self, payload: bytes, route: Route) -> ResponseTracker | None:
         """Run a client command on a backend connection, its answer straight to the client."""
         keep = self.in_tx or not self.autocommit or self.pinned is not None
         conn = self.held
@@ -442,14 +443,3 @@ class MysqlSession(asyncio.Protocol):
         conn, self.held = self.held, None
         if conn is not None:
             self.give_back(conn, self.status())
-
-
-def in_networks(host: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-__all__ = ["BACKEND_BASE", "SHAPING", "MysqlSession", "ServerPool", "in_networks"]
