@@ -9,10 +9,9 @@ from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
 from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
 from steelyard.redis.dispatch import fast_table
-from steelyard.redis.model import Topology
 from steelyard.redis.router import Router
 from steelyard.redis.session import ClientSession
-from steelyard.redis.topology import spread
+from steelyard.redis.slotstore import from_config
 from steelyard.tcp.frontend import ProtocolFrontend
 
 
@@ -132,9 +131,4 @@ class RedisFrontend(ProtocolFrontend):
 
 def config_view(redis: RedisConfig) -> dict[str, Any]:
     """The view of a cluster seeded from the config alone (no dashboard to ask)."""
-    topo = Topology()
-    for g in redis.groups:
-        topo.create_group(g.id, g.master, list(g.replicas), g.weight)
-    if topo.groups:
-        topo.slots = spread({g.id: g.weight for g in redis.groups})
-    return topo.proxy_view()
+    return from_config(redis).proxy_view()

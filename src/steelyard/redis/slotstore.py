@@ -64,10 +64,18 @@ def save(store: Store, topo: Topology) -> None:
     store.put(KEY, topo.to_json())
 
 
-def _seed(store: Store, cfg: RedisConfig) -> Topology:
+def from_config(cfg: RedisConfig) -> Topology:
+    """The config's groups, with the slots spread over them by weight."""
     topo = Topology()
     for g in cfg.groups:
         topo.create_group(g.id, g.master, list(g.replicas), g.weight)
+    if topo.groups:
+        topo.slots = spread({g.id: g.weight for g in topo.groups.values()})
+    return topo
+
+
+def _seed(store: Store, cfg: RedisConfig) -> Topology:
+    topo = from_config(cfg)
     if not topo.groups:
         return topo
     legacy = store.get(LEGACY_KEY)
@@ -77,7 +85,6 @@ def _seed(store: Store, cfg: RedisConfig) -> Topology:
         _repair(topo)
         log("redis_slots_loaded", groups=",".join(map(str, sorted(topo.groups))))
     else:
-        topo.slots = spread({g.id: g.weight for g in topo.groups.values()})
         log("redis_slots_seeded", groups=",".join(map(str, sorted(topo.groups))))
     return topo
 
