@@ -1,4 +1,4 @@
-"""Fixtures for the MySQL tier: a real MariaDB server, always stopped."""
+"""Fixtures for the MySQL tier: real MariaDB servers, always stopped, and the proxy over them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.mariadb import MariaDB, topology
+from fixtures.mariadb import PASSWORD, USER, MariaDB, topology
+from fixtures.procs import base_config, free_port
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +26,29 @@ def replication(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Maria
     yield servers
     for s in servers:
         s.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path, replication, steelyard, request):
+    """`steelyard run` with a MySQL listener over the replication topology (clients log in as
+    app / proxy-secret); `request.param` adds settings to the listener."""
+    primary, *replicas = replication
+    extra = getattr(request, "param", {})
+    port = free_port()
+    health = {"kind": "mysql", "interval": "500ms"}
+    cfg = base_config(
+        tmp_path,
+        pools={
+            "primary": {"health": health, "servers": [{"address": primary.address}]},
+            "replicas": {"health": health,
+                         "servers": [{"address": r.address} for r in replicas]},
+        },
+        mysql={"listeners": [{
+            "listen": f"127.0.0.1:{port}",
+            "users": [{"name": "app", "password": "proxy-secret"}],
+            "backend_user": USER, "backend_password": PASSWORD,
+            "primary": "primary", "replicas": "replicas", **extra,
+        }]},
+    )  # fmt: skip
+    sy = steelyard(cfg)
+    return port, primary, replicas, sy

@@ -9,43 +9,9 @@ import subprocess
 import pymysql
 import pytest
 
-from fixtures.mariadb import PASSWORD, USER
-from fixtures.procs import base_config, free_port, wait_for
-
-
-@pytest.fixture
-def proxy(tmp_path, replication, steelyard, request):
-    primary, *replicas = replication
-    extra = getattr(request, "param", {})  # more settings of the listener
-    port = free_port()
-    health = {"kind": "mysql", "interval": "500ms"}
-    cfg = base_config(
-        tmp_path,
-        pools={
-            "primary": {"health": health, "servers": [{"address": primary.address}]},
-            "replicas": {"health": health,
-                         "servers": [{"address": r.address} for r in replicas]},
-        },
-        mysql={"listeners": [{
-            "listen": f"127.0.0.1:{port}",
-            "users": [{"name": "app", "password": "proxy-secret"}],
-            "backend_user": USER, "backend_password": PASSWORD,
-            "primary": "primary", "replicas": "replicas", **extra,
-        }]},
-    )  # fmt: skip
-    sy = steelyard(cfg)
-    return port, primary, replicas, sy
-
-
-def connect(port: int, **kw) -> pymysql.Connection:
-    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="proxy-secret",
-                           autocommit=True, **kw)  # fmt: skip
-
-
-def one(conn: pymysql.Connection, sql: str):
-    with conn.cursor() as c:
-        c.execute(sql)
-        return c.fetchone()[0]
+from fixtures.mariadb import PASSWORD
+from fixtures.mysql_client import connect, one
+from fixtures.procs import wait_for
 
 
 def test_reads_go_to_replicas_and_writes_to_the_primary(proxy):
@@ -175,26 +141,4 @@ def test_causal_reads_see_the_sessions_own_writes(proxy):
     finally:
         for r in replicas:
             r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
-    conn.close()
-
-
-def test_mysql_connector_with_caching_sha2_and_prepared_statements(proxy):
-    import mysql.connector
-
-    port, *_ = proxy
-    wait_for(lambda: connect(port), what="the proxy accepting logins").close()
-    conn = mysql.connector.connect(
-        host="127.0.0.1", port=port, user="app", password="proxy-secret", use_pure=True,
-        auth_plugin="caching_sha2_password", autocommit=True,
-    )  # fmt: skip
-    cur = conn.cursor(prepared=True)  # COM_STMT_PREPARE / EXECUTE, binary rows
-    cur.execute("CREATE DATABASE IF NOT EXISTS ps")
-    cur.execute("CREATE TABLE IF NOT EXISTS ps.t (id INT PRIMARY KEY, v VARCHAR(10))")
-    cur.execute("REPLACE INTO ps.t VALUES (?, ?)", (1, "one"))
-    cur.execute("SELECT v FROM ps.t WHERE id = ?", (1,))
-    assert cur.fetchall() == [("one",)]
-    cur.close()
-    plain = conn.cursor()
-    plain.execute("SELECT @@server_id")  # the session is pinned by its prepared statements
-    assert plain.fetchall() == [(1,)]
     conn.close()

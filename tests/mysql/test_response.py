@@ -1,6 +1,8 @@
 """Where a server's answer ends: every command shape, against a real MariaDB, with and without
 CLIENT_DEPRECATE_EOF. After the tracker says an answer is complete, a PING must be answered by
-the very next packet: a tracker that stopped early or late fails that check."""
+the very next packet: a tracker that stopped early or late fails that check. Every answer is
+also framed again and given to the raw-stream scanner (whole, one byte at a time, and followed
+by other bytes), which must end at the same byte."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import pytest
 from fixtures.mariadb import PASSWORD, USER
 from fixtures.mysql_client import CAPS, RawClient
 from steelyard.mysql.protocol import messages
-from steelyard.mysql.protocol.constants import Capability, Command, Status
+from steelyard.mysql.protocol.constants import MAX_PAYLOAD, Capability, Command, Status
+from steelyard.mysql.protocol.packets import frame
 from steelyard.mysql.protocol.response import ResponseTracker, expects_answer
+from steelyard.mysql.protocol.scanner import AnswerScanner
 from steelyard.mysql.protocol.wire import Malformed
 
 EOF_MODES = pytest.mark.parametrize(
@@ -33,7 +37,21 @@ def run(client: RawClient, command: int, body: bytes) -> tuple[ResponseTracker, 
     client.send(bytes((Command.PING,)))
     seq, payload = client.read()
     assert (seq, messages.is_ok(payload)) == (1, True), (seq, payload)
+    raw = b"".join(frame(p, i + 1)[0] for i, p in enumerate(packets))
+    assert scanned(command, client.capabilities, [raw + b"\x07\x00\x00\x01more"]) == len(raw)
+    assert scanned(command, client.capabilities, [raw[i : i + 1] for i in range(len(raw))]) == 1
     return tracker, packets
+
+
+def scanned(command: int, caps: int, chunks: list[bytes]) -> int:
+    """Where the scanner ends the answer: the offset in the chunk that ends it."""
+    scanner = AnswerScanner(ResponseTracker(command, caps))
+    for chunk in chunks:
+        end = scanner.feed(chunk)
+        if end >= 0:
+            assert scanner.done
+            return end
+    raise AssertionError("the scanner did not find the end")
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +152,20 @@ def test_malformed_answers_raise():
     assert not t.feed(b"\x03def")  # its definition
     with pytest.raises(Malformed):
         t.feed(b"\x00not an eof")
+
+
+def test_scanner_skips_long_rows():
+    """A row of 16 MiB or more arrives as a full packet (its first byte may be 0xFE, the
+    lenenc prefix of a long string) and continuations; none of it is an end."""
+    caps = CAPS | Capability.DEPRECATE_EOF
+    row = b"\xfe" + (MAX_PAYLOAD + 10).to_bytes(8, "little") + b"x" * (MAX_PAYLOAD + 10)
+    end = messages.ok(messages.Ok(), caps, header=0xFE)
+    packets = [b"\x01", b"\x03def" + b"\x00" * 20]
+    raw = b"".join(frame(p, i + 1)[0] for i, p in enumerate(packets))
+    long_row, seq = frame(row, len(packets) + 1)
+    raw += long_row + frame(end, seq)[0]
+    assert scanned(Command.QUERY, caps, [raw]) == len(raw)
+    step = 65536
+    assert scanned(Command.QUERY, caps, [raw[i : i + step] for i in range(0, len(raw), step)]) == (
+        len(raw) - (len(raw) - 1) // step * step
+    )

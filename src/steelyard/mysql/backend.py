@@ -1,47 +1,197 @@
 """Backend connections of the MySQL proxy: logged in as the backend user, pooled per server,
 lent to one client session at a time.
 
+A connection logs in through the asyncio `Client` (one login path for the whole tier), then
+its transport is handed to `BackendConn`, a Protocol: the data path writes a client's command
+and passes the server's answer to the client's transport as raw bytes, an `AnswerScanner`
+finding its end, with no packet taken apart but the few that shape the answer. Commands whose
+answer the proxy reads itself (state sync, prepares, the causal-read wait) go through `run()`.
+
 A connection carries the state the last session left on it (current database, SET
-statements); before a command runs for another session, `sync()` brings it to that session's
-state with COM_INIT_DB and the session's SETs replayed. Connections that broke or whose state
-cannot be known are closed rather than returned.
+statements, the statements prepared on it); `sync()` brings it to another session's state
+with COM_INIT_DB and the session's SETs replayed. Connections that broke or whose state cannot
+be known are closed rather than returned.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
 from steelyard.mysql.client import Client, MySQLError, read_result
 from steelyard.mysql.protocol.constants import Command, Status
+from steelyard.mysql.protocol.packets import PacketReader, frame
 from steelyard.mysql.protocol.response import ResponseTracker
+from steelyard.mysql.protocol.scanner import AnswerScanner
+from steelyard.mysql.protocol.wire import Malformed
 
-Forward = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
+OnPacket = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
+# (tracker, None) when the answer is complete; (None, cause) when the connection broke
+OnAnswer = Callable[[ResponseTracker | None, Exception | None], None]
+MAX_STATEMENTS = 64  # statements kept prepared on one connection (oldest closed first)
 
 
-class BackendConn:
-    def __init__(self, address: str, client: Client) -> None:
+class Prepared:
+    """A statement prepared on one connection."""
+
+    __slots__ = ("answer", "columns", "id", "params")
+
+    def __init__(self, stmt_id: int, columns: int, params: int, answer: list[bytes]) -> None:
+        self.id = stmt_id
+        self.columns = columns
+        self.params = params
+        self.answer = answer  # the server's answer packets, to answer the next prepare of it
+
+
+class BackendConn(asyncio.Protocol):
+    def __init__(self, address: str, capabilities: int, transport: asyncio.Transport) -> None:
         self.address = address
-        self.client = client
+        self.capabilities = capabilities
+        self.transport = transport
+        self.server_version = ""
         self.db: str | None = None
         self.sets: tuple[bytes, ...] = ()  # the SET statements run on it, in order
+        # (database, SQL) -> the statement prepared on it for that text
+        self.statements: OrderedDict[tuple[str | None, bytes], Prepared] = OrderedDict()
         self.broken = False
         self.replica = False  # a connection to a server of the replicas pool
+        # the exchange under way: raw bytes to `sink`, or packets to `on_packet`
+        self.scanner: AnswerScanner | None = None
+        self.sink: asyncio.Transport | None = None
+        self.sent = 0  # answer bytes passed to the sink so far
+        self.on_answer: OnAnswer | None = None
+        self.reader: PacketReader | None = None
+        self.tracker: ResponseTracker | None = None
+        self.on_packet: OnPacket | None = None
+        self.waiter: asyncio.Future[ResponseTracker] | None = None
+        self.login_stream: asyncio.StreamWriter | None = None
 
-    @property
-    def capabilities(self) -> int:
-        return self.client.capabilities
+    @classmethod
+    async def connect(
+        cls, address: str, user: str, password: str, capabilities: int
+    ) -> BackendConn:
+        client = await Client.connect(address, user, password, capabilities=capabilities)
+        transport = client.writer.transport
+        conn = cls(address, client.capabilities, transport)  # type: ignore[arg-type]
+        conn.server_version = client.greeting.server_version if client.greeting else ""
+        transport.set_protocol(conn)  # the stream reader has nothing buffered after the OK
+        # A StreamWriter closes its transport when it is collected: it lives as long as we do.
+        conn.login_stream = client.writer
+        return conn
 
-    async def run(self, command: int, body: bytes, forward: Forward) -> ResponseTracker:
-        """Send one command; every packet of the answer goes to `forward` as it arrives."""
+    # the data path ----------------------------------------------------------------------------
+
+    def pass_answer(
+        self, data: bytes, command: int, sink: asyncio.Transport, on_answer: OnAnswer
+    ) -> None:
+        """Write a framed command; its answer goes to `sink` unchanged, then `on_answer`."""
+        if self.broken:
+            on_answer(None, ConnectionError("the server connection is closed"))
+            return
+        self.transport.write(data)
+        tracker = ResponseTracker(command, self.capabilities)
+        if tracker.done:  # COM_STMT_CLOSE, SEND_LONG_DATA: no answer comes
+            on_answer(tracker, None)
+            return
+        self.scanner = AnswerScanner(tracker)
+        self.sink = sink
+        self.sent = 0
+        self.on_answer = on_answer
+
+    async def run(self, command: int, body: bytes, on_packet: OnPacket) -> ResponseTracker:
+        """Send one command; every packet of the answer goes to `on_packet` as it arrives."""
+        if self.broken:
+            raise ConnectionError("the server connection is closed")
+        tracker = ResponseTracker(command, self.capabilities)
+        self.transport.write(frame(bytes((command,)) + body, 0)[0])
+        if tracker.done:
+            return tracker
+        self.tracker = tracker
+        self.on_packet = on_packet
+        self.reader = PacketReader(1 << 40)
+        self.waiter = asyncio.get_running_loop().create_future()
         try:
-            return await self.client.run(command, body, forward)
+            return await self.waiter
         except BaseException:
-            self.broken = True  # mid-answer: what is left on the wire is unknown
+            self.close()  # mid-answer (or cancelled): what is left on the wire is unknown
             raise
 
+    def data_received(self, data: bytes) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            try:
+                end = scanner.feed(data)
+            except Malformed as exc:
+                self._fail(exc)
+                return
+            if end < 0:
+                self.sent += len(data)
+                self.sink.write(data)  # type: ignore[union-attr]
+                return
+            if end != len(data):
+                self._fail(Malformed(f"{len(data) - end} bytes after the end of the answer"))
+                return
+            self.sink.write(data)  # type: ignore[union-attr]
+            on_answer = self.on_answer
+            self.scanner = self.sink = self.on_answer = None
+            on_answer(scanner.tracker, None)  # type: ignore[misc]
+            return
+        reader = self.reader
+        if reader is None:
+            self._fail(Malformed("the server sent bytes no command asked for"))
+            return
+        tracker = self.tracker
+        assert tracker is not None and self.on_packet is not None and self.waiter is not None
+        try:
+            packets = reader.feed(data)
+            for i, (seq, payload) in enumerate(packets):
+                self.on_packet(seq, payload)
+                if tracker.feed(payload):
+                    if i != len(packets) - 1 or reader.buffered():
+                        raise Malformed("bytes after the end of the answer")
+                    waiter = self.waiter
+                    self.reader = self.tracker = self.on_packet = self.waiter = None
+                    if not waiter.done():
+                        waiter.set_result(tracker)
+                    return
+        except Malformed as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.close()
+        self._end_exchange(exc)
+
+    def _end_exchange(self, exc: Exception) -> None:
+        on_answer, waiter = self.on_answer, self.waiter
+        self.scanner = self.sink = self.on_answer = None
+        self.reader = self.tracker = self.on_packet = self.waiter = None
+        if on_answer is not None:
+            on_answer(None, exc)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.broken = True
+        self._end_exchange(ConnectionError(f"the server closed the connection ({exc or 'EOF'})"))
+
+    def pause_answer(self) -> None:
+        """The client reads slower than the server answers: stop reading the server."""
+        if not self.broken:
+            self.transport.pause_reading()
+
+    def resume_answer(self) -> None:
+        if not self.broken:
+            self.transport.resume_reading()
+
+    # commands the proxy reads itself ----------------------------------------------------------
+
     async def quiet(self, command: int, body: bytes) -> ResponseTracker:
-        """A command whose answer the client does not see (state sync)."""
-        return await self.run(command, body, lambda seq, payload: None)
+        """A command whose answer the client does not see; MySQLError on an error."""
+        t = await self.run(command, body, lambda seq, payload: None)
+        if t.error is not None:
+            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+        return t
 
     async def value(self, sql: bytes) -> bytes | None:
         """The first column of the first row of a statement the client does not see."""
@@ -49,32 +199,52 @@ class BackendConn:
         t = await self.run(Command.QUERY, sql, lambda seq, payload: packets.append(payload))
         if t.error is not None:
             raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
-        result = read_result(packets, self.client.capabilities)
+        result = read_result(packets, self.capabilities)
         return result.rows[0][0] if result.rows else None
+
+    def in_sync(self, db: str | None, sets: tuple[bytes, ...]) -> bool:
+        return (not db or db == self.db) and sets == self.sets
 
     async def sync(self, db: str | None, sets: tuple[bytes, ...]) -> None:
         """Bring this connection to a session's database and session variables."""
         if db and db != self.db:
-            t = await self.quiet(Command.INIT_DB, db.encode())
-            if t.error is not None:
-                raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+            await self.quiet(Command.INIT_DB, db.encode())
             self.db = db
         if sets != self.sets:
             if self.sets[: len(sets)] != sets[: len(self.sets)] or len(sets) < len(self.sets):
-                # Other SETs than the session's: start from a clean session (database kept).
-                t = await self.quiet(Command.RESET_CONNECTION, b"")
-                if t.error is not None:
-                    raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+                # Other SETs than the session's: start from a clean session (database kept),
+                # which also closes the statements prepared on it.
+                await self.quiet(Command.RESET_CONNECTION, b"")
+                self.statements.clear()
                 self.sets = ()
             for stmt in sets[len(self.sets) :]:
-                t = await self.quiet(Command.QUERY, stmt)
-                if t.error is not None:
-                    raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+                await self.quiet(Command.QUERY, stmt)
             self.sets = sets
 
+    async def prepare(self, sql: bytes) -> Prepared:
+        """The statement for `sql` on this connection, prepared now if it is not yet."""
+        key = (self.db, sql)
+        stmt = self.statements.get(key)
+        if stmt is not None:
+            self.statements.move_to_end(key)
+            return stmt
+        answer: list[bytes] = []
+        t = await self.run(Command.STMT_PREPARE, sql, lambda seq, payload: answer.append(payload))
+        if t.error is not None:
+            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+        assert t.statement is not None
+        stmt = Prepared(*t.statement, answer)
+        self.statements[key] = stmt
+        if len(self.statements) > MAX_STATEMENTS:
+            _, old = self.statements.popitem(last=False)
+            self.transport.write(frame(b"\x19" + old.id.to_bytes(4, "little"), 0)[0])
+        return stmt
+
     def close(self) -> None:
-        self.broken = True
-        self.client.close()
+        if not self.broken:
+            self.broken = True
+            self.transport.write(frame(bytes((Command.QUIT,)), 0)[0])
+            self.transport.close()
 
 
 class ServerPool:
@@ -91,15 +261,25 @@ class ServerPool:
         self.idle: list[BackendConn] = []
         self.replica = False  # its server is in the replicas pool
 
+    def take(self, db: str | None, sets: tuple[bytes, ...]) -> BackendConn | None:
+        """An idle connection already in a session's state, without waiting; or None."""
+        idle = self.idle
+        while idle:
+            conn = idle[-1]
+            if conn.broken:
+                idle.pop()
+                continue
+            if conn.in_sync(db, sets):
+                return idle.pop()
+            return None
+        return None
+
     async def acquire(self) -> BackendConn:
         while self.idle:
             conn = self.idle.pop()
-            if not conn.broken and not conn.client.writer.is_closing():
+            if not conn.broken:
                 return conn
-        client = await Client.connect(
-            self.address, self.user, self.password, capabilities=self.capabilities
-        )
-        conn = BackendConn(self.address, client)
+        conn = await BackendConn.connect(self.address, self.user, self.password, self.capabilities)
         conn.replica = self.replica
         return conn
 

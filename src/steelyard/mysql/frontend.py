@@ -52,8 +52,7 @@ class MysqlFrontend(ProtocolFrontend):
             except (OSError, ConnectionError, TimeoutError, MySQLError) as exc:
                 log("mysql_version_unknown", "warn", cause=str(exc), using=FALLBACK_VERSION)
                 return FALLBACK_VERSION
-            greeting = conn.client.greeting
-            self._version = greeting.server_version if greeting else FALLBACK_VERSION
+            self._version = conn.server_version or FALLBACK_VERSION
             pool.release(conn, Status.AUTOCOMMIT)
         return self._version
 

@@ -4,19 +4,33 @@ The proxy authenticates the client itself (its `users`), then runs each command 
 connection borrowed for it: a replica for plain reads, the primary for everything else (see
 classify.py). The session's state (database, autocommit, transaction, SET statements) is kept
 here and brought to whichever connection it borrows. A connection stays with the session while
-a transaction is open, autocommit is off, or state that cannot move pins it (temporary
-tables, GET_LOCK, user variables, LOCK TABLES, prepared statements, ...); otherwise it goes back
-to the pool after each answer.
+a transaction is open, autocommit is off, a cursor is open, or state that cannot move pins it
+(temporary tables, GET_LOCK, user variables, LOCK TABLES, a text PREPARE, ...); otherwise it
+goes back to the pool after each answer.
+
+Prepared statements belong to the session, not to a connection: the client gets the proxy's
+own statement ids, and a statement is prepared on each connection it runs on (connections
+keep what was prepared on them, see backend.py), the id mapped on the way. Parameter types
+are sent with every execution and long data is kept until the execution, so neither depends
+on which connection ran the statement before.
+
+The common case takes no coroutine: a command whose connection is at hand (held, or idle in
+the pool and already in the session's state) is written at once and its answer passed through
+as raw bytes. Anything that must wait (a new connection, a state sync, a prepare, the
+causal-read wait) runs as a task; commands that arrive meanwhile queue up.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import itertools
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from steelyard.log import log
-from steelyard.mysql.backend import BackendConn
-from steelyard.mysql.classify import Route, Tx, classify
+from steelyard.mysql.backend import BackendConn, Prepared, ServerPool
+from steelyard.mysql.classify import Route, Statement, classify
 from steelyard.mysql.client import MySQLError
 from steelyard.mysql.protocol import auth, handshake, messages
 from steelyard.mysql.protocol.constants import (
@@ -29,6 +43,7 @@ from steelyard.mysql.protocol.constants import (
     ER_NET_PACKETS_OUT_OF_ORDER,
     ER_TOO_MANY_USER_CONNECTIONS,
     ER_UNKNOWN_COM_ERROR,
+    ER_UNKNOWN_STMT_HANDLER,
     UTF8MB4_GENERAL_CI,
     Capability,
     Command,
@@ -75,14 +90,29 @@ SHAPING = (
     | Capability.DEPRECATE_EOF
 )
 ER_UNKNOWN_ERROR = (1105, "HY000")
-# Commands run on a backend connection, and those the session answers itself.
-FORWARDED = frozenset({
-    Command.QUERY, Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS,
-    Command.STMT_PREPARE, Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA,
-    Command.STMT_CLOSE, Command.STMT_RESET, Command.STMT_FETCH, Command.SET_OPTION,
-})  # fmt: skip
-LOCAL = frozenset({Command.QUIT, Command.PING, Command.RESET_CONNECTION})
+ER_STMT_HAS_NO_OPEN_CURSOR = (1421, "HY000")
 ER_LOST_BACKEND = (2013, "HY000")
+# Commands run on a backend connection as they are (the rest is the session's own).
+PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Command.SET_OPTION})
+LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (prepare + execute at once)
+CURSOR_FLAGS = 0x07  # COM_STMT_EXECUTE flags asking for a cursor
+
+After = Callable[[BackendConn, ResponseTracker], None]
+
+
+class ClientStatement:
+    """A statement the client prepared: what it takes to run it on any connection."""
+
+    __slots__ = ("db", "long_data", "params", "route", "sql", "too_long", "types")
+
+    def __init__(self, sql: bytes, db: str | None, route: Route, params: int) -> None:
+        self.sql = sql
+        self.db = db  # the database it was prepared in (its table names mean tables there)
+        self.route = route
+        self.params = params
+        self.types: bytes | None = None  # parameter types from the last execution that sent them
+        self.long_data: dict[int, bytearray] = {}  # COM_STMT_SEND_LONG_DATA, until executed
+        self.too_long = False
 
 
 class MysqlSession(asyncio.Protocol):
@@ -97,8 +127,10 @@ class MysqlSession(asyncio.Protocol):
         self.user = ""
         self.caps = 0
         self.authed = False
-        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.runner: asyncio.Task[None] | None = None
+        self.queue: deque[bytes] = deque()
+        self.busy = True  # a command is under way (or the login): the next ones wait
+        self.pumping = False
+        self.task: asyncio.Task[None] | None = None
         # session state, brought to every connection it borrows
         self.db: str | None = None
         self.sets: tuple[bytes, ...] = ()
@@ -107,6 +139,16 @@ class MysqlSession(asyncio.Protocol):
         self.pinned: str | None = None  # why the session keeps its connection
         self.held: BackendConn | None = None
         self.active: BackendConn | None = None  # running this session's command now
+        self.statements: dict[int, ClientStatement] = {}
+        self.stmt_ids = itertools.count(1)
+        self.last_prepared = 0
+        self.cursors: set[int] = set()  # statements with an open cursor (on the held connection)
+        self.last_gtid = ""  # the GTID of this session's last write (causal_reads)
+        # the command under way
+        self.route = Route.PRIMARY
+        self.after: After | None = None
+        self.statement: Statement | None = None
+        self.executing = 0  # the client statement id being executed or fetched
 
     # connection -------------------------------------------------------------------------------
 
@@ -126,19 +168,27 @@ class MysqlSession(asyncio.Protocol):
             self.refuse(ER_CON_COUNT_ERROR, "Too many connections", 0)
             return
         self.fe.sessions.add(self)
-        self.runner = self.fe.loop.create_task(self.run())
+        self.spawn(self.greet())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.fe.sessions.discard(self)
         if self.authed:
             self.fe.users_left(self.user)
-        if self.runner is not None:
-            self.runner.cancel()
+        if self.task is not None:
+            self.task.cancel()
         for conn in (self.held, self.active):
             if conn is not None:
                 conn.close()  # mid-answer, or holding a transaction: it dies with its client
         self.held = self.active = None
+
+    def pause_writing(self) -> None:
+        if self.active is not None:
+            self.active.pause_answer()
+
+    def resume_writing(self) -> None:
+        if self.active is not None:
+            self.active.resume_answer()
 
     def write(self, payload: bytes, seq: int) -> int:
         data, nxt = frame(payload, seq)
@@ -170,11 +220,64 @@ class MysqlSession(asyncio.Protocol):
                 self.refuse(ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq + 1)
                 return
             else:
-                self.inbox.put_nowait(payload)
+                self.queue.append(payload)
+        if not self.busy:
+            self.pump()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a step that must wait; it ends the command itself (done(), or a handover to a
+        backend connection whose answer does)."""
+        self.task = self.fe.loop.create_task(self._guard(coro))
+
+    async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug must not leave the client hanging
+            log("mysql_session_error", "error", peer=self.peer, cause=repr(exc))
+            if self.transport is not None:
+                self.transport.close()
+
+    def pump(self) -> None:
+        if self.pumping:
+            return  # done() inside a command started here: this loop goes on
+        self.pumping = True
+        try:
+            while self.queue and not self.busy and self.transport is not None:
+                self.busy = True
+                self.command(self.queue.popleft())
+        finally:
+            self.pumping = False
+
+    def done(self) -> None:
+        """The command under way is answered: the next one may start."""
+        self.busy = False
+        self.after = self.statement = None
+        if self.queue:
+            self.pump()
+
+    def reply_error(self, code: tuple[int, str], message: str) -> None:
+        self.write(messages.error(code, message), 1)
+        self.done()
+
+    def reply_ok(self) -> None:
+        self.write(messages.ok(messages.Ok(status=self.status()), self.caps), 1)
+        self.done()
 
     # login ------------------------------------------------------------------------------------
 
     pending_switch: handshake.Response | None = None
+    login_seq = 0
+
+    async def greet(self) -> None:
+        """The greeting names the backends' own server version, so clients pick what that
+        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
+        greeting = handshake.Greeting(
+            await self.fe.server_version(), self.fe.next_id(), self.salt, SERVER_CAPS,
+            UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
+        )  # fmt: skip
+        self.write(handshake.build_greeting(greeting), 0)
 
     def login(self, seq: int, payload: bytes) -> None:
         if self.pending_switch is not None:
@@ -230,120 +333,103 @@ class MysqlSession(asyncio.Protocol):
         if plugin == auth.SHA2:
             seq = self.write(handshake.more_data(bytes((auth.FAST_AUTH_SUCCESS,))), seq)
         self.login_seq = seq
-        self.inbox.put_nowait(None)  # the runner finishes the login (the database, if any)
+        if self.db:
+            self.spawn(self.finish_login())  # the database must exist
+        else:
+            self.write(messages.ok(messages.Ok(), self.caps), seq)
+            self.done()
 
-    login_seq = 0
+    async def finish_login(self) -> None:
+        try:
+            conn = await self.borrow(Route.PRIMARY)
+            await conn.sync(self.db, self.sets)
+            self.give_back(conn, Status.AUTOCOMMIT)
+        except MySQLError as exc:
+            self.refuse((exc.code, exc.sqlstate), exc.message, self.login_seq)
+            return
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            self.refuse(ER_LOST_BACKEND, f"No backend server is reachable: {exc}", self.login_seq)
+            return
+        self.write(messages.ok(messages.Ok(), self.caps), self.login_seq)
+        self.done()
 
     # commands ---------------------------------------------------------------------------------
 
-    async def greet(self) -> None:
-        """The greeting names the backends' own server version, so clients pick what that
-        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
-        greeting = handshake.Greeting(
-            await self.fe.server_version(), self.fe.next_id(), self.salt, SERVER_CAPS,
-            UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
-        )  # fmt: skip
-        self.write(handshake.build_greeting(greeting), 0)
-
-    async def run(self) -> None:
-        try:
-            await self.greet()
-            await self.inbox.get()  # None: the password was right, the login goes on here
-            await self.finish_login()
-            while self.transport is not None:
-                payload = await self.inbox.get()
-                assert payload is not None
-                await self.command(payload)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # a bug must not leave the client hanging
-            log("mysql_session_error", "error", peer=self.peer, cause=repr(exc))
-            if self.transport is not None:
-                self.transport.close()
-
-    async def finish_login(self) -> None:
-        if self.db:
-            try:
-                conn = await self.borrow(Route.PRIMARY)
-                await conn.sync(self.db, self.sets)
-                self.give_back(conn, Status.AUTOCOMMIT)
-            except MySQLError as exc:
-                self.refuse((exc.code, exc.sqlstate), exc.message, self.login_seq)
-                return
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                self.refuse(
-                    ER_LOST_BACKEND, f"No backend server is reachable: {exc}", self.login_seq
-                )
-                return
-        self.write(messages.ok(messages.Ok(), self.caps), self.login_seq)
-
-    async def command(self, payload: bytes) -> None:
+    def command(self, payload: bytes) -> None:
         if not payload:
-            self.write(messages.error(ER_MALFORMED_PACKET, "Malformed communication packet"), 1)
+            self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
             return
         command = payload[0]
-        if command not in FORWARDED and command not in LOCAL:
-            # Replication, shutdown, kill and the like have no place through a pooling proxy.
-            self.write(messages.error(ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
-            return
-        if command == Command.QUIT:
+        if command == Command.QUERY:
+            self.query(payload)
+        elif command == Command.STMT_EXECUTE:
+            self.execute(payload)
+        elif command == Command.PING:
+            self.reply_ok()
+        elif command == Command.QUIT:
             if self.transport is not None:
                 self.transport.close()
-            return
-        if command == Command.PING:
-            self.write(messages.ok(messages.Ok(status=self.status()), self.caps), 1)
-            return
-        if command == Command.QUERY:
-            await self.query(payload)
-            return
-        if command == Command.RESET_CONNECTION:
-            self.sets, self.autocommit, self.in_tx, self.pinned = (), True, False, None
-            if self.held is not None:
-                held, self.held = self.held, None
-                held.close()
-            self.write(messages.ok(messages.Ok(status=self.status()), self.caps), 1)
-            return
-        if command == Command.INIT_DB:
-            st = await self.forward(payload, Route.PRIMARY)
-            if st is not None and st.error is None:
-                self.db = payload[1:].decode("utf-8", "replace")
-                if self.held is not None:
-                    self.held.db = self.db
-            return
-        if command == Command.STMT_PREPARE:
-            self.pinned = self.pinned or "prepared statements"
-        await self.forward(payload, Route.PRIMARY)
+        elif command in PASSED:
+            if command == Command.SET_OPTION:
+                # multi-statements on or off: a connection's own setting, it cannot move
+                self.pinned = self.pinned or "COM_SET_OPTION"
+            self.after = self.after_init_db if command == Command.INIT_DB else None
+            self.start(payload, Route.PRIMARY)
+        elif command == Command.STMT_PREPARE:
+            self.prepare_now(payload[1:])
+        elif command in (Command.STMT_CLOSE, Command.STMT_RESET, Command.STMT_SEND_LONG_DATA):
+            self.statement_local(command, payload)
+        elif command == Command.STMT_FETCH:
+            self.fetch(payload)
+        elif command == Command.RESET_CONNECTION:
+            self.reset_state()
+            self.reply_ok()
+        else:
+            # Replication, shutdown, kill and the like have no place through a pooling proxy.
+            self.reply_error(ER_UNKNOWN_COM_ERROR, "Unknown command")
 
-    async def query(self, payload: bytes) -> None:
+    def reset_state(self) -> None:
+        self.sets, self.autocommit, self.in_tx, self.pinned = (), True, False, None
+        self.statements.clear()
+        self.cursors.clear()
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.close()
+
+    def query(self, payload: bytes) -> None:
         st = classify(payload[1:])
         if self.cfg.firewall.block_unbounded_writes and st.unbounded_write:
-            self.write(
-                messages.error(
-                    ER_UNKNOWN_ERROR,
-                    f"{st.keyword} without WHERE is "
-                    "refused by the proxy (firewall.block_unbounded_writes)",
-                ),
-                1,
+            self.reply_error(
+                ER_UNKNOWN_ERROR,
+                f"{st.keyword} without WHERE is refused by the proxy "
+                "(firewall.block_unbounded_writes)",
             )
             return
-        route = st.route
         if st.pins:
             self.pinned = self.pinned or st.pins
-        t = await self.forward(payload, route)
-        if t is None or t.error is not None:
+        self.statement = st
+        self.sql = payload[1:]
+        self.after = self.after_query
+        self.start(payload, st.route)
+
+    def after_query(self, conn: BackendConn, t: ResponseTracker) -> None:
+        st = self.statement
+        assert st is not None
+        if t.error is not None:
             return
         if st.database is not None:
-            self.db = st.database
-            if self.held is not None:
-                self.held.db = st.database
+            self.db = conn.db = st.database
         if st.sets and st.autocommit is None:
-            self.sets = (*self.sets, payload[1:])
-            if self.held is not None:
-                self.held.sets = self.sets
+            self.sets = conn.sets = (*self.sets, self.sql)
         if st.unpins and st.pins is None:
             self.pinned = None
-        if st.tx is Tx.END and self.held is not None and not self.pinned:
-            self.release_held()
+
+    def after_init_db(self, conn: BackendConn, t: ResponseTracker) -> None:
+        if t.error is None:
+            self.db = conn.db = self.sent_db
+
+    sent_db: str | None = None
+    sql = b""  # the text of the query under way
 
     def status(self) -> Status:
         s = Status(0)
@@ -353,64 +439,130 @@ class MysqlSession(asyncio.Protocol):
             s |= Status.IN_TRANS
         return s
 
-    async def forward(self, payload: bytes, route: Route) -> ResponseTracker | None:
-        """Run a client command on a backend connection, its answer straight to the client."""
-        keep = self.in_tx or not self.autocommit or self.pinned is not None
+    def keeps(self) -> bool:
+        """Whether the session keeps its connection between commands."""
+        return self.in_tx or not self.autocommit or self.pinned is not None or bool(self.cursors)
+
+    # running a command on a connection ---------------------------------------------------------
+
+    def ready(self, route: Route) -> BackendConn | None:
+        """A connection for `route` that needs no waiting: the one held, or an idle one already
+        in the session's state; None when one must be made ready (a task)."""
         conn = self.held
+        if conn is not None:
+            return conn
+        if self.keeps():
+            route = Route.PRIMARY
+        elif route is Route.REPLICA and self.last_gtid:
+            return None  # causal reads: the replica must catch up first
+        try:
+            pool = self.fe.server_pool(route, self.caps)
+        except ConnectionError:
+            return None  # the task reports it
+        conn = pool.take(self.db, self.sets)
         if conn is None:
-            if keep:
-                route = Route.PRIMARY
+            self.picked = pool  # the server chosen: the task borrows there (rotation kept)
+        return conn
+
+    picked: ServerPool | None = None
+
+    def start(self, payload: bytes, route: Route) -> None:
+        """Run a client command, its answer passed through, on the connection at hand or on one
+        made ready for it."""
+        if payload[0] == Command.INIT_DB:
+            self.sent_db = payload[1:].decode("utf-8", "replace")
+        conn = self.ready(route)
+        if conn is None:
+            self.spawn(self.start_later(payload, route))
+        else:
+            self.send(conn, frame(payload, 0)[0], payload[0], route)
+
+    async def start_later(self, payload: bytes, route: Route) -> None:
+        conn = await self.borrow_ready(route)
+        if conn is not None:
+            self.send(conn, frame(payload, 0)[0], payload[0], route)
+
+    async def borrow_ready(self, route: Route) -> BackendConn | None:
+        """A connection in the session's state for `route` (waiting for a new one, a sync, the
+        causal-read wait); None after answering the client with the error that prevented it."""
+        if self.held is not None:
+            return self.held
+        if self.keeps():
+            route = Route.PRIMARY
+        try:
+            pool, self.picked = self.picked, None
+            conn = await (pool.acquire() if pool is not None else self.borrow(route))
             try:
-                conn = await self.borrow(route)
                 await conn.sync(self.db, self.sets)
                 if route is Route.REPLICA and self.last_gtid and conn.replica:
                     conn = await self.caught_up(conn)
-            except MySQLError as exc:
-                self.write(messages.error((exc.code, exc.sqlstate), exc.message), 1)
-                return None
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                self.write(
-                    messages.error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}"), 1
-                )
-                return None
+            except BaseException:
+                conn.close()
+                raise
+        except MySQLError as exc:
+            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            return None
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            return None
+        return conn
+
+    def send(self, conn: BackendConn, data: bytes, command: int, route: Route) -> None:
+        assert self.transport is not None
         self.active = conn
-        try:
-            t = await conn.run(payload[0], payload[1:], lambda seq, p: self.write(p, seq))
-        except (OSError, ConnectionError, Malformed) as exc:
-            self.active = None
+        self.route = route
+        conn.pass_answer(data, command, self.transport, self.answered)
+
+    def answered(self, t: ResponseTracker | None, exc: Exception | None) -> None:
+        """A backend connection finished (or lost) the answer of the command under way."""
+        conn, self.active = self.active, None
+        if conn is None or self.transport is None:
+            return  # the client left; its connections were closed
+        if t is None:
             conn.close()
             self.held = None
             self.in_tx = False
-            self.write(
-                messages.error(
-                    ER_LOST_BACKEND,
-                    f"Lost connection to backend server {conn.address} during query: {exc}",
-                ),
-                1,
+            if conn.sent:  # part of the answer went out: the client cannot be told in-band
+                self.transport.close()
+                return
+            self.reply_error(
+                ER_LOST_BACKEND,
+                f"Lost connection to backend server {conn.address} during query: {exc}",
             )
-            return None
-        self.active = None
+            return
         if t.status is not None:
             self.in_tx = bool(t.status & Status.IN_TRANS)
             self.autocommit = bool(t.status & Status.AUTOCOMMIT)
+        if self.after is not None:
+            self.after(conn, t)
         if (
             self.cfg.causal_reads and not conn.replica and t.error is None
-            and route is Route.PRIMARY and not self.in_tx
+            and self.route is Route.PRIMARY and not self.in_tx
         ):  # fmt: skip
-            # What this session wrote (if it wrote): its reads on replicas wait for it.
-            try:
-                gtid = await conn.value(b"SELECT @@last_gtid")
-            except (OSError, ConnectionError, Malformed, MySQLError):
-                gtid = None
-                conn.close()
-            if gtid:
-                self.last_gtid = gtid.decode()
-        if self.in_tx or not self.autocommit or self.pinned is not None:
+            self.spawn(self.track_gtid(conn, t.status))
+            return
+        self.settle(conn, t.status)
+        self.done()
+
+    def settle(self, conn: BackendConn, status: Status | None = None) -> None:
+        """Keep the connection for the session's next command, or give it back."""
+        if self.keeps():
             self.held = conn
         else:
             self.held = None
-            self.give_back(conn, t.status if t.status is not None else self.status())
-        return t
+            self.give_back(conn, status if status is not None else self.status())
+
+    async def track_gtid(self, conn: BackendConn, status: Status | None) -> None:
+        """What this session wrote (if it wrote): its reads on replicas wait for it."""
+        try:
+            gtid = await conn.value(b"SELECT @@last_gtid")
+        except (OSError, ConnectionError, Malformed, MySQLError):
+            gtid = None
+            conn.close()
+        if gtid:
+            self.last_gtid = gtid.decode()
+        self.settle(conn, status)
+        self.done()
 
     async def caught_up(self, conn: BackendConn) -> BackendConn:
         """Causal reads: a replica answers once it has applied this session's last write
@@ -427,8 +579,6 @@ class MysqlSession(asyncio.Protocol):
         await primary.sync(self.db, self.sets)
         return primary
 
-    last_gtid = ""  # the GTID of this session's last write (causal_reads)
-
     async def borrow(self, route: Route) -> BackendConn:
         return await self.fe.server_pool(route, self.caps).acquire()
 
@@ -439,7 +589,242 @@ class MysqlSession(asyncio.Protocol):
         else:
             pool.release(conn, status)
 
-    def release_held(self) -> None:
-        conn, self.held = self.held, None
+    # prepared statements ----------------------------------------------------------------------
+
+    def prepare_now(self, sql: bytes) -> None:
+        """A statement already prepared on the connection at hand is answered at once."""
+        st = classify(sql)
+        conn = self.ready(st.route)
         if conn is not None:
-            self.give_back(conn, self.status())
+            prepared = conn.statements.get((conn.db, sql))
+            if prepared is not None:
+                conn.statements.move_to_end((conn.db, sql))
+                self.prepared(conn, sql, st, prepared)
+                return
+        self.spawn(self.prepare(sql, st, conn))
+
+    async def prepare(self, sql: bytes, st: Statement, conn: BackendConn | None) -> None:
+        if conn is None:
+            conn = await self.borrow_ready(st.route)
+            if conn is None:
+                return
+        self.active = conn
+        try:
+            prepared = await conn.prepare(sql)
+        except MySQLError as exc:
+            self.active = None
+            self.settle(conn)
+            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            return
+        except (OSError, ConnectionError, Malformed) as exc:
+            self.active = None
+            self.held = None
+            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            return
+        self.active = None
+        self.prepared(conn, sql, st, prepared)
+
+    def prepared(self, conn: BackendConn, sql: bytes, st: Statement, prepared: Prepared) -> None:
+        """Answer a prepare as the server did, under the session's own statement id."""
+        cid = next(self.stmt_ids) & 0xFFFFFFFF
+        if st.pins:  # the statement's text pins when it runs, as it would as a query
+            self.pinned = self.pinned or st.pins
+        self.statements[cid] = ClientStatement(sql, conn.db, st.route, prepared.params)
+        self.last_prepared = cid
+        first, *rest = prepared.answer
+        seq = self.write(first[:1] + cid.to_bytes(4, "little") + first[5:], 1)
+        for payload in rest:
+            seq = self.write(payload, seq)
+        self.settle(conn)
+        self.done()
+
+    def client_statement(self, payload: bytes, name: str) -> tuple[int, ClientStatement] | None:
+        """The statement a COM_STMT_* names; None after answering the client's error."""
+        if len(payload) < 5:
+            self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
+            return None
+        cid = int.from_bytes(payload[1:5], "little")
+        if cid == LAST_PREPARED:
+            cid = self.last_prepared
+        stmt = self.statements.get(cid)
+        if stmt is None:
+            self.reply_error(
+                ER_UNKNOWN_STMT_HANDLER,
+                f"Unknown prepared statement handler ({cid}) given to {name}",
+            )
+            return None
+        return cid, stmt
+
+    def execute(self, payload: bytes) -> None:
+        found = self.client_statement(payload, "mysqld_stmt_execute")
+        if found is None:
+            return
+        cid, stmt = found
+        body = bind(stmt, payload)
+        if body is None:
+            self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
+            return
+        if stmt.too_long:
+            stmt.long_data.clear()
+            stmt.too_long = False
+            self.reply_error(
+                ER_NET_PACKET_TOO_LARGE,
+                "Parameter of prepared statement which is set through mysql_send_long_data() "
+                "is longer than 'max_allowed_packet' bytes",
+            )
+            return
+        self.executing = cid
+        self.after = self.after_execute
+        self.cursor_asked = bool(body[0] & CURSOR_FLAGS)
+        # a cursor keeps its connection, on which the session's writes must work too
+        route = Route.PRIMARY if self.cursor_asked else stmt.route
+        conn = self.ready(route)
+        if conn is not None:
+            prepared = conn.statements.get((stmt.db, stmt.sql))
+            if prepared is not None:
+                data = (
+                    self.long_data(stmt, prepared.id)
+                    + frame(b"\x17" + prepared.id.to_bytes(4, "little") + body, 0)[0]
+                )
+                self.send(conn, data, Command.STMT_EXECUTE, route)
+                return
+        self.spawn(self.execute_later(stmt, body, route, conn))
+
+    cursor_asked = False
+
+    async def execute_later(
+        self, stmt: ClientStatement, body: bytes, route: Route, conn: BackendConn | None
+    ) -> None:
+        """Execute on a connection that must be made ready, or that lacks the statement."""
+        if conn is None:
+            conn = await self.borrow_ready(route)
+            if conn is None:
+                return
+        try:
+            if conn.db != stmt.db and stmt.db:
+                await conn.sync(stmt.db, self.sets)
+            prepared = await conn.prepare(stmt.sql)
+            await conn.sync(self.db, self.sets)
+        except MySQLError as exc:
+            self.settle(conn)
+            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            return
+        except (OSError, ConnectionError, Malformed) as exc:
+            conn.close()
+            self.held = None
+            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            return
+        data = self.long_data(stmt, prepared.id)
+        data += frame(b"\x17" + prepared.id.to_bytes(4, "little") + body, 0)[0]
+        self.send(conn, data, Command.STMT_EXECUTE, route)
+
+    def long_data(self, stmt: ClientStatement, stmt_id: int) -> bytes:
+        """The long data sent for the statement, for the connection about to execute it (the
+        server answers none of it; an execution uses it up)."""
+        if not stmt.long_data:
+            return b""
+        head = b"\x18" + stmt_id.to_bytes(4, "little")
+        out = b"".join(
+            frame(head + param.to_bytes(2, "little") + bytes(data), 0)[0]
+            for param, data in stmt.long_data.items()
+        )
+        stmt.long_data.clear()
+        return out
+
+    def after_execute(self, conn: BackendConn, t: ResponseTracker) -> None:
+        if self.cursor_asked and t.error is None and t.status and t.status & Status.CURSOR_EXISTS:
+            self.cursors.add(self.executing)
+        elif self.executing in self.cursors:
+            self.cursors.discard(self.executing)  # executed again: its old cursor is gone
+
+    def fetch(self, payload: bytes) -> None:
+        found = self.client_statement(payload, "mysqld_stmt_fetch")
+        if found is None:
+            return
+        cid, stmt = found
+        conn = self.held
+        prepared = conn.statements.get((stmt.db, stmt.sql)) if conn is not None else None
+        if cid not in self.cursors or conn is None or prepared is None:
+            self.reply_error(
+                ER_STMT_HAS_NO_OPEN_CURSOR, f"The statement ({cid}) has no open cursor."
+            )
+            return
+        self.executing = cid
+        self.after = self.after_fetch
+        data = frame(b"\x1c" + prepared.id.to_bytes(4, "little") + payload[5:], 0)[0]
+        self.send(conn, data, Command.STMT_FETCH, Route.PRIMARY)
+
+    def after_fetch(self, conn: BackendConn, t: ResponseTracker) -> None:
+        if t.error is not None or (t.status is not None and t.status & Status.LAST_ROW_SENT):
+            self.cursors.discard(self.executing)
+
+    def statement_local(self, command: int, payload: bytes) -> None:
+        """COM_STMT_CLOSE, _RESET and _SEND_LONG_DATA act on the session's statement; only
+        an open cursor is closed on the server."""
+        if command == Command.STMT_SEND_LONG_DATA:
+            cid = int.from_bytes(payload[1:5], "little")
+            stmt = self.statements.get(cid)
+            if stmt is not None and len(payload) >= 7:  # no answer; errors wait for execute
+                param = int.from_bytes(payload[5:7], "little")
+                buf = stmt.long_data.setdefault(param, bytearray())
+                if len(buf) + len(payload) - 7 > self.cfg.max_allowed_packet:
+                    stmt.too_long = True
+                else:
+                    buf += payload[7:]
+            self.done()
+            return
+        if command == Command.STMT_CLOSE:
+            cid = int.from_bytes(payload[1:5], "little")
+            stmt = self.statements.pop(cid, None)
+            if stmt is not None and cid in self.cursors:
+                self.spawn(self.close_cursor(cid, stmt, answer=False))
+                return
+            self.done()  # no answer, as a server gives none
+            return
+        found = self.client_statement(payload, "mysqld_stmt_reset")
+        if found is None:
+            return
+        cid, stmt = found
+        stmt.long_data.clear()
+        stmt.too_long = False
+        if cid in self.cursors:
+            self.spawn(self.close_cursor(cid, stmt, answer=True))
+            return
+        self.reply_ok()
+
+    async def close_cursor(self, cid: int, stmt: ClientStatement, answer: bool) -> None:
+        self.cursors.discard(cid)
+        conn = self.held
+        prepared = conn.statements.get((stmt.db, stmt.sql)) if conn is not None else None
+        if conn is not None and prepared is not None:
+            try:
+                await conn.quiet(Command.STMT_RESET, prepared.id.to_bytes(4, "little"))
+            except (OSError, ConnectionError, Malformed, MySQLError):
+                conn.close()
+                self.held = None
+            if self.held is not None and not self.keeps():
+                self.settle(conn)
+        if answer:
+            self.reply_ok()
+        else:
+            self.done()
+
+
+def bind(stmt: ClientStatement, payload: bytes) -> bytes | None:
+    """COM_STMT_EXECUTE's body after the statement id, with the parameter types always
+    included (the connection that runs it may not have seen the execution that sent them);
+    None when it is too short to be one."""
+    body = payload[5:]
+    if len(body) < 5:
+        return None
+    if not stmt.params:
+        return body
+    at = 5 + (stmt.params + 7) // 8  # the new-params-bound flag, after the NULL bitmap
+    if len(body) <= at:
+        return None
+    if body[at] == 1:
+        stmt.types = body[at + 1 : at + 1 + 2 * stmt.params]
+        return body
+    if stmt.types is None:
+        return body  # the server names what is missing
+    return body[:at] + b"\x01" + stmt.types + body[at + 1 :]

@@ -42,6 +42,10 @@ class PacketReader:
         self._seq = -1  # sequence id of the payload's first packet
         self.last_seq = -1  # sequence id of the last packet read
 
+    def buffered(self) -> int:
+        """Bytes read but not yet part of a whole packet."""
+        return len(self._buf) + sum(len(p) for p in self._parts)
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf
         buf += data

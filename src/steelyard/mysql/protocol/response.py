@@ -17,6 +17,8 @@ Shapes (protocol 4.1; "end" is EOF, or an OK with header 0xFE under CLIENT_DEPRE
   and the column definitions [EOF].
 - COM_STMT_EXECUTE with a cursor: column definitions and an end with SERVER_STATUS_CURSOR_EXISTS,
   no rows (they come with COM_STMT_FETCH).
+- COM_STMT_FETCH: binary rows (header 0x00), then an end (LAST_ROW_SENT once the cursor is
+  exhausted), or an ERR.
 - COM_STATISTICS: one bare string.
 - no answer at all: COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA (see `expects_answer`).
 """
@@ -37,6 +39,7 @@ _ROWS = 3
 _PARAMS = 4  # COM_STMT_PREPARE's parameter definitions
 _PARAMS_EOF = 5
 _DONE = 6
+ROWS = _ROWS  # rows (or FIELD_LIST definitions) until an end: what a scanner may skip
 
 
 def expects_answer(command: int) -> bool:
@@ -58,6 +61,8 @@ class ResponseTracker:
         self.command = command
         self.capabilities = capabilities
         self.state = _FIRST if expects_answer(command) else _DONE
+        if command == Command.STMT_FETCH:
+            self.state = _ROWS  # binary rows of an open cursor, then an end
         self.columns = 0  # column definitions still to read
         self.params = 0
         self.status: Status | None = None  # of the last OK / end seen
