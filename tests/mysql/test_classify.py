@@ -93,3 +93,21 @@ def test_unbounded_writes():
     assert not classify(b"UPDATE t SET a = 1 WHERE id = 1").unbounded_write
     assert not classify(b"DELETE FROM t WHERE 1").unbounded_write
     assert classify(b"UPDATE t SET note = 'WHERE' ").unbounded_write  # not fooled by a literal
+
+
+def test_statements_differing_in_literals_share_one_cache_entry():
+    from steelyard.mysql.classify import _classify
+
+    classify(b"SELECT c FROM t WHERE id=1 AND name='x'")
+    before = _classify.cache_info()
+    st = classify(b"SELECT c FROM t WHERE id=987 AND name='other'")
+    after = _classify.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    assert st.route is Route.REPLICA
+    # values that matter are read from the statement's own text
+    assert classify(b"SET autocommit=0").autocommit is False
+    assert classify(b"SET autocommit=1").autocommit is True
+    assert classify(b"USE db2").database == "db2"
+    assert classify(b"USE `db3`").database == "db3"
+    assert classify(b"SELECT @'quoted'").pins == "a user variable"
+    assert classify(b"SELECT 'FOR UPDATE', 1").route is Route.REPLICA

@@ -29,6 +29,8 @@ from steelyard.mysql.protocol.wire import Malformed
 OnPacket = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
 # (tracker, None) when the answer is complete; (None, cause) when the connection broke
 OnAnswer = Callable[[ResponseTracker | None, Exception | None], None]
+_CLEAN_MASK = int(Status.IN_TRANS | Status.AUTOCOMMIT)
+_CLEAN = int(Status.AUTOCOMMIT)  # autocommit on, no transaction open
 MAX_STATEMENTS = 64  # statements kept prepared on one connection (oldest closed first)
 
 
@@ -283,9 +285,9 @@ class ServerPool:
         conn.replica = self.replica
         return conn
 
-    def release(self, conn: BackendConn, status: Status | None) -> None:
+    def release(self, conn: BackendConn, status: int | None) -> None:
         """Back to the pool, if it is clean: no transaction left open, autocommit on."""
-        clean = status is not None and not status & Status.IN_TRANS and status & Status.AUTOCOMMIT
+        clean = status is not None and status & _CLEAN_MASK == _CLEAN
         if conn.broken or not clean or len(self.idle) >= self.size:
             conn.close()
             return

@@ -78,8 +78,18 @@ def _strip_literals(sql: bytes) -> bytes:
     return _LITERAL.sub(b"''", sql)
 
 
+_NUMBER = re.compile(rb"\b\d+\b")
+
+
 def classify(sql: bytes) -> Statement:
-    return _classify(sql[:4096])
+    """What a statement means for routing, cached by its digest: literals never change the
+    answer, so `WHERE id=1` and `WHERE id=2` are one cache entry (SET and USE, whose values
+    matter, are classified from their own text)."""
+    sql = sql[:4096]
+    st = _classify(_NUMBER.sub(b"0", _LITERAL.sub(b"''", sql)))
+    if st.keyword in ("SET", "USE"):
+        return _classify(sql)
+    return st
 
 
 @lru_cache(maxsize=4096)

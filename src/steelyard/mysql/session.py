@@ -44,12 +44,13 @@ from steelyard.mysql.protocol.constants import (
     ER_TOO_MANY_USER_CONNECTIONS,
     ER_UNKNOWN_COM_ERROR,
     ER_UNKNOWN_STMT_HANDLER,
+    MAX_PAYLOAD,
     UTF8MB4_GENERAL_CI,
     Capability,
     Command,
     Status,
 )
-from steelyard.mysql.protocol.packets import PacketReader, PacketTooLarge, frame
+from steelyard.mysql.protocol.packets import HEADER, PacketReader, PacketTooLarge, frame
 from steelyard.mysql.protocol.response import ResponseTracker
 from steelyard.mysql.protocol.wire import Malformed
 
@@ -97,6 +98,10 @@ PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Com
 LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (prepare + execute at once)
 CURSOR_FLAGS = 0x07  # COM_STMT_EXECUTE flags asking for a cursor
 
+# Status flags as plain ints: IntFlag arithmetic costs microseconds on the data path.
+AUTOCOMMIT, IN_TRANS = int(Status.AUTOCOMMIT), int(Status.IN_TRANS)
+CURSOR_EXISTS, LAST_ROW_SENT = int(Status.CURSOR_EXISTS), int(Status.LAST_ROW_SENT)
+
 After = Callable[[BackendConn, ResponseTracker], None]
 
 
@@ -127,7 +132,10 @@ class MysqlSession(asyncio.Protocol):
         self.user = ""
         self.caps = 0
         self.authed = False
-        self.queue: deque[bytes] = deque()
+        # commands waiting: payload, and the packet as it came when it came whole in one read
+        self.queue: deque[tuple[bytes, bytes | None]] = deque()
+        self.whole_limit = min(MAX_PAYLOAD, self.cfg.max_allowed_packet + 1)
+        self.framed: bytes | None = None  # the command under way, as it came
         self.busy = True  # a command is under way (or the login): the next ones wait
         self.pumping = False
         self.task: asyncio.Task[None] | None = None
@@ -203,6 +211,14 @@ class MysqlSession(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.authed and len(data) > HEADER and not data[3] and not self.packets.buffered():
+            length = data[0] | data[1] << 8 | data[2] << 16
+            if length + HEADER == len(data) and length < self.whole_limit:
+                # One whole command, as clients send them: it goes on as it came.
+                self.queue.append((data[HEADER:], data))
+                if not self.busy:
+                    self.pump()
+                return
         try:
             packets = self.packets.feed(data)
         except PacketTooLarge:
@@ -220,7 +236,7 @@ class MysqlSession(asyncio.Protocol):
                 self.refuse(ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq + 1)
                 return
             else:
-                self.queue.append(payload)
+                self.queue.append((payload, None))
         if not self.busy:
             self.pump()
 
@@ -246,7 +262,8 @@ class MysqlSession(asyncio.Protocol):
         try:
             while self.queue and not self.busy and self.transport is not None:
                 self.busy = True
-                self.command(self.queue.popleft())
+                payload, self.framed = self.queue.popleft()
+                self.command(payload)
         finally:
             self.pumping = False
 
@@ -431,13 +448,8 @@ class MysqlSession(asyncio.Protocol):
     sent_db: str | None = None
     sql = b""  # the text of the query under way
 
-    def status(self) -> Status:
-        s = Status(0)
-        if self.autocommit:
-            s |= Status.AUTOCOMMIT
-        if self.in_tx:
-            s |= Status.IN_TRANS
-        return s
+    def status(self) -> int:
+        return (AUTOCOMMIT if self.autocommit else 0) | (IN_TRANS if self.in_tx else 0)
 
     def keeps(self) -> bool:
         """Whether the session keeps its connection between commands."""
@@ -475,7 +487,7 @@ class MysqlSession(asyncio.Protocol):
         if conn is None:
             self.spawn(self.start_later(payload, route))
         else:
-            self.send(conn, frame(payload, 0)[0], payload[0], route)
+            self.send(conn, self.framed or frame(payload, 0)[0], payload[0], route)
 
     async def start_later(self, payload: bytes, route: Route) -> None:
         conn = await self.borrow_ready(route)
@@ -531,8 +543,8 @@ class MysqlSession(asyncio.Protocol):
             )
             return
         if t.status is not None:
-            self.in_tx = bool(t.status & Status.IN_TRANS)
-            self.autocommit = bool(t.status & Status.AUTOCOMMIT)
+            self.in_tx = bool(t.status & IN_TRANS)
+            self.autocommit = bool(t.status & AUTOCOMMIT)
         if self.after is not None:
             self.after(conn, t)
         if (
@@ -544,7 +556,7 @@ class MysqlSession(asyncio.Protocol):
         self.settle(conn, t.status)
         self.done()
 
-    def settle(self, conn: BackendConn, status: Status | None = None) -> None:
+    def settle(self, conn: BackendConn, status: int | None = None) -> None:
         """Keep the connection for the session's next command, or give it back."""
         if self.keeps():
             self.held = conn
@@ -552,7 +564,7 @@ class MysqlSession(asyncio.Protocol):
             self.held = None
             self.give_back(conn, status if status is not None else self.status())
 
-    async def track_gtid(self, conn: BackendConn, status: Status | None) -> None:
+    async def track_gtid(self, conn: BackendConn, status: int | None) -> None:
         """What this session wrote (if it wrote): its reads on replicas wait for it."""
         try:
             gtid = await conn.value(b"SELECT @@last_gtid")
@@ -582,7 +594,7 @@ class MysqlSession(asyncio.Protocol):
     async def borrow(self, route: Route) -> BackendConn:
         return await self.fe.server_pool(route, self.caps).acquire()
 
-    def give_back(self, conn: BackendConn, status: Status | None) -> None:
+    def give_back(self, conn: BackendConn, status: int | None) -> None:
         pool = self.fe.backend_pools.get((conn.address, self.caps & SHAPING))
         if pool is None:
             conn.close()
@@ -732,7 +744,7 @@ class MysqlSession(asyncio.Protocol):
         return out
 
     def after_execute(self, conn: BackendConn, t: ResponseTracker) -> None:
-        if self.cursor_asked and t.error is None and t.status and t.status & Status.CURSOR_EXISTS:
+        if self.cursor_asked and t.error is None and t.status and t.status & CURSOR_EXISTS:
             self.cursors.add(self.executing)
         elif self.executing in self.cursors:
             self.cursors.discard(self.executing)  # executed again: its old cursor is gone
@@ -755,7 +767,7 @@ class MysqlSession(asyncio.Protocol):
         self.send(conn, data, Command.STMT_FETCH, Route.PRIMARY)
 
     def after_fetch(self, conn: BackendConn, t: ResponseTracker) -> None:
-        if t.error is not None or (t.status is not None and t.status & Status.LAST_ROW_SENT):
+        if t.error is not None or (t.status is not None and t.status & LAST_ROW_SENT):
             self.cursors.discard(self.executing)
 
     def statement_local(self, command: int, payload: bytes) -> None:

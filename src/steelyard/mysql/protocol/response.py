@@ -39,6 +39,8 @@ _ROWS = 3
 _PARAMS = 4  # COM_STMT_PREPARE's parameter definitions
 _PARAMS_EOF = 5
 _DONE = 6
+_MORE_RESULTS = int(Status.MORE_RESULTS_EXISTS)  # plain ints: IntFlag arithmetic is slow
+_CURSOR_EXISTS = int(Status.CURSOR_EXISTS)
 ROWS = _ROWS  # rows (or FIELD_LIST definitions) until an end: what a scanner may skip
 
 
@@ -65,7 +67,7 @@ class ResponseTracker:
             self.state = _ROWS  # binary rows of an open cursor, then an end
         self.columns = 0  # column definitions still to read
         self.params = 0
-        self.status: Status | None = None  # of the last OK / end seen
+        self.status: int | None = None  # Status flags of the last OK / end seen
         self.error: messages.Err | None = None
         self.statement: tuple[int, int, int] | None = None  # prepare: (id, columns, params)
         self.results = 0  # result sets and OKs seen (several with multi-statements)
@@ -77,16 +79,25 @@ class ResponseTracker:
     def _eof_follows(self) -> bool:
         return not self.capabilities & Capability.DEPRECATE_EOF
 
-    def _status(self, payload: bytes) -> Status:
-        if messages.is_eof(payload):
-            return messages.parse_eof(payload).status
-        return messages.parse_ok(payload, self.capabilities).status
+    @staticmethod
+    def _status(payload: bytes) -> int:
+        """The status flags of an EOF or OK, read in place (every answer ends with one)."""
+        try:
+            if payload[0] == 0xFE and len(payload) < 9:  # EOF: header, warnings, status
+                return payload[3] | payload[4] << 8
+            pos = 1  # OK: header, affected rows and last insert id (lenenc), status
+            for _ in range(2):
+                first = payload[pos]
+                pos += 1 if first < 0xFB else 3 if first == 0xFC else 4 if first == 0xFD else 9
+            return payload[pos] | payload[pos + 1] << 8
+        except IndexError:
+            raise Malformed(f"a short OK or EOF {payload[:16]!r}") from None
 
-    def _ended(self, status: Status) -> bool:
+    def _ended(self, status: int) -> bool:
         """An OK or end of a result: the answer continues if more results exist."""
         self.status = status
         self.results += 1
-        if status & Status.MORE_RESULTS_EXISTS:
+        if status & _MORE_RESULTS:
             self.state = _FIRST
             return False
         self.state = _DONE
@@ -151,8 +162,8 @@ class ResponseTracker:
             if not messages.is_eof(payload):
                 raise Malformed("no EOF after the definitions")
             if state == _COLUMNS_EOF and self.command != Command.STMT_PREPARE:
-                status = messages.parse_eof(payload).status
-                if status & Status.CURSOR_EXISTS:
+                status = self._status(payload)
+                if status & _CURSOR_EXISTS:
                     return self._ended(status)  # rows come with COM_STMT_FETCH
             return self._after_definitions(_COLUMNS if state == _COLUMNS_EOF else _PARAMS)
         raise Malformed("a packet after the end of the answer")
