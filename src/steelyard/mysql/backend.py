@@ -59,7 +59,8 @@ class BackendConn(asyncio.Protocol):
         self.broken = False
         self.replica = False  # a connection to a server of the replicas pool
         # the exchange under way: raw bytes to `sink`, or packets to `on_packet`
-        self.scanner: AnswerScanner | None = None
+        self.scanner: AnswerScanner | None = None  # set while an answer passes through
+        self._scanner = AnswerScanner(ResponseTracker(0, capabilities))  # reused for each
         self.sink: asyncio.Transport | None = None
         self.sent = 0  # answer bytes passed to the sink so far
         self.on_answer: OnAnswer | None = None
@@ -68,6 +69,7 @@ class BackendConn(asyncio.Protocol):
         self.on_packet: OnPacket | None = None
         self.waiter: asyncio.Future[ResponseTracker] | None = None
         self.login_stream: asyncio.StreamWriter | None = None
+        self.pool: ServerPool | None = None  # where it goes back to
 
     @classmethod
     async def connect(
@@ -92,11 +94,12 @@ class BackendConn(asyncio.Protocol):
             on_answer(None, ConnectionError("the server connection is closed"))
             return
         self.transport.write(data)
-        tracker = ResponseTracker(command, self.capabilities)
-        if tracker.done:  # COM_STMT_CLOSE, SEND_LONG_DATA: no answer comes
-            on_answer(tracker, None)
+        scanner = self._scanner
+        scanner.reset(command)
+        if scanner.tracker.done:  # COM_STMT_CLOSE, SEND_LONG_DATA: no answer comes
+            on_answer(scanner.tracker, None)
             return
-        self.scanner = AnswerScanner(tracker)
+        self.scanner = scanner
         self.sink = sink
         self.sent = 0
         self.on_answer = on_answer
@@ -262,6 +265,7 @@ class ServerPool:
         self.capabilities = capabilities
         self.idle: list[BackendConn] = []
         self.replica = False  # its server is in the replicas pool
+        self.closed = False
 
     def take(self, db: str | None, sets: tuple[bytes, ...]) -> BackendConn | None:
         """An idle connection already in a session's state, without waiting; or None."""
@@ -283,17 +287,19 @@ class ServerPool:
                 return conn
         conn = await BackendConn.connect(self.address, self.user, self.password, self.capabilities)
         conn.replica = self.replica
+        conn.pool = self
         return conn
 
     def release(self, conn: BackendConn, status: int | None) -> None:
         """Back to the pool, if it is clean: no transaction left open, autocommit on."""
         clean = status is not None and status & _CLEAN_MASK == _CLEAN
-        if conn.broken or not clean or len(self.idle) >= self.size:
+        if conn.broken or not clean or len(self.idle) >= self.size or self.closed:
             conn.close()
             return
         self.idle.append(conn)
 
     def close(self) -> None:
+        self.closed = True
         for conn in self.idle:
             conn.close()
         self.idle.clear()

@@ -93,7 +93,7 @@ class MysqlFrontend(ProtocolFrontend):
             server = self.pools[self.cfg.primary].pick()
         if server is None:
             raise NoServer(f"no server of pool {self.cfg.primary!r} is usable")
-        shaping = caps & SHAPING
+        shaping = caps & SHAPING  # plain ints
         key = (server.address, shaping)
         pool = self.backend_pools.get(key)
         if pool is None:
@@ -112,7 +112,7 @@ class MysqlFrontend(ProtocolFrontend):
 
     def close_backends(self) -> None:
         for pool in self.backend_pools.values():
-            pool.close()
+            pool.close()  # connections lent out now are closed when they come back
         self.backend_pools.clear()
 
     def account(self) -> None:

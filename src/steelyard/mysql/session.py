@@ -82,7 +82,7 @@ BACKEND_BASE = (
     | Capability.LONG_PASSWORD
     | Capability.TRANSACTIONS
 )
-SHAPING = (
+SHAPING = int(
     Capability.FOUND_ROWS
     | Capability.LONG_FLAG
     | Capability.MULTI_STATEMENTS
@@ -595,11 +595,10 @@ class MysqlSession(asyncio.Protocol):
         return await self.fe.server_pool(route, self.caps).acquire()
 
     def give_back(self, conn: BackendConn, status: int | None) -> None:
-        pool = self.fe.backend_pools.get((conn.address, self.caps & SHAPING))
-        if pool is None:
+        if conn.pool is None:
             conn.close()
         else:
-            pool.release(conn, status)
+            conn.pool.release(conn, status)
 
     # prepared statements ----------------------------------------------------------------------
 

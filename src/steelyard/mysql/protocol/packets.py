@@ -44,7 +44,9 @@ class PacketReader:
 
     def buffered(self) -> int:
         """Bytes read but not yet part of a whole packet."""
-        return len(self._buf) + sum(len(p) for p in self._parts)
+        if self._parts:
+            return len(self._buf) + sum(len(p) for p in self._parts)
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf

@@ -29,7 +29,9 @@ from steelyard.mysql.protocol import messages
 from steelyard.mysql.protocol.constants import MAX_PAYLOAD, Capability, Command, Status
 from steelyard.mysql.protocol.wire import Cursor, Malformed
 
-NO_ANSWER = frozenset({Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
+NO_ANSWER = frozenset(
+    {int(Command.QUIT), int(Command.STMT_CLOSE), int(Command.STMT_SEND_LONG_DATA)}
+)
 
 # states
 _FIRST = 0  # the first packet of a result
@@ -41,6 +43,10 @@ _PARAMS_EOF = 5
 _DONE = 6
 _MORE_RESULTS = int(Status.MORE_RESULTS_EXISTS)  # plain ints: IntFlag arithmetic is slow
 _CURSOR_EXISTS = int(Status.CURSOR_EXISTS)
+# commands and capabilities as plain ints, compared on every answer
+_FETCH, _PREPARE = int(Command.STMT_FETCH), int(Command.STMT_PREPARE)
+_STATISTICS, _FIELD_LIST = int(Command.STATISTICS), int(Command.FIELD_LIST)
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 ROWS = _ROWS  # rows (or FIELD_LIST definitions) until an end: what a scanner may skip
 
 
@@ -55,16 +61,22 @@ def is_end(payload: bytes) -> bool:
 
 class ResponseTracker:
     __slots__ = (
-        "capabilities", "columns", "command", "error", "params", "results", "state",
-        "statement", "status",
+        "capabilities", "columns", "command", "eof_follows", "error", "params", "results",
+        "state", "statement", "status",
     )  # fmt: skip
 
     def __init__(self, command: int, capabilities: int) -> None:
-        self.command = command
         self.capabilities = capabilities
-        self.state = _FIRST if expects_answer(command) else _DONE
-        if command == Command.STMT_FETCH:
+        self.reset(command)
+
+    def reset(self, command: int) -> None:
+        """Track the answer to another command (one tracker serves a connection's answers)."""
+        capabilities = self.capabilities
+        self.command = command
+        self.state = _FIRST if command not in NO_ANSWER else _DONE
+        if command == _FETCH:
             self.state = _ROWS  # binary rows of an open cursor, then an end
+        self.eof_follows = not capabilities & _DEPRECATE_EOF
         self.columns = 0  # column definitions still to read
         self.params = 0
         self.status: int | None = None  # Status flags of the last OK / end seen
@@ -75,9 +87,6 @@ class ResponseTracker:
     @property
     def done(self) -> bool:
         return self.state == _DONE
-
-    def _eof_follows(self) -> bool:
-        return not self.capabilities & Capability.DEPRECATE_EOF
 
     @staticmethod
     def _status(payload: bytes) -> int:
@@ -122,24 +131,24 @@ class ResponseTracker:
                 self.error = messages.parse_err(payload)
                 self.state = _DONE
                 return True
-            if self.command == Command.STATISTICS:
+            if self.command == _STATISTICS:
                 self.state = _DONE
                 return True
-            if self.command == Command.FIELD_LIST:
+            if self.command == _FIELD_LIST:
                 # column definitions straight away (no count), until an end
                 if is_end(payload):
                     return self._ended(self._status(payload))
                 self.state = _ROWS
                 return False
             if head == 0x00:
-                if self.command == Command.STMT_PREPARE:
+                if self.command == _PREPARE:
                     return self._prepared(payload)
                 return self._ended(self._status(payload))
             if head == 0xFE and len(payload) < 9:  # EOF: COM_SET_OPTION, old servers
                 return self._ended(self._status(payload))
             if head == 0xFB:
                 raise Malformed("LOCAL INFILE was not offered to the server")
-            count = Cursor(payload).lenenc_int()
+            count = head if head < 0xFB else Cursor(payload).lenenc_int()
             if not count:
                 raise Malformed("a result set of no columns")
             self.columns = count
@@ -154,14 +163,14 @@ class ResponseTracker:
                 left = self.params
             if left > 0:
                 return False
-            if self._eof_follows():
+            if self.eof_follows:
                 self.state = _COLUMNS_EOF if state == _COLUMNS else _PARAMS_EOF
                 return False
             return self._after_definitions(state)
         if state in (_COLUMNS_EOF, _PARAMS_EOF):
             if not messages.is_eof(payload):
                 raise Malformed("no EOF after the definitions")
-            if state == _COLUMNS_EOF and self.command != Command.STMT_PREPARE:
+            if state == _COLUMNS_EOF and self.command != _PREPARE:
                 status = self._status(payload)
                 if status & _CURSOR_EXISTS:
                     return self._ended(status)  # rows come with COM_STMT_FETCH
@@ -169,7 +178,7 @@ class ResponseTracker:
         raise Malformed("a packet after the end of the answer")
 
     def _after_definitions(self, which: int) -> bool:
-        if self.command == Command.STMT_PREPARE:
+        if self.command == _PREPARE:
             if which == _PARAMS and self.columns:
                 self.state = _COLUMNS
                 return False

@@ -23,9 +23,17 @@ class AnswerScanner:
     def __init__(self, tracker: ResponseTracker) -> None:
         self.tracker = tracker
         self._partial = b""  # the start of a packet whose header or payload is still incomplete
-        self._skip = 0  # payload bytes of a row still to pass
+        self._skip = 0  # bytes of a skipped packet still to come in later chunks
         self._cont = False  # the packet being skipped is followed by a continuation
         self._whole = bytearray()  # a shaping packet of 16 MiB or more being joined
+
+    def reset(self, command: int) -> None:
+        """Scan the answer to another command (after the last one ended)."""
+        self.tracker.reset(command)
+        self._partial = b""
+        self._skip = 0
+        self._cont = False
+        self._whole.clear()
 
     @property
     def done(self) -> bool:
@@ -43,13 +51,13 @@ class AnswerScanner:
             data = self._partial + data
             self._partial = b""
         n = len(data)
-        pos = 0
+        pos = self._skip  # the rest of a row begun in an earlier chunk
+        if pos > n:
+            self._skip = pos - n
+            return -1
+        self._skip = 0
+        whole = self._whole
         while pos < n:
-            if self._skip:
-                step = min(self._skip, n - pos)
-                self._skip -= step
-                pos += step
-                continue
             if n - pos < HEADER:
                 self._partial = data[pos:]
                 return -1
@@ -58,33 +66,33 @@ class AnswerScanner:
             if self._cont:
                 # the continuation of a long row: skipped, and itself continued at full size
                 self._cont = length == MAX_PAYLOAD
-                self._skip = length
-                pos = start
+                pos = start + length
                 continue
-            if tracker.state == ROWS and length and not self._whole:
+            if tracker.state == ROWS and length and not whole:
                 if length == MAX_PAYLOAD:
                     self._cont = True  # a row of 16 MiB or more (its first byte may be 0xFE)
-                    self._skip = length
-                    pos = start
+                    pos = start + length
                     continue
                 if start == n:
                     self._partial = data[pos:]
                     return -1
                 if data[start] < 0xFE:
-                    self._skip = length  # a row: never looked into
-                    pos = start
+                    pos = start + length  # a row: never looked into
                     continue
-            if n - start < length:
+            end = start + length
+            if end > n:
                 self._partial = data[pos:]
                 return -1
-            payload = data[start : start + length]
-            pos = start + length
-            if length == MAX_PAYLOAD or self._whole:
-                self._whole += payload
+            payload = data[start:end]
+            pos = end
+            if length == MAX_PAYLOAD or whole:
+                whole += payload
                 if length == MAX_PAYLOAD:
                     continue
-                payload = bytes(self._whole)
-                self._whole.clear()
+                payload = bytes(whole)
+                whole.clear()
             if tracker.feed(payload):
                 return pos - base
+        if pos > n:
+            self._skip = pos - n  # a skipped packet goes on in the next chunk
         return -1
