@@ -284,7 +284,8 @@ class MysqlSession(asyncio.Protocol):
 
     # login ------------------------------------------------------------------------------------
 
-    pending_switch: handshake.Response | None = None
+    pending_switch: handshake.Response | None = None  # asked for another scramble of it
+    pending_plugin = auth.NATIVE
     login_seq = 0
 
     async def greet(self) -> None:
@@ -299,7 +300,7 @@ class MysqlSession(asyncio.Protocol):
     def login(self, seq: int, payload: bytes) -> None:
         if self.pending_switch is not None:
             response, self.pending_switch = self.pending_switch, None
-            self.check_password(response, auth.NATIVE, payload, seq + 1)
+            self.check_password(response, self.pending_plugin, payload, seq + 1)
             return
         try:
             response = handshake.parse_response(payload)
@@ -316,7 +317,7 @@ class MysqlSession(asyncio.Protocol):
         if plugin not in auth.PLUGINS:
             # Ask for a scramble we can check, on a fresh salt (as a server does).
             self.salt = auth.scramble()
-            self.pending_switch = response
+            self.pending_switch, self.pending_plugin = response, auth.NATIVE
             self.write(handshake.auth_switch(auth.NATIVE, self.salt), seq + 1)
             return
         self.check_password(response, plugin, response.auth, seq + 1)
@@ -332,15 +333,19 @@ class MysqlSession(asyncio.Protocol):
         )
         if not ok:
             using = "YES" if answer else "NO"
-            self.refuse(
+            self.login_failed(
                 ER_ACCESS_DENIED_ERROR,
                 f"Access denied for user '{response.user}'@'{self.host}' (using password: {using})",
                 seq,
             )
             return
         assert user is not None
+        if self.changing_from is not None:
+            self.fe.users_left(self.changing_from[0])
         if not self.fe.users_take(user.name, user.max_connections):
-            self.refuse(
+            if self.changing_from is not None:
+                self.fe.users_take(self.changing_from[0], 0)
+            self.login_failed(
                 ER_TOO_MANY_USER_CONNECTIONS,
                 f"User {user.name} already has more than 'max_user_connections' active connections",
                 seq,
@@ -353,8 +358,46 @@ class MysqlSession(asyncio.Protocol):
         if self.db:
             self.spawn(self.finish_login())  # the database must exist
         else:
+            self.changing_from = None
             self.write(messages.ok(messages.Ok(), self.caps), seq)
             self.done()
+
+    def login_failed(self, code: tuple[int, str], message: str, seq: int) -> None:
+        """A login is refused and the connection closed; a failed COM_CHANGE_USER leaves the
+        connection to the user it had (as MariaDB does), in a fresh session."""
+        if self.changing_from is None:
+            self.refuse(code, message, seq)
+            return
+        log("mysql_refused", "warn", peer=self.peer, user=self.user or None, error=message)
+        if self.authed:  # the password was right, the database not: the counts go back
+            self.fe.users_left(self.user)
+            self.fe.users_take(self.changing_from[0], 0)
+        (self.user, self.db), self.changing_from = self.changing_from, None
+        self.authed = True
+        self.write(messages.error(code, message), seq)
+        self.done()
+
+    changing_from: tuple[str, str | None] | None = None  # COM_CHANGE_USER: the user and db before
+
+    def change_user(self, payload: bytes) -> None:
+        """COM_CHANGE_USER: a new login on the same connection, and a fresh session (as
+        COM_RESET_CONNECTION) for the new user. As MariaDB, the proxy always asks for a
+        scramble of a fresh salt (clients differ on which salt the command's own answers)."""
+        try:
+            response = handshake.parse_change_user(payload, self.caps)
+        except Malformed:
+            self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
+            return
+        self.changing_from = (self.user, self.db)
+        self.reset_state()
+        self.authed = False
+        self.last_gtid = ""
+        self.user = response.user
+        self.db = response.database
+        plugin = response.plugin if response.plugin in auth.PLUGINS else auth.NATIVE
+        self.salt = auth.scramble()
+        self.pending_switch, self.pending_plugin = response, plugin
+        self.write(handshake.auth_switch(plugin, self.salt), 1)
 
     async def finish_login(self) -> None:
         try:
@@ -362,11 +405,14 @@ class MysqlSession(asyncio.Protocol):
             await conn.sync(self.db, self.sets)
             self.give_back(conn, Status.AUTOCOMMIT)
         except MySQLError as exc:
-            self.refuse((exc.code, exc.sqlstate), exc.message, self.login_seq)
+            self.login_failed((exc.code, exc.sqlstate), exc.message, self.login_seq)
             return
         except (OSError, ConnectionError, TimeoutError) as exc:
-            self.refuse(ER_LOST_BACKEND, f"No backend server is reachable: {exc}", self.login_seq)
+            self.login_failed(
+                ER_LOST_BACKEND, f"No backend server is reachable: {exc}", self.login_seq
+            )
             return
+        self.changing_from = None
         self.write(messages.ok(messages.Ok(), self.caps), self.login_seq)
         self.done()
 
@@ -398,6 +444,8 @@ class MysqlSession(asyncio.Protocol):
             self.statement_local(command, payload)
         elif command == Command.STMT_FETCH:
             self.fetch(payload)
+        elif command == Command.CHANGE_USER:
+            self.change_user(payload)
         elif command == Command.RESET_CONNECTION:
             self.reset_state()
             self.reply_ok()

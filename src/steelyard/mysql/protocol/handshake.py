@@ -104,10 +104,7 @@ def build_response(r: Response) -> bytes:
     if caps & Capability.PLUGIN_AUTH:
         out += (r.plugin or "").encode() + b"\0"
     if caps & Capability.CONNECT_ATTRS:
-        attrs = b"".join(
-            lenenc_str(k.encode()) + lenenc_str(v.encode()) for k, v in r.attributes.items()
-        )
-        out += lenenc_int(len(attrs)) + attrs
+        out += _attributes(r.attributes)
     return out
 
 
@@ -145,6 +142,35 @@ def parse_response(payload: bytes) -> Response:
             key = (attrs.lenenc_str() or b"").decode("utf-8", "replace")
             attributes[key] = (attrs.lenenc_str() or b"").decode("utf-8", "replace")
     return Response(caps, max_packet, charset, user, auth, database, plugin, attributes)
+
+
+def parse_change_user(payload: bytes, capabilities: int) -> Response:
+    """COM_CHANGE_USER (its payload, command byte included): user, scramble, database,
+    character set, plugin, attributes, read with the capabilities agreed at login. Raises
+    Malformed."""
+    c = Cursor(payload, 1)
+    user = c.nul_str().decode("utf-8", "replace")
+    auth = c.fixed(c.u8()) if capabilities & Capability.SECURE_CONNECTION else c.nul_str()
+    database = c.nul_str().decode("utf-8", "replace") if c.remaining() else ""
+    charset = c.u16() & 0xFF if c.remaining() >= 2 else 0
+    plugin = None
+    if capabilities & Capability.PLUGIN_AUTH and c.remaining():
+        plugin = c.nul_str().decode("ascii", "replace")
+    return Response(capabilities, 0, charset, user, auth, database or None, plugin)
+
+
+def build_change_user(r: Response) -> bytes:
+    out = b"\x11" + r.user.encode() + b"\0" + bytes((len(r.auth),)) + r.auth
+    out += (r.database or "").encode() + b"\0" + r.charset.to_bytes(2, "little")
+    out += (r.plugin or "").encode() + b"\0"
+    if r.capabilities & Capability.CONNECT_ATTRS:
+        out += _attributes(r.attributes)
+    return out
+
+
+def _attributes(attributes: dict[str, str]) -> bytes:
+    attrs = b"".join(lenenc_str(k.encode()) + lenenc_str(v.encode()) for k, v in attributes.items())
+    return lenenc_int(len(attrs)) + attrs
 
 
 def auth_switch(plugin: str, salt: bytes) -> bytes:
