@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trustme
 
+from fixtures.certs import write_cert
 from fixtures.procs import free_port, wait_for
 from fixtures.web import http_config
 
@@ -17,17 +18,6 @@ from fixtures.web import http_config
 @pytest.fixture(scope="module")
 def ca():
     return trustme.CA()
-
-
-def write_cert(ca, tmp_path, *names):
-    cert = ca.issue_cert(*names)
-    cpath, kpath = tmp_path / f"{names[0]}.crt", tmp_path / f"{names[0]}.key"
-    cert.private_key_pem.write_to_path(kpath)
-    cert.cert_chain_pems[0].write_to_path(cpath)
-    for pem in cert.cert_chain_pems[1:]:
-        with open(cpath, "ab") as f:
-            f.write(pem.bytes())
-    return {"cert": str(cpath), "key": str(kpath)}
 
 
 @pytest.fixture

@@ -29,26 +29,35 @@ def replication(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Maria
 
 
 @pytest.fixture
-def proxy(tmp_path, replication, steelyard, request):
-    """`steelyard run` with a MySQL listener over the replication topology (clients log in as
-    app / proxy-secret); `request.param` adds settings to the listener."""
-    primary, *replicas = replication
-    extra = getattr(request, "param", {})
-    port = free_port()
-    health = {"kind": "mysql", "interval": "500ms"}
-    cfg = base_config(
-        tmp_path,
-        pools={
-            "primary": {"health": health, "servers": [{"address": primary.address}]},
-            "replicas": {"health": health,
-                         "servers": [{"address": r.address} for r in replicas]},
-        },
-        mysql={"listeners": [{
-            "listen": f"127.0.0.1:{port}",
-            "users": [{"name": "app", "password": "proxy-secret"}],
-            "backend_user": USER, "backend_password": PASSWORD,
-            "primary": "primary", "replicas": "replicas", **extra,
-        }]},
-    )  # fmt: skip
-    sy = steelyard(cfg)
-    return port, primary, replicas, sy
+def make_proxy(tmp_path, replication, steelyard):
+    """Starts `steelyard run` with a MySQL listener over the replication topology (clients log
+    in as app / proxy-secret); keyword arguments are more settings of the listener."""
+
+    def make(**extra):
+        primary, *replicas = replication
+        port = free_port()
+        health = {"kind": "mysql", "interval": "500ms"}
+        cfg = base_config(
+            tmp_path,
+            pools={
+                "primary": {"health": health, "servers": [{"address": primary.address}]},
+                "replicas": {"health": health,
+                             "servers": [{"address": r.address} for r in replicas]},
+            },
+            mysql={"listeners": [{
+                "listen": f"127.0.0.1:{port}",
+                "users": [{"name": "app", "password": "proxy-secret"}],
+                "backend_user": USER, "backend_password": PASSWORD,
+                "primary": "primary", "replicas": "replicas", **extra,
+            }]},
+        )  # fmt: skip
+        sy = steelyard(cfg)
+        return port, primary, replicas, sy
+
+    return make
+
+
+@pytest.fixture
+def proxy(make_proxy, request):
+    """The proxy over the replication topology; `request.param` adds listener settings."""
+    return make_proxy(**getattr(request, "param", {}))

@@ -13,7 +13,7 @@ from fixtures.mariadb import PASSWORD, USER
 from fixtures.mysql_client import RawClient
 from fixtures.procs import base_config, free_port, wait_for
 from steelyard.mysql.protocol import messages
-from steelyard.mysql.protocol.constants import Command
+from steelyard.mysql.protocol.constants import Capability, Command
 from steelyard.mysql.protocol.packets import frame
 
 
@@ -119,3 +119,15 @@ def test_a_backend_lost_mid_query(port, mariadb):
         c.execute("SELECT 7")
         assert c.fetchone() == (7,)
     conn.close()
+
+
+def test_tls_asked_of_a_listener_without_it(port):
+    """A client that asks for TLS the greeting did not offer (CLIENT_SSL unset) is refused."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.recv(1000)  # the greeting
+        caps = Capability.PROTOCOL_41 | Capability.SSL | Capability.SECURE_CONNECTION
+        s.sendall(frame(caps.to_bytes(4, "little") + (16 << 20).to_bytes(4, "little")
+                        + bytes(24), 1)[0])  # fmt: skip
+        data = s.recv(1000)
+    assert err_of(data[4:]) == (1043, "Bad handshake: TLS is not offered")
+    still_served(port)

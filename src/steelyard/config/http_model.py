@@ -21,6 +21,7 @@ from steelyard.config.shared import (
     Timeout,
     parse_status_ranges,
 )
+from steelyard.config.tls_model import TlsCert, TlsConfig
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # RFC 9110 token characters: what a method or a header name may contain.
@@ -40,16 +41,6 @@ def _header_map(value: dict[str, str]) -> dict[str, str]:
         if not isinstance(v, str) or not _HEADER_VALUE.match(v):
             raise ValueError(f"header {name}: value must be text without control characters")
     return value
-
-
-class TlsCert(Strict):
-    cert: str
-    key: str
-
-
-class TlsConfig(Strict):
-    certs: list[TlsCert] = Field(min_length=1)
-    min_version: Literal["1.2", "1.3"] = "1.2"
 
 
 class ReturnAction(Strict):

@@ -557,13 +557,17 @@ def _salvaged_cross_check(data: dict[Any, Any]) -> list[tuple[Loc, str]]:
 
 def _file_checks(cfg: Config) -> list[tuple[Loc, str]]:
     """Files the config names that must load (certificates), as `nginx -t` checks them."""
-    from steelyard.http.tls import check_files
+    from steelyard.core.tls import check_files
 
     problems: list[tuple[Loc, str]] = []
     for i, listener in enumerate(cfg.http):
         if listener.tls is not None:
             for j, message in check_files(listener.tls):
                 problems.append((("http", i, "tls", "certs", j), message))
+    for i, mysql_listener in enumerate(cfg.mysql.listeners if cfg.mysql else []):
+        if mysql_listener.tls is not None:
+            for j, message in check_files(mysql_listener.tls):
+                problems.append((("mysql", "listeners", i, "tls", "certs", j), message))
     return problems
 
 

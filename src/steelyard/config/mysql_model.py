@@ -13,6 +13,7 @@ import ipaddress
 from pydantic import Field, field_validator, model_validator
 
 from steelyard.config.shared import Address, Duration, Size, Strict
+from steelyard.config.tls_model import TlsConfig
 
 
 class MysqlUserConfig(Strict):
@@ -23,6 +24,11 @@ class MysqlUserConfig(Strict):
 
 class FirewallConfig(Strict):
     block_unbounded_writes: bool = False  # UPDATE and DELETE without WHERE
+
+
+class MysqlTlsConfig(TlsConfig):
+    # refuse clients that do not ask for TLS (MySQL's require_secure_transport)
+    required: bool = False
 
 
 class MysqlListenerConfig(Strict):
@@ -42,7 +48,7 @@ class MysqlListenerConfig(Strict):
     server_version: str | None = None
     max_clients: int = Field(10000, ge=1)
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
-    tls: None = None  # TLS for clients: not yet (a `tls:` section is refused, not ignored)
+    tls: MysqlTlsConfig | None = None  # TLS for clients (CLIENT_SSL), as MySQL's own
 
     @field_validator("allow")
     @classmethod

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, Server, bool, str, str], None]
 
 
+HTTP_ALPN = ["http/1.1"]  # what TLS clients and upstreams are offered
+
+
 class HttpFrontend:
     def __init__(
         self,
@@ -82,9 +85,9 @@ class HttpFrontend:
 
         tls = None
         if self.cfg.tls is not None:
-            from steelyard.http.tls import server_context
+            from steelyard.core.tls import server_context
 
-            tls = server_context(self.cfg.tls)
+            tls = server_context(self.cfg.tls, HTTP_ALPN)
         self._listener = ProtocolListener(
             self.loop, self.cfg.listen, self.cfg.backlog, lambda: ClientConn(self), tls
         )
@@ -221,9 +224,9 @@ class HttpFrontend:
         key = (bool(route.settings["verify"]), route.settings["ca"])
         ctx = self._tls_upstream.get(key)
         if ctx is None:
-            from steelyard.http.tls import client_context
+            from steelyard.core.tls import client_context
 
-            ctx = self._tls_upstream[key] = client_context(*key)
+            ctx = self._tls_upstream[key] = client_context(*key, alpn=HTTP_ALPN)
         return ctx
 
     def sticky_value(self, server: Server) -> bytes:

@@ -8,6 +8,7 @@ import itertools
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
 from steelyard.core.backend import Pool
+from steelyard.core.tls import server_context
 from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
@@ -39,6 +40,8 @@ class MysqlFrontend(ProtocolFrontend):
         self.pools = pools
         self.users: dict[str, MysqlUserConfig] = {u.name: u for u in cfg.users}
         self.networks = [ipaddress.ip_network(c, strict=False) for c in cfg.allow]
+        self.tls_context = server_context(cfg.tls) if cfg.tls is not None else None
+        self.tls_required = cfg.tls is not None and cfg.tls.required
 
     async def server_version(self) -> str:
         """`server_version` from the config, else the primary's own (learnt from its greeting

@@ -53,6 +53,7 @@ from steelyard.mysql.protocol.constants import (
 from steelyard.mysql.protocol.packets import HEADER, PacketReader, PacketTooLarge, frame
 from steelyard.mysql.protocol.response import ResponseTracker
 from steelyard.mysql.protocol.wire import Malformed
+from steelyard.mysql.tls import upgrade
 
 if TYPE_CHECKING:
     from steelyard.mysql.frontend import MysqlFrontend
@@ -91,10 +92,12 @@ SHAPING = int(
     | Capability.DEPRECATE_EOF
 )
 ER_UNKNOWN_ERROR = (1105, "HY000")
+ER_SECURE_TRANSPORT_REQUIRED = (3159, "HY000")  # MySQL's; MariaDB has no code of its own
 ER_STMT_HAS_NO_OPEN_CURSOR = (1421, "HY000")
 ER_LOST_BACKEND = (2013, "HY000")
 # Commands run on a backend connection as they are (the rest is the session's own).
 PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Command.SET_OPTION})
+SSL_REQUEST_HEADER = b"\x20\x00\x00\x01"  # a 32-byte packet, sequence id 1: an SSLRequest
 LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (prepare + execute at once)
 CURSOR_FLAGS = 0x07  # COM_STMT_EXECUTE flags asking for a cursor
 
@@ -132,6 +135,7 @@ class MysqlSession(asyncio.Protocol):
         self.user = ""
         self.caps = 0
         self.authed = False
+        self.lost = False
         # commands waiting: payload, and the packet as it came when it came whole in one read
         self.queue: deque[tuple[bytes, bytes | None]] = deque()
         self.whole_limit = min(MAX_PAYLOAD, self.cfg.max_allowed_packet + 1)
@@ -179,6 +183,9 @@ class MysqlSession(asyncio.Protocol):
         self.spawn(self.greet())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
         self.transport = None
         self.fe.sessions.discard(self)
         if self.authed:
@@ -211,6 +218,11 @@ class MysqlSession(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self.authed and data[:4] == SSL_REQUEST_HEADER and not self.packets.buffered():
+            # The client's TLS ClientHello may be in this read too: it is not a packet.
+            end = HEADER + handshake.SSL_REQUEST_LEN
+            self.login(1, data[HEADER:end], data[end:])
+            return
         if self.authed and len(data) > HEADER and not data[3] and not self.packets.buffered():
             length = data[0] | data[1] << 8 | data[2] << 16
             if length + HEADER == len(data) and length < self.whole_limit:
@@ -230,7 +242,10 @@ class MysqlSession(asyncio.Protocol):
             return
         for seq, payload in packets:
             if not self.authed:
+                tls = self.tls
                 self.login(seq, payload)
+                if self.tls != tls:
+                    return  # what followed the SSLRequest went to TLS
             elif seq != 0:
                 # A command starts a new exchange at 0: anything else is out of step.
                 self.refuse(ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq + 1)
@@ -292,12 +307,14 @@ class MysqlSession(asyncio.Protocol):
         """The greeting names the backends' own server version, so clients pick what that
         server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
         greeting = handshake.Greeting(
-            await self.fe.server_version(), self.fe.next_id(), self.salt, SERVER_CAPS,
+            await self.fe.server_version(), self.fe.next_id(), self.salt,
+            SERVER_CAPS | (Capability.SSL if self.fe.tls_context else 0),
             UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
         )  # fmt: skip
         self.write(handshake.build_greeting(greeting), 0)
 
-    def login(self, seq: int, payload: bytes) -> None:
+    def login(self, seq: int, payload: bytes, read_on: bytes = b"") -> None:
+        """A packet of the login; `read_on`: bytes read behind it (a TLS ClientHello)."""
         if self.pending_switch is not None:
             response, self.pending_switch = self.pending_switch, None
             self.check_password(response, self.pending_plugin, payload, seq + 1)
@@ -308,7 +325,15 @@ class MysqlSession(asyncio.Protocol):
             self.refuse(ER_HANDSHAKE_ERROR, "Bad handshake", seq + 1)
             return
         if response.ssl_request:
-            self.refuse(ER_HANDSHAKE_ERROR, "Bad handshake: TLS is not offered", seq + 1)
+            self.start_tls(seq, read_on + self.packets.take_rest())
+            return
+        if self.fe.tls_required and not self.tls:
+            self.refuse(
+                ER_SECURE_TRANSPORT_REQUIRED,
+                "Connections using insecure transport are prohibited while "
+                "--require_secure_transport=ON.",
+                seq + 1,
+            )
             return
         self.caps = response.capabilities & SERVER_CAPS
         self.user = response.user
@@ -321,6 +346,24 @@ class MysqlSession(asyncio.Protocol):
             self.write(handshake.auth_switch(auth.NATIVE, self.salt), seq + 1)
             return
         self.check_password(response, plugin, response.auth, seq + 1)
+
+    def start_tls(self, seq: int, read_on: bytes) -> None:
+        context = self.fe.tls_context
+        if context is None or self.tls or self.transport is None:
+            self.refuse(ER_HANDSHAKE_ERROR, "Bad handshake: TLS is not offered", seq + 1)
+            return
+        self.tls = True
+        self.transport, handshake_done = upgrade(self.transport, self, context, read_on)
+        self.spawn(self.tls_handshake(handshake_done))
+
+    async def tls_handshake(self, done: asyncio.Future[None]) -> None:
+        try:
+            await done
+        except Exception as exc:  # the TLS layer closed the connection
+            log("mysql_tls_failed", "warn", peer=self.peer, cause=str(exc) or repr(exc))
+            self.connection_lost(exc)
+
+    tls = False  # the connection carries TLS
 
     def check_password(
         self, response: handshake.Response, plugin: str, answer: bytes, seq: int

@@ -48,6 +48,13 @@ class PacketReader:
             return len(self._buf) + sum(len(p) for p in self._parts)
         return len(self._buf)
 
+    def take_rest(self) -> bytes:
+        """The bytes read but not yet part of a packet, taken out (they belong to another
+        protocol: TLS after an SSLRequest)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf
         buf += data

@@ -1,4 +1,5 @@
-"""TLS contexts: a listener's certificates chosen by SNI, and the client context for servers.
+"""TLS contexts: a listener's certificates chosen by SNI, and the client context for servers
+(HTTP listeners and upstreams, MySQL listeners).
 
 The first certificate is the default (clients without SNI, or with a name no certificate
 covers, as nginx's default server). Names come from each certificate's subjectAltName DNS
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from steelyard.config.http_model import TlsConfig
+from steelyard.config.tls_model import TlsConfig
 
 
 def _names(cert_path: str) -> list[str]:
@@ -23,11 +24,12 @@ def _names(cert_path: str) -> list[str]:
     return names
 
 
-def _context(cert: str, key: str, min_version: str) -> ssl.SSLContext:
+def _context(cert: str, key: str, min_version: str, alpn: list[str]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     return ctx
 
 
@@ -39,9 +41,10 @@ def lookup(table: dict[str, ssl.SSLContext], name: str) -> ssl.SSLContext | None
     return ctx
 
 
-def server_context(cfg: TlsConfig) -> ssl.SSLContext:
-    """The listener's context; its SNI callback swaps in the matching certificate's."""
-    contexts = [_context(c.cert, c.key, cfg.min_version) for c in cfg.certs]
+def server_context(cfg: TlsConfig, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """The listener's context; its SNI callback swaps in the matching certificate's. `alpn`:
+    the application protocols offered (none for protocols without ALPN, as MySQL)."""
+    contexts = [_context(c.cert, c.key, cfg.min_version, alpn or []) for c in cfg.certs]
     table: dict[str, ssl.SSLContext] = {}
     for c, ctx in zip(cfg.certs, contexts, strict=True):
         for name in _names(c.cert):
@@ -58,12 +61,15 @@ def server_context(cfg: TlsConfig) -> ssl.SSLContext:
     return default
 
 
-def client_context(verify: bool, ca: str | None = None) -> ssl.SSLContext:
+def client_context(
+    verify: bool, ca: str | None = None, alpn: list[str] | None = None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     return ctx
 
 
@@ -72,7 +78,7 @@ def check_files(cfg: TlsConfig) -> list[tuple[int, str]]:
     problems = []
     for i, c in enumerate(cfg.certs):
         try:
-            _context(c.cert, c.key, cfg.min_version)
+            _context(c.cert, c.key, cfg.min_version, [])
         except ssl.SSLError as exc:
             problems.append((i, f"cannot load {c.cert} / {c.key}: {exc.reason or exc}"))
         except OSError as exc:
