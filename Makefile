@@ -1,13 +1,11 @@
 # Two entry points: `make demo` and `make test` (see README). Both work on a fresh Debian 12 as root.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv redis-server redis-tools chromium mariadb-server mariadb-client
+APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv redis-server redis-tools chromium mariadb-server mariadb-client sysbench
 # Only `make bench-redis` needs these (twemproxy), so `make test` does not install them.
 BENCH_REDIS_PACKAGES := nutcracker
-# Only `make bench-mysql` needs these (the load generator).
-BENCH_MYSQL_PACKAGES := sysbench
 
-.PHONY: demo test lint bench-tcp bench-http bench-redis bench-mysql deps-system deps-bench-redis deps-bench-mysql deps-python venv clean
+.PHONY: demo test lint bench-tcp bench-http bench-redis bench-mysql deps-system deps-bench-redis deps-python venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory deps-python
@@ -37,9 +35,6 @@ deps-system:
 deps-bench-redis:
 	@$(call apt_install,$(BENCH_REDIS_PACKAGES))
 
-deps-bench-mysql:
-	@$(call apt_install,$(BENCH_MYSQL_PACKAGES))
-
 demo: venv
 	$(VENV)/bin/steelyard demo
 
@@ -59,7 +54,7 @@ bench-http: deps-system venv
 bench-redis: deps-system deps-bench-redis venv
 	$(PY) bench/redis.py
 
-bench-mysql: deps-system deps-bench-mysql venv
+bench-mysql: deps-system venv
 	$(PY) bench/mysql.py
 
 clean:

@@ -417,9 +417,7 @@ def check_tools(systems: list[str]) -> None:
     needed += ["haproxy"] if "haproxy" in systems else []
     missing = [t for t in needed if shutil.which(t) is None]
     if missing:
-        raise BenchError(
-            f"missing {', '.join(missing)}: run `make deps-system deps-bench-mysql` (as root)"
-        )
+        raise BenchError(f"missing {', '.join(missing)}: run `make deps-system` (as root)")
 
 
 # run ---------------------------------------------------------------------------------------------
