@@ -70,6 +70,7 @@ class BackendConn(asyncio.Protocol):
         self.waiter: asyncio.Future[ResponseTracker] | None = None
         self.login_stream: asyncio.StreamWriter | None = None
         self.pool: ServerPool | None = None  # where it goes back to
+        self.counted_out = False  # its pool no longer counts it open
 
     @classmethod
     async def connect(
@@ -178,6 +179,7 @@ class BackendConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
+        self._gone()
         self._end_exchange(ConnectionError(f"the server closed the connection ({exc or 'EOF'})"))
 
     def pause_answer(self) -> None:
@@ -250,6 +252,12 @@ class BackendConn(asyncio.Protocol):
             self.broken = True
             self.transport.write(frame(bytes((Command.QUIT,)), 0)[0])
             self.transport.close()
+        self._gone()
+
+    def _gone(self) -> None:
+        if self.pool is not None and not self.counted_out:
+            self.counted_out = True
+            self.pool.open -= 1
 
 
 class ServerPool:
@@ -266,6 +274,8 @@ class ServerPool:
         self.idle: list[BackendConn] = []
         self.replica = False  # its server is in the replicas pool
         self.closed = False
+        self.open = 0  # connections open: idle, or lent to a session
+        self.connects = 0  # logins made, ever
 
     def take(self, db: str | None, sets: tuple[bytes, ...]) -> BackendConn | None:
         """An idle connection already in a session's state, without waiting; or None."""
@@ -288,6 +298,8 @@ class ServerPool:
         conn = await BackendConn.connect(self.address, self.user, self.password, self.capabilities)
         conn.replica = self.replica
         conn.pool = self
+        self.open += 1
+        self.connects += 1
         return conn
 
     def release(self, conn: BackendConn, status: int | None) -> None:

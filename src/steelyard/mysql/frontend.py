@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
 from steelyard.core.backend import Pool
@@ -20,6 +22,21 @@ from steelyard.tcp.frontend import ProtocolFrontend
 FALLBACK_VERSION = "8.0.36-steelyard"  # when the primary cannot be asked
 
 
+@dataclass
+class ListenerStats:
+    """Counters of one listener in one worker, since it started."""
+
+    primary: int = 0  # commands run on the primary
+    replica: int = 0  # ... on a replica
+    server_errors: int = 0  # answers that were a server's ERR
+    proxy_errors: int = 0  # errors the proxy answered itself (no server, bad input, ...)
+    refused: int = 0  # logins refused (and connections closed for bad input)
+    waits: int = 0  # commands that waited for a connection (a login, a sync, causal reads)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class NoServer(ConnectionError):
     """No server of the pool is usable."""
 
@@ -33,6 +50,7 @@ class MysqlFrontend(ProtocolFrontend):
         self.backend_pools: dict[tuple[str, int], ServerPool] = {}
         self._ids = itertools.count(1)
         self.user_counts: dict[str, int] = {}
+        self.stats = ListenerStats()
         self.update(cfg, pools)
 
     def update(self, cfg: MysqlListenerConfig, pools: dict[str, Pool]) -> None:
@@ -119,4 +137,15 @@ class MysqlFrontend(ProtocolFrontend):
         self.backend_pools.clear()
 
     def account(self) -> None:
-        """Counters come later (issue 5: /api/mysql and metrics)."""
+        """Counters are kept as commands end; nothing to flush."""
+
+    def stats_row(self) -> list[Any]:
+        """What the worker reports of this listener: [listen, sessions, counters since start,
+        {server: [open, idle, logins]}] (the supervisor sums the workers' rows)."""
+        servers: dict[str, list[int]] = {}
+        for (address, _), pool in self.backend_pools.items():
+            row = servers.setdefault(address, [0, 0, 0])
+            row[0] += pool.open
+            row[1] += len(pool.idle)
+            row[2] += pool.connects
+        return [self.cfg.listen, len(self.sessions), self.stats.as_dict(), servers]

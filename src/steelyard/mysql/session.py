@@ -213,6 +213,7 @@ class MysqlSession(asyncio.Protocol):
 
     def refuse(self, code: tuple[int, str], message: str, seq: int) -> None:
         log("mysql_refused", "warn", peer=self.peer, user=self.user or None, error=message)
+        self.fe.stats.refused += 1
         self.write(messages.error(code, message), seq)
         if self.transport is not None:
             self.transport.close()
@@ -290,6 +291,7 @@ class MysqlSession(asyncio.Protocol):
             self.pump()
 
     def reply_error(self, code: tuple[int, str], message: str) -> None:
+        self.fe.stats.proxy_errors += 1
         self.write(messages.error(code, message), 1)
         self.done()
 
@@ -592,6 +594,7 @@ class MysqlSession(asyncio.Protocol):
             return self.held
         if self.keeps():
             route = Route.PRIMARY
+        self.fe.stats.waits += 1  # no connection at hand in the session's state
         try:
             pool, self.picked = self.picked, None
             conn = await (pool.acquire() if pool is not None else self.borrow(route))
@@ -614,6 +617,11 @@ class MysqlSession(asyncio.Protocol):
         assert self.transport is not None
         self.active = conn
         self.route = route
+        stats = self.fe.stats
+        if conn.replica:
+            stats.replica += 1
+        else:
+            stats.primary += 1
         conn.pass_answer(data, command, self.transport, self.answered)
 
     def answered(self, t: ResponseTracker | None, exc: Exception | None) -> None:
@@ -636,6 +644,8 @@ class MysqlSession(asyncio.Protocol):
         if t.status is not None:
             self.in_tx = bool(t.status & IN_TRANS)
             self.autocommit = bool(t.status & AUTOCOMMIT)
+        if t.error is not None:
+            self.fe.stats.server_errors += 1
         if self.after is not None:
             self.after(conn, t)
         if (
