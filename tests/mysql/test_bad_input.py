@@ -131,3 +131,48 @@ def test_tls_asked_of_a_listener_without_it(port):
         data = s.recv(1000)
     assert err_of(data[4:]) == (1043, "Bad handshake: TLS is not offered")
     still_served(port)
+
+
+def app_connections(mariadb) -> list[str]:
+    """The backend user's connections on the server, with what each runs."""
+    out = mariadb.sql(
+        f"SELECT id, COALESCE(info, '') FROM information_schema.processlist WHERE user = '{USER}'"
+    )
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_a_client_that_leaves_mid_result_set(port, mariadb):
+    """The backend connection carrying the rest of the answer is closed, not pooled (its
+    query stops on the server), and the proxy serves the next client."""
+    c = RawClient(port, "app", "pw")
+    big = b"SELECT REPEAT('x', 1000) FROM mysql.seq_1_to_2000000"
+    c.send(b"\x03" + big)
+    for _ in range(50):  # some rows
+        c.read()
+    c.close()
+    wait_for(lambda: not any("seq_1_to_2000000" in row for row in app_connections(mariadb)),
+             what="the abandoned query to stop on the server")  # fmt: skip
+    still_served(port)
+
+
+def test_a_client_that_leaves_mid_packet(port, mariadb):
+    """Half a command, then gone: nothing reaches a server, nothing is kept."""
+    before = len(app_connections(mariadb))
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # greeting unread, nothing sent
+    c = RawClient(port, "app", "pw")
+    c.sock.sendall(b"\x20\x00\x00\x00\x03SELECT")  # 32 bytes announced, 7 sent
+    c.close()
+    still_served(port)
+    assert len(app_connections(mariadb)) <= before + 1  # at most the pooled one still_served used
+
+
+def test_a_malformed_change_user(port, mariadb):
+    """Answered as MariaDB answers it (its parser calls any malformed COM_CHANGE_USER an
+    unknown command), the session going on as it was."""
+    for c in (RawClient(mariadb.port, USER, PASSWORD), RawClient(port, "app", "pw")):
+        c.send(b"\x11app")  # the user's name is not even terminated
+        assert err_of(c.read()[1]) == (1047, "Unknown command")
+        c.send(b"\x03SELECT 1")
+        assert c.read()[1] == b"\x01"
+        c.close()

@@ -430,8 +430,8 @@ class MysqlSession(asyncio.Protocol):
         scramble of a fresh salt (clients differ on which salt the command's own answers)."""
         try:
             response = handshake.parse_change_user(payload, self.caps)
-        except Malformed:
-            self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
+        except Malformed:  # MariaDB's own answer to a COM_CHANGE_USER it cannot read
+            self.reply_error(ER_UNKNOWN_COM_ERROR, "Unknown command")
             return
         self.changing_from = (self.user, self.db)
         self.reset_state()
