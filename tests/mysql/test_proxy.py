@@ -142,3 +142,26 @@ def test_causal_reads_see_the_sessions_own_writes(proxy):
         for r in replicas:
             r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
     conn.close()
+
+
+def test_the_login_character_set_follows_the_session(proxy):
+    """A latin1 client: every connection it borrows speaks latin1 (backend connections log in
+    as utf8mb4), also after COM_RESET_CONNECTION; text round-trips unharmed."""
+    port, *_ = proxy
+    wait_for(lambda: connect(port), what="the proxy accepting logins").close()
+    conn = connect(port, charset="latin1")
+    for _ in range(4):  # replicas and primary alike
+        assert one(conn, "SELECT @@character_set_client") == "latin1"
+        assert one(conn, "SELECT 'café'") == "café"
+    assert one(conn, "/*master*/ SELECT @@collation_connection") == "latin1_swedish_ci"
+    conn.ping()
+    with conn.cursor() as c:
+        c.execute("SET @x = 1")  # pins, then a reset: the charset stays the login's
+    conn._execute_command(0x1F, b"")  # COM_RESET_CONNECTION
+    conn._read_ok_packet()
+    assert one(conn, "SELECT @@character_set_client") == "latin1"
+    conn.close()
+    utf = connect(port)  # and other sessions keep theirs on the same pooled connections
+    assert one(utf, "SELECT @@character_set_client") == "utf8mb4"
+    assert one(utf, "SELECT 'café'") == "café"
+    utf.close()

@@ -200,14 +200,19 @@ class BackendConn(asyncio.Protocol):
             raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
         return t
 
-    async def value(self, sql: bytes) -> bytes | None:
-        """The first column of the first row of a statement the client does not see."""
+    async def row(self, sql: bytes) -> list[bytes | None] | None:
+        """The first row of a statement the client does not see (None: no row)."""
         packets: list[bytes] = []
         t = await self.run(Command.QUERY, sql, lambda seq, payload: packets.append(payload))
         if t.error is not None:
             raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
         result = read_result(packets, self.capabilities)
-        return result.rows[0][0] if result.rows else None
+        return result.rows[0] if result.rows else None
+
+    async def value(self, sql: bytes) -> bytes | None:
+        """The first column of the first row of a statement the client does not see."""
+        row = await self.row(sql)
+        return row[0] if row else None
 
     def in_sync(self, db: str | None, sets: tuple[bytes, ...]) -> bool:
         return (not db or db == self.db) and sets == self.sets

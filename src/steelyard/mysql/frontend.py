@@ -51,6 +51,8 @@ class MysqlFrontend(ProtocolFrontend):
         self._ids = itertools.count(1)
         self.user_counts: dict[str, int] = {}
         self.stats = ListenerStats()
+        # collation id -> (character set, collation) names, as the primary knows them
+        self.collations: dict[int, tuple[bytes, bytes]] = {}
         self.update(cfg, pools)
 
     def update(self, cfg: MysqlListenerConfig, pools: dict[str, Pool]) -> None:

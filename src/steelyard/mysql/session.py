@@ -400,8 +400,10 @@ class MysqlSession(asyncio.Protocol):
         if plugin == auth.SHA2:
             seq = self.write(handshake.more_data(bytes((auth.FAST_AUTH_SUCCESS,))), seq)
         self.login_seq = seq
-        if self.db:
-            self.spawn(self.finish_login())  # the database must exist
+        if response.charset:
+            self.charset = response.charset
+        if self.db or self.charset != UTF8MB4_GENERAL_CI:
+            self.spawn(self.finish_login())  # the database must exist, the charset be known
         else:
             self.changing_from = None
             self.write(messages.ok(messages.Ok(), self.caps), seq)
@@ -447,7 +449,12 @@ class MysqlSession(asyncio.Protocol):
     async def finish_login(self) -> None:
         try:
             conn = await self.borrow(Route.PRIMARY)
-            await conn.sync(self.db, self.sets)
+            try:
+                self.sets = self.login_sets = await self.charset_sets(conn)
+                await conn.sync(self.db, self.sets)
+            except BaseException:
+                conn.close()
+                raise
             self.give_back(conn, Status.AUTOCOMMIT)
         except MySQLError as exc:
             self.login_failed((exc.code, exc.sqlstate), exc.message, self.login_seq)
@@ -460,6 +467,26 @@ class MysqlSession(asyncio.Protocol):
         self.changing_from = None
         self.write(messages.ok(messages.Ok(), self.caps), self.login_seq)
         self.done()
+
+    async def charset_sets(self, conn: BackendConn) -> tuple[bytes, ...]:
+        """The client's character set (its login's collation id) as a SET NAMES every
+        connection it borrows runs: backend connections log in as utf8mb4."""
+        if self.charset == UTF8MB4_GENERAL_CI:
+            return ()
+        names = self.fe.collations.get(self.charset)
+        if names is None:
+            row = await conn.row(
+                b"SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS "
+                b"WHERE ID = %d" % self.charset
+            )
+            names = (row[0] or b"", row[1] or b"") if row else (b"", b"")
+            self.fe.collations[self.charset] = names
+        if not names[0]:
+            return ()  # an id the server does not know: the server's default, as direct
+        return (b"SET NAMES '%s' COLLATE '%s'" % names,)
+
+    charset = UTF8MB4_GENERAL_CI  # the collation id the client logged in with
+    login_sets: tuple[bytes, ...] = ()  # what its login implies (SET NAMES)
 
     # commands ---------------------------------------------------------------------------------
 
@@ -499,7 +526,7 @@ class MysqlSession(asyncio.Protocol):
             self.reply_error(ER_UNKNOWN_COM_ERROR, "Unknown command")
 
     def reset_state(self) -> None:
-        self.sets, self.autocommit, self.in_tx, self.pinned = (), True, False, None
+        self.sets, self.autocommit, self.in_tx, self.pinned = self.login_sets, True, False, None
         self.statements.clear()
         self.cursors.clear()
         if self.held is not None:
