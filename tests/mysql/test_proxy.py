@@ -10,8 +10,9 @@ import pymysql
 import pytest
 
 from fixtures.mariadb import PASSWORD
-from fixtures.mysql_client import connect, one
+from fixtures.mysql_client import RawClient, connect, one
 from fixtures.procs import wait_for
+from steelyard.mysql.protocol.constants import Command
 
 
 def test_reads_go_to_replicas_and_writes_to_the_primary(proxy):
@@ -165,3 +166,36 @@ def test_the_login_character_set_follows_the_session(proxy):
     assert one(utf, "SELECT @@character_set_client") == "utf8mb4"
     assert one(utf, "SELECT 'café'") == "café"
     utf.close()
+
+
+def test_multi_statements_field_list_and_16mib_packets(proxy):
+    """Several result sets from one query; COM_FIELD_LIST; a query and a row of more than
+    16 MiB, each split over several packets, through the proxy both ways."""
+    port, primary, *_ = proxy
+    primary.sql("SET GLOBAL max_allowed_packet = 64 * 1024 * 1024;"
+                "CREATE DATABASE IF NOT EXISTS multi;"
+                "CREATE TABLE IF NOT EXISTS multi.t (id INT PRIMARY KEY, v TEXT)")  # fmt: skip
+    wait_for(lambda: connect(port), what="the proxy accepting logins").close()
+    conn = connect(port, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+                   max_allowed_packet=64 * 1024 * 1024)  # fmt: skip
+    with conn.cursor() as c:
+        c.execute("/*master*/ SELECT 1; SELECT 2, 3; DO 0; SELECT 'four'")
+        sets = [c.fetchall()]
+        while c.nextset():
+            sets.append(c.fetchall())
+    assert [list(s) for s in sets] == [[(1,)], [(2, 3)], [], [("four",)]]
+    big = 17 * 1024 * 1024
+    with conn.cursor() as c:
+        c.execute("/*master*/ SELECT LENGTH(%s)", ("y" * big,))
+        assert c.fetchone() == (big,)
+        c.execute("/*master*/ SELECT REPEAT('x', %s), 'after'", (big,))
+        value, after = c.fetchone()
+    assert (len(value), after) == (big, "after")
+    assert one(conn, "SELECT 'next'") == "next"  # the connection is in step
+    conn.close()
+    raw = RawClient(port, "app", "proxy-secret")
+    t, packets = raw.exchange(Command.INIT_DB, b"multi")
+    assert t.error is None
+    t, packets = raw.exchange(Command.FIELD_LIST, b"t\0")
+    assert t.error is None and len(packets) == 3  # two column definitions and an end
+    raw.close()
