@@ -141,7 +141,67 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     elif args.verb == "set-weight":
         out = _request(args, "PUT", _server_path(args.pool, args.server), {"weight": args.weight})
         print(f"{args.pool} {args.server}: weight {out['effective_weight']}")
+    elif args.verb == "mysql":
+        return _cmd_mysql(args)
     return 0
+
+
+def _cmd_mysql(args: argparse.Namespace) -> int:
+    if args.mysql_verb in ("offline", "online"):
+        path = f"/api/mysql/servers/{urllib.parse.quote(args.address, safe='')}"
+        out = _request(args, "PUT", path, {"state": args.mysql_verb})
+        if args.json:
+            print(json.dumps(out, indent=2))
+            return 0
+        # one line whatever the number of listeners sharing the pools
+        pools = dict.fromkeys(f"pool {s['pool']} {s['state']}" for s in out["servers"])
+        print(f"{out['address']}: {out['state']} ({', '.join(pools)})")
+        return 0
+    data = _request(args, "GET", "/api/mysql")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_mysql(data)
+    return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _print_mysql(data: dict[str, Any]) -> None:
+    for i, lst in enumerate(data["listeners"]):
+        if i:
+            print()
+        pools = f"primary {lst['primary']}" + (
+            f", replicas {lst['replicas']}" if lst["replicas"] else ""
+        )
+        print(
+            f"listener {lst['listen']} ({pools}): {_plural(lst['sessions'], 'session')}, "
+            f"{_plural(lst['workers'], 'worker')} reporting"
+        )
+        rows = [("SERVER", "POOL", "ROLE", "HEALTH", "STATE", "LAG", "OPEN", "IDLE", "BUSY",
+                 "LOGINS")]  # fmt: skip
+        for s in lst["servers"]:
+            role = s["role"] + {True: " ro", False: " rw", None: ""}[s["read_only"]]
+            if s["lag"] is not None:
+                lag = f"{s['lag']}s"
+            elif s["io_running"] is False or s["sql_running"] is False:
+                lag = "stopped"  # a replication thread is not running
+            else:
+                lag = "-"
+            rows.append((
+                s["address"], s["pool"], role,
+                s["health"] + (" (ejected)" if s["ejected"] else ""), s["state"], lag,
+                str(s["open"]), str(s["idle"]), str(s["busy"]), str(s["logins"]),
+            ))  # fmt: skip
+        _print_table(rows)
+        c, r = lst["counters"], lst["rates"]
+        print(
+            f"commands: primary {c['primary']}, replica {c['replica']} ({r['commands']}/s); "
+            f"errors: server {c['server_errors']}, proxy {c['proxy_errors']}; "
+            f"refused {c['refused']}; pool waits {c['waits']}"
+        )
 
 
 def _cmd_redis_admin(args: argparse.Namespace) -> int:
@@ -295,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("pool")
     sw.add_argument("server")
     sw.add_argument("weight", type=int)
+    my = verbs.add_parser("mysql", help="MySQL listeners and their servers; offline | online")
+    my.add_argument("--json", action="store_true")
+    my_verbs = my.add_subparsers(dest="mysql_verb")
+    for verb, text in (("offline", "no new command or connection goes to the server (drain)"),
+                       ("online", "the server takes commands again (ready)")):  # fmt: skip
+        sp = my_verbs.add_parser(verb, help=text)
+        sp.add_argument("address", help="host:port, as in the pools")
+        # SUPPRESS: `ctl mysql --json offline X` keeps the --json given before the verb
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     ctl.set_defaults(func=_cmd_ctl)
 
     ra = sub.add_parser("redis-admin", help="the Redis tier's groups and slots (dashboard)")

@@ -30,10 +30,15 @@ def test_mysql_health_check_logs_in(tmp_path, mariadb, steelyard):
     good = wait_for(lambda: (s := check_of(sy, "good"))["check"]["checks"] >= 2 and s,
                     what="probes of the good pool")  # fmt: skip
     assert good["health"] == "up" and good["check"]["last_detail"] == "SELECT 1 ok"
+    # what the check learnt on the way; no replication facts where lag is not checked
+    facts = good["check"]["last_facts"]
+    assert facts["read_only"] is False and "MariaDB" in facts["version"]
+    assert set(facts) == {"read_only", "version"}
     sy.wait_log(r"event=health_flip pool=bad .*state=down")
     bad = check_of(sy, "bad")
     assert bad["health"] == "down"
     assert bad["check"]["last_detail"].startswith(f"error 1045: Access denied for user '{USER}'")
+    assert bad["check"]["last_facts"] is None  # refused at login: nothing learnt
 
 
 def test_the_mysql_check_needs_a_user(tmp_path):

@@ -12,6 +12,9 @@ Routes (the paths are part of the public contract):
   GET  /api/pools/{pool}/servers/{address}        -> server view
   PUT  /api/pools/{pool}/servers/{address}        <- {"state": "ready|drain|maint", "weight": N}
   GET  /api/status                                -> the controller's status(), when it has one
+  GET  /api/mysql                                 -> MySQL listeners, servers, traffic
+  PUT  /api/mysql/servers/{address}               <- {"state": "offline|online"}
+                                                     (admin/mysql_api.py)
   /api/redis/...                                  -> the Redis dashboard (admin/redis_api.py)
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
@@ -30,6 +33,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
 from steelyard.config.model import is_loopback
 from steelyard.core.backend import AdminState, Pool, Server, split_address
@@ -63,6 +67,18 @@ class Controller(Protocol):
 
     def metrics(self) -> tuple[bytes, str]:
         """The /metrics body and its content type."""
+        ...
+
+    # The MySQL tier (admin/mysql_api.py); a controller without one may leave these out, and
+    # its /api/mysql routes answer 404.
+
+    def mysql_view(self) -> dict[str, Any]:
+        """The body of GET /api/mysql: `{"listeners": [...]}`; LookupError without MySQL."""
+        ...
+
+    async def set_mysql_server(self, address: str, state: str) -> dict[str, Any]:
+        """Take `address` offline or bring it online in every MySQL pool that holds it; the
+        server's rows after the change. LookupError for an unknown address."""
         ...
 
 
@@ -297,6 +313,7 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     app.router.add_get("/api/status", h.status)
     app.router.add_get("/api/pools", h.pools)
     RedisRoutes(controller, ApiError).add(app)
+    MysqlRoutes(controller, ApiError).add(app)
     app.router.add_get("/api/pools/{pool}", h.pool)
     app.router.add_get(server_path, h.server)
     app.router.add_put(server_path, h.set_server)

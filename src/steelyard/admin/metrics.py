@@ -13,6 +13,7 @@ and reloads can build as many as they like without "duplicated timeseries" error
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -179,6 +180,73 @@ class HttpCollector(Collector):
         yield from (requests, retries, latency)
 
 
+class MysqlCollector(Collector):
+    """The MySQL listeners, from the same view as GET /api/mysql (`get_listeners()` returns its
+    `listeners`), so the API and /metrics never disagree."""
+
+    def __init__(self, get_listeners: Callable[[], list[dict[str, Any]]]) -> None:
+        self.get_listeners = get_listeners
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily(
+            "steelyard_mysql_sessions", "Client sessions open now.", labels=["listener"]
+        )
+        commands = CounterMetricFamily(
+            "steelyard_mysql_commands",
+            "Commands run on a server, by where they were routed (primary or replica).",
+            labels=["listener", "route"],
+        )
+        errors = CounterMetricFamily(
+            "steelyard_mysql_errors",
+            "Errors answered: a server's ERR (server) or the proxy's own (proxy).",
+            labels=["listener", "source"],
+        )
+        refused = CounterMetricFamily(
+            "steelyard_mysql_refused",
+            "Logins refused and connections closed for bad input.",
+            labels=["listener"],
+        )
+        waits = CounterMetricFamily(
+            "steelyard_mysql_pool_waits",
+            "Commands that waited for a backend connection (a login, a sync, a causal read).",
+            labels=["listener"],
+        )
+        backend = GaugeMetricFamily(
+            "steelyard_mysql_backend_connections",
+            "Connections to a server in the listener's pools: idle, or lent to a session.",
+            labels=["listener", "server", "state"],
+        )
+        lag = GaugeMetricFamily(
+            "steelyard_mysql_replication_lag_seconds",
+            "Seconds_Behind_Master at the last health check (where the check reads it).",
+            labels=["pool", "server"],
+        )
+        lags: dict[tuple[str, str], int] = {}
+        for lst in self.get_listeners():
+            name, c = lst["listen"], lst["counters"]
+            sessions.add_metric([name], lst["sessions"])
+            for route in ("primary", "replica"):
+                commands.add_metric([name, route], c[route])
+            errors.add_metric([name, "server"], c["server_errors"])
+            errors.add_metric([name, "proxy"], c["proxy_errors"])
+            refused.add_metric([name], c["refused"])
+            waits.add_metric([name], c["waits"])
+            seen: set[str] = set()  # a server in both pools of a listener is counted once
+            for s in lst["servers"]:
+                if s["address"] not in seen:
+                    seen.add(s["address"])
+                    backend.add_metric([name, s["address"], "idle"], s["idle"])
+                    backend.add_metric([name, s["address"], "busy"], s["busy"])
+                if s["lag"] is not None:
+                    lags[(s["pool"], s["address"])] = s["lag"]
+        for (pool, server), seconds in lags.items():
+            lag.add_metric([pool, server], seconds)
+        yield from (sessions, commands, errors, refused, waits, backend, lag)
+
+
 class MetricsRegistry:
     """A private CollectorRegistry plus rendering for the /metrics endpoint."""
 
@@ -200,4 +268,4 @@ class MetricsRegistry:
         return generate_latest(self.registry), CONTENT_TYPE
 
 
-__all__ = ["CONTENT_TYPE", "HttpCollector", "MetricsRegistry", "PoolCollector"]
+__all__ = ["CONTENT_TYPE", "HttpCollector", "MetricsRegistry", "MysqlCollector", "PoolCollector"]

@@ -280,6 +280,9 @@ class ServerPool:
         self.replica = False  # its server is in the replicas pool
         self.closed = False
         self.open = 0  # connections open: idle, or lent to a session
+        self.failing = False  # the last login attempt failed
+        self.pool_name = ""  # the config pool its server is in
+        self.on_result: Callable[[bool, str], None] | None = None  # passive health reports
         self.connects = 0  # logins made, ever
 
     def take(self, db: str | None, sets: tuple[bytes, ...]) -> BackendConn | None:
@@ -300,7 +303,20 @@ class ServerPool:
             conn = self.idle.pop()
             if not conn.broken:
                 return conn
-        conn = await BackendConn.connect(self.address, self.user, self.password, self.capabilities)
+        try:
+            conn = await BackendConn.connect(
+                self.address, self.user, self.password, self.capabilities
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            # a passive failure: enough in a row and the server is ejected, as every tier's
+            self.failing = True
+            if self.on_result is not None:
+                self.on_result(False, f"connect: {exc or type(exc).__name__}")
+            raise
+        if self.failing:
+            self.failing = False
+            if self.on_result is not None:
+                self.on_result(True, "")
         conn.replica = self.replica
         conn.pool = self
         self.open += 1
@@ -315,8 +331,11 @@ class ServerPool:
             return
         self.idle.append(conn)
 
-    def close(self) -> None:
-        self.closed = True
+    def close_idle(self) -> None:
         for conn in self.idle:
             conn.close()
         self.idle.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.close_idle()

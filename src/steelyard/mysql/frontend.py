@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
-from steelyard.core.backend import Pool
+from steelyard.core.backend import Pool, Server, find_server
 from steelyard.core.tls import server_context
 from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
@@ -37,15 +38,21 @@ class ListenerStats:
         return asdict(self)
 
 
+Report = Callable[[str, Server, bool, str], None]
+
+
 class NoServer(ConnectionError):
     """No server of the pool is usable."""
 
 
 class MysqlFrontend(ProtocolFrontend):
     def __init__(
-        self, cfg: MysqlListenerConfig, pools: dict[str, Pool], loop: asyncio.AbstractEventLoop
-    ) -> None:
+        self, cfg: MysqlListenerConfig, pools: dict[str, Pool], loop: asyncio.AbstractEventLoop,
+        report: Report | None = None,
+    ) -> None:  # fmt: skip
         self.loop = loop
+        # passive results to the supervisor: (pool, server, ok, cause)
+        self.report: Report = report or (lambda pool, server, ok, cause: None)
         self.sessions: set[MysqlSession] = set()
         self.backend_pools: dict[tuple[str, int], ServerPool] = {}
         self._ids = itertools.count(1)
@@ -109,9 +116,12 @@ class MysqlFrontend(ProtocolFrontend):
         is usable, else the primary)."""
         server = None
         replica = False
+        pool_name = self.cfg.primary
         if route is Route.REPLICA and self.cfg.replicas:
             server = self.pools[self.cfg.replicas].pick()
             replica = server is not None
+            if replica:
+                pool_name = self.cfg.replicas
         if server is None:
             server = self.pools[self.cfg.primary].pick()
         if server is None:
@@ -127,8 +137,22 @@ class MysqlFrontend(ProtocolFrontend):
                 self.cfg.backend_pool_size,
                 BACKEND_BASE | shaping,
             )
-            pool.replica = replica  # fmt: skip
+            pool.replica = replica
+            pool.pool_name = pool_name
+            pool.on_result = self._reporter(pool_name, server)
         return pool
+
+    def _reporter(self, pool_name: str, server: Server) -> Callable[[bool, str], None]:
+        address = server.address
+
+        def on_result(ok: bool, cause: str) -> None:
+            pool = self.pools.get(pool_name)
+            now = find_server(self.pools, pool_name, address)  # the pools may be reloaded
+            if pool is not None and now is not None:
+                pool.on_result(now, ok)  # counts the failure, tells the balancer
+                self.report(pool_name, now, ok, cause)
+
+        return on_result
 
     def session(self) -> MysqlSession:
         return MysqlSession(self)
@@ -139,7 +163,15 @@ class MysqlFrontend(ProtocolFrontend):
         self.backend_pools.clear()
 
     def account(self) -> None:
-        """Counters are kept as commands end; nothing to flush."""
+        """Called every second by the worker: counters are kept as commands end, and idle
+        connections to servers taken out of service (drain, maint, ejected, down) are closed,
+        so the server sees them go."""
+        for pool in self.backend_pools.values():
+            if not pool.idle:
+                continue
+            server = find_server(self.pools, pool.pool_name, pool.address)  # after reloads too
+            if server is None or not server.usable:
+                pool.close_idle()
 
     def stats_row(self) -> list[Any]:
         """What the worker reports of this listener: [listen, sessions, counters since start,

@@ -95,6 +95,7 @@ ER_UNKNOWN_ERROR = (1105, "HY000")
 ER_SECURE_TRANSPORT_REQUIRED = (3159, "HY000")  # MySQL's; MariaDB has no code of its own
 ER_STMT_HAS_NO_OPEN_CURSOR = (1421, "HY000")
 ER_LOST_BACKEND = (2013, "HY000")
+CONNECT_ATTEMPTS = 3  # servers tried for a new backend connection before the client is told
 # Commands run on a backend connection as they are (the rest is the session's own).
 PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Command.SET_OPTION})
 SSL_REQUEST_HEADER = b"\x20\x00\x00\x01"  # a 32-byte packet, sequence id 1: an SSLRequest
@@ -624,7 +625,7 @@ class MysqlSession(asyncio.Protocol):
         self.fe.stats.waits += 1  # no connection at hand in the session's state
         try:
             pool, self.picked = self.picked, None
-            conn = await (pool.acquire() if pool is not None else self.borrow(route))
+            conn = await self.connect(route, pool)
             try:
                 await conn.sync(self.db, self.sets)
                 if route is Route.REPLICA and self.last_gtid and conn.replica:
@@ -721,6 +722,20 @@ class MysqlSession(asyncio.Protocol):
 
     async def borrow(self, route: Route) -> BackendConn:
         return await self.fe.server_pool(route, self.caps).acquire()
+
+    async def connect(self, route: Route, pool: ServerPool | None) -> BackendConn:
+        """A connection from `pool` (or the server the route picks); a server that cannot be
+        reached is reported and the next one tried: nothing was sent, any command may move."""
+        for attempt in range(CONNECT_ATTEMPTS):
+            if pool is None:
+                pool = self.fe.server_pool(route, self.caps)
+            try:
+                return await pool.acquire()
+            except (OSError, ConnectionError, TimeoutError):
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                pool = None
+        raise AssertionError("unreachable")
 
     def give_back(self, conn: BackendConn, status: int | None) -> None:
         if conn.pool is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from steelyard import log as logmod
 from steelyard.admin.api import pool_view, start_admin
-from steelyard.admin.metrics import HttpCollector, MetricsRegistry, PoolCollector
+from steelyard.admin.metrics import HttpCollector, MetricsRegistry, MysqlCollector, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
 from steelyard.core.backend import (
@@ -38,6 +38,7 @@ from steelyard.core.store import open_store
 from steelyard.core.store.server_state import restore, save_server
 from steelyard.http.stats import HttpStats
 from steelyard.log import log
+from steelyard.mysql.status import MysqlStats
 from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.names import listener_name
@@ -73,6 +74,8 @@ class Supervisor:
         self.registry.add_collector(PoolCollector(lambda: self.pools))
         self.http_stats = HttpStats()
         self.registry.add_collector(HttpCollector(self.http_stats))
+        self.mysql_stats = MysqlStats()
+        self.registry.add_collector(MysqlCollector(self._mysql_listeners))
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
@@ -252,6 +255,8 @@ class Supervisor:
                     self.http_stats.merge(msg["http"])
                 if "redis" in msg and self.redis is not None:
                     self.redis.proxy_stats(handle.index, msg["redis"])
+                if "mysql" in msg:
+                    self.mysql_stats.update(handle.index, msg["mysql"])
             elif kind == "result":
                 self._on_result(msg)
             elif kind == "applied":
@@ -271,6 +276,7 @@ class Supervisor:
                 ack.set_result(None)  # gone: its successor starts from the current state
         # Its connections are gone with it: stop counting them against max_conns.
         self.counters.clear_row(handle.index)
+        self.mysql_stats.worker_gone(handle.index)
         if not handle.ready.done():
             handle.ready.set_result(error or f"worker exited with code {code}")
         for key in handle.active:
@@ -411,6 +417,73 @@ class Supervisor:
         self.push(pool_name, server)
         view = pool_view(pool)
         return next(s for s in view["servers"] if s["address"] == address)
+
+    def mysql_view(self) -> dict[str, Any]:
+        """The MySQL listeners for GET /api/mysql; LookupError without a mysql: section."""
+        if self.cfg.mysql is None:
+            raise LookupError("no mysql: section in the config")
+        return {"listeners": self._mysql_listeners()}
+
+    def _mysql_listeners(self) -> list[dict[str, Any]]:
+        """Per listener: its pools, traffic summed over the workers, and each server of its
+        primary and replicas pools with what the health checks learnt of it."""
+        if self.cfg.mysql is None:
+            return []
+        checks = self.monitor.status() if self.monitor is not None else {}
+        out = []
+        for lst in self.cfg.mysql.listeners:
+            totals = self.mysql_stats.listener(lst.listen)
+            servers = []
+            for pool_name, role in ((lst.primary, "primary"), (lst.replicas, "replica")):
+                pool = self.pools.get(pool_name) if pool_name else None
+                for s in pool.servers if pool is not None else ():
+                    check = checks.get(pool_name, {}).get(s.address) or {}
+                    facts = check.get("last_facts") or {}
+                    opened, idle, logins = totals.servers.get(s.address, (0, 0, 0))
+                    servers.append({
+                        "address": s.address, "pool": pool_name, "role": role,
+                        "read_only": facts.get("read_only"), "version": facts.get("version"),
+                        "health": "up" if s.healthy else "down", "ejected": s.ejected,
+                        "state": s.admin.value, "detail": check.get("last_detail"),
+                        "lag": facts.get("lag"), "io_running": facts.get("io_running"),
+                        "sql_running": facts.get("sql_running"),
+                        "open": opened, "idle": idle, "busy": max(0, opened - idle),
+                        "logins": logins,
+                    })  # fmt: skip
+            rates = {k: round(v, 2) for k, v in totals.rates.items()}
+            rates["commands"] = round(totals.rates["primary"] + totals.rates["replica"], 2)
+            out.append({
+                "listen": lst.listen, "primary": lst.primary, "replicas": lst.replicas,
+                "sessions": totals.sessions, "workers": totals.workers,
+                "counters": totals.counters, "rates": rates, "servers": servers,
+            })  # fmt: skip
+        return out
+
+    async def set_mysql_server(self, address: str, state: str) -> dict[str, Any]:
+        """Take a server out of (offline: admin state drain) or back into (online: ready) every
+        MySQL pool that holds it: no new command or connection goes to a drained server, and a
+        session holding a connection there keeps it until its transaction ends."""
+        admin = {"offline": "drain", "online": "ready"}.get(state)
+        if admin is None:
+            raise ValueError(f"state must be offline or online, not {state!r}")
+        listeners = self.cfg.mysql.listeners if self.cfg.mysql is not None else []
+        names = dict.fromkeys(
+            name
+            for lst in listeners
+            for name in (lst.primary, lst.replicas)
+            if name and name in self.pools and self.pools[name].server(address) is not None
+        )
+        if not names:
+            raise LookupError(f"{address!r} is not a server of a mysql listener's pools")
+        for name in names:
+            await self.set_server(name, address, admin, None)
+        rows = [
+            {"listen": lst["listen"], **row}
+            for lst in self._mysql_listeners()
+            for row in lst["servers"]
+            if row["address"] == address
+        ]
+        return {"address": address, "state": state, "servers": rows}
 
     def metrics(self) -> tuple[bytes, str]:
         return self.registry.render()

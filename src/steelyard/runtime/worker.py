@@ -153,7 +153,7 @@ class Worker:
                 assert cfg.redis is not None
                 fe = RedisFrontend(lst, cfg.redis, self.loop, redis_view)
             elif isinstance(lst, MysqlListenerConfig):
-                fe = MysqlFrontend(lst, self.pools, self.loop)
+                fe = MysqlFrontend(lst, self.pools, self.loop, self._report)
             else:
                 fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
@@ -245,12 +245,17 @@ class Worker:
             for fe in self.frontends.values()
             if isinstance(fe, RedisFrontend)
         ]
-        if rows or http or redis:
+        # Sent every second while a listener exists, even idle: the supervisor computes
+        # rates from consecutive rows and drops a worker that stops reporting.
+        mysql = [fe.stats_row() for fe in self.frontends.values() if isinstance(fe, MysqlFrontend)]
+        if rows or http or redis or mysql:
             msg: dict[str, Any] = {"t": "stats", "servers": rows}
             if http:
                 msg["http"] = http
             if redis:
                 msg["redis"] = redis
+            if mysql:
+                msg["mysql"] = mysql
             self.channel.send(msg)
         if not self._stopping:
             self.loop.call_later(STATS_INTERVAL, self._send_stats)

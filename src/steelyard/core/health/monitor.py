@@ -271,6 +271,8 @@ class HealthMonitor:
                     "last_ok": None if last is None else last.ok,
                     "last_detail": None if last is None else last.detail,
                     "last_duration": None if last is None else round(last.duration, 6),
+                    # what the last probe learnt (read_only, lag, ...); None if nothing
+                    "last_facts": None if last is None else last.facts,
                     "last_error": state.last_error,
                     "consecutive_ok": state.consecutive_ok,
                     "consecutive_fail": state.consecutive_fail,

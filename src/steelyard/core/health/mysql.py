@@ -5,12 +5,17 @@ that was dropped) or hang on queries (a full disk, a lock): the check covers the
 authentication and one round trip of a statement, within the timeout. Like every checker it
 never raises; the detail reads like an operator's note, with MySQL's error code when the
 server gave one.
+
+The same round trips tell the admin view what the server is (`CheckResult.facts`): whether it
+is read_only, its version, and on replicas the replication lag and whether both replication
+threads run. They cost no extra query: `SELECT 1` asks for the two variables too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from steelyard.config.units import format_duration
 from steelyard.core.health.state import CheckResult
@@ -26,31 +31,66 @@ async def check_mysql(
     started = time.monotonic()
     phase = "connecting"
     client: Client | None = None
+    facts: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(timeout):
             client = await Client.connect(f"{host}:{port}", user, password, timeout=timeout)
             phase = "SELECT 1"
-            result = await client.query("SELECT 1")
+            result = await client.query("SELECT 1, @@read_only, @@version")
+            facts = server_facts(result)
             lag = None
             if max_lag > 0:
                 phase = "SHOW SLAVE STATUS"
-                lag = replication_problem(await client.query("SHOW SLAVE STATUS"), max_lag)
+                status = await client.query("SHOW SLAVE STATUS")
+                facts.update(replication_facts(status))
+                lag = replication_problem(status, max_lag)
         if lag is not None:
-            return CheckResult(False, lag, time.monotonic() - started)
-        if result.rows != [[b"1"]]:
+            return CheckResult(False, lag, time.monotonic() - started, facts)
+        if len(result.rows) != 1 or result.rows[0][:1] != [b"1"]:
             return CheckResult(
-                False, f"SELECT 1 answered {result.rows!r}", time.monotonic() - started
+                False, f"SELECT 1 answered {result.rows!r}", time.monotonic() - started, facts
             )
-        return CheckResult(True, "SELECT 1 ok", time.monotonic() - started)
+        return CheckResult(True, "SELECT 1 ok", time.monotonic() - started, facts)
     except TimeoutError:
-        return CheckResult(False, timeout_detail(timeout, phase), time.monotonic() - started)
+        detail = timeout_detail(timeout, phase)
+        return CheckResult(False, detail, time.monotonic() - started, facts)
     except MySQLError as exc:
-        return CheckResult(False, f"error {exc.code}: {exc.message}", time.monotonic() - started)
+        detail = f"error {exc.code}: {exc.message}"
+        return CheckResult(False, detail, time.monotonic() - started, facts)
     except (OSError, ConnectionError, ValueError) as exc:
-        return CheckResult(False, describe_error(exc), time.monotonic() - started)
+        return CheckResult(False, describe_error(exc), time.monotonic() - started, facts)
     finally:
         if client is not None:
             client.close()
+
+
+def server_facts(result: ResultSet) -> dict[str, Any]:
+    """read_only and version from the answer to `SELECT 1, @@read_only, @@version`."""
+    row = result.rows[0] if result.rows else []
+    read_only = row[1] if len(row) > 1 else None
+    version = row[2] if len(row) > 2 else None
+    return {
+        # None when the server did not say (an odd answer): unknown is not "writable"
+        "read_only": None if read_only is None else read_only not in (b"0", b"OFF"),
+        "version": None if version is None else version.decode("utf-8", "replace"),
+    }
+
+
+def replication_facts(status: ResultSet) -> dict[str, Any]:
+    """lag (seconds, None when unknown), io_running and sql_running from SHOW SLAVE STATUS;
+    a server that is no replica has neither thread running."""
+    rows = status.dicts()
+    row = rows[0] if rows else {}
+    behind = row.get("Seconds_Behind_Master")
+    try:
+        lag = None if behind is None else int(behind)
+    except ValueError:
+        lag = None
+    return {
+        "lag": lag,
+        "io_running": row.get("Slave_IO_Running") == b"Yes",
+        "sql_running": row.get("Slave_SQL_Running") == b"Yes",
+    }
 
 
 def replication_problem(status: ResultSet, max_lag: float) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,9 @@ class CheckResult:
     ok: bool
     detail: str  # "status 200", "connection refused", "timeout after 1s (connecting)"
     duration: float  # seconds the probe took
+    # What the probe learnt besides the verdict, for the admin view (the mysql check: read_only,
+    # version, replication lag and threads); None when the checker gathers nothing.
+    facts: dict[str, Any] | None = None
 
 
 class HealthState:
