@@ -8,7 +8,9 @@ place means a fix to teardown or readiness reaches every benchmark. The scripts 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import resource
@@ -16,10 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,3 +346,80 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(path)
+
+
+# command line and main -------------------------------------------------------------------------
+
+
+def bench_parser(
+    doc: str, name: str, systems: Sequence[str], duration_type: type = float,
+    duration_help: str = "seconds per measurement",
+) -> argparse.ArgumentParser:  # fmt: skip
+    """The options every benchmark takes: --duration, --repeat, --only, --out (a script adds
+    its own before parsing with parse_bench_args)."""
+    p = argparse.ArgumentParser(
+        description=doc.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--duration", type=duration_type, default=duration_type(5), help=duration_help)
+    p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is kept")
+    p.add_argument("--only", default=",".join(systems), help="comma-separated systems to run")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help=f"directory for {name}.json and {name}.png",
+    )
+    return p
+
+
+def parse_bench_args(
+    p: argparse.ArgumentParser, argv: list[str] | None, systems: Sequence[str]
+) -> argparse.Namespace:
+    """Parsed and checked; `args.systems` is --only in the fixed order of tables and charts."""
+    args = p.parse_args(argv)
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(systems))
+    if unknown or not wanted:
+        p.error(f"--only takes a subset of {','.join(systems)}; got {args.only!r}")
+    args.systems = [s for s in systems if s in wanted]
+    if args.duration <= 0 or args.repeat < 1:
+        p.error("--duration must be > 0 and --repeat >= 1")
+    return args
+
+
+def run_systems(
+    systems: list[str],
+    check_tools: Callable[[list[str]], None],
+    machine_info: Callable[[], dict[str, Any]],
+    start_systems: Callable[[Procs, list[str]], Any],
+    measure: Callable[[Any], Any],
+) -> tuple[dict[str, Any], str, Any]:
+    """Check the tools, start the systems in a temp dir, measure, and stop every process
+    started, whatever happens. Returns the machine info (with the load after), the start time
+    and what `measure` returned. Raises BenchError (and KeyboardInterrupt) as they come."""
+    check_tools(systems)
+    info = machine_info()
+    with tempfile.TemporaryDirectory(prefix="steelyard-bench-") as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            bench = start_systems(procs, systems)
+            started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            result = measure(bench)
+        finally:
+            procs.stop_all()
+    info["loadavg_after"] = os.getloadavg()[0]
+    return info, started, result
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """A benchmark's main: SIGTERM stops it as Ctrl-C does; a BenchError is one line and exit
+    code 1, an interrupt 130 (every process already stopped by run_systems)."""
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        return body()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; all processes stopped", file=sys.stderr)
+        return 130

@@ -24,14 +24,11 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import datetime as dt
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -47,17 +44,20 @@ from harness import (
     Procs,
     accepts,
     all_of,
+    bench_parser,
     busy_machine_warning,
     cpu_seconds,
     fmt_ratio,
     free_ports,
     git_revision,
+    guarded,
     haproxy_maxconn,
     http_ok,
     nginx_conf,
+    parse_bench_args,
     process_tree,
-    raise_on_sigterm,
     rotations,
+    run_systems,
     run_tool,
     start_nginx,
     steelyard_argv,
@@ -520,51 +520,21 @@ def write_outputs(out: Path, report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is kept")
-    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems to run")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results",
-        help="directory for http.json and http.png",
-    )
-    args = p.parse_args(argv)
-    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SYSTEMS))
-    if unknown or not wanted:
-        p.error(f"--only takes a subset of {','.join(SYSTEMS)}; got {args.only!r}")
-    args.systems = [s for s in SYSTEMS if s in wanted]  # fixed order in tables and charts
-    if args.duration <= 0 or args.repeat < 1:
-        p.error("--duration must be > 0 and --repeat >= 1")
-    return args
+    return parse_bench_args(bench_parser(__doc__, "http", SYSTEMS), argv, SYSTEMS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_on_sigterm)
-    try:
-        check_tools(args.systems)
-        info = machine_info()
-        with tempfile.TemporaryDirectory(prefix="steelyard-bench-") as tmp:
-            procs = Procs(Path(tmp))
-            try:
-                bench = start_systems(procs, args.systems)
-                started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                runs = run_all(bench, args.duration, args.repeat)
-            finally:
-                procs.stop_all()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; all processes stopped", file=sys.stderr)
-        return 130
+    return guarded(lambda: report(args))
 
-    info["loadavg_after"] = os.getloadavg()[0]
+
+def report(args: argparse.Namespace) -> int:
+    """Measure, then print the tables and write the JSON and the chart."""
+    info, started, result = run_systems(
+        args.systems, check_tools, machine_info, start_systems,
+        lambda bench: run_all(bench, args.duration, args.repeat),
+    )  # fmt: skip
+    runs = result
     summary = summarize(runs)
     goals = evaluate_goals(summary)
     report = {

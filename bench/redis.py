@@ -27,16 +27,13 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import csv
-import datetime as dt
 import os
 import platform
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,15 +48,18 @@ from harness import (
     Proc,
     Procs,
     all_of,
+    bench_parser,
     busy_machine_warning,
     cpu_seconds,
     fmt_ratio,
     free_ports,
     git_revision,
+    guarded,
     http_ok,
+    parse_bench_args,
     process_tree,
-    raise_on_sigterm,
     rotations,
+    run_systems,
     steelyard_argv,
     tool_version,
     wait_until,
@@ -657,62 +657,35 @@ def write_outputs(out: Path, report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=5.0,
-        help="seconds per measurement: each path's request count comes from a calibration run",
-    )
+    p = bench_parser(
+        __doc__, "redis", SYSTEMS,
+        duration_help="seconds per measurement: each path's request count comes from a "
+        "calibration run",
+    )  # fmt: skip
     p.add_argument(
         "--requests",
         type=int,
         default=None,
         help="requests per measurement on every path instead of --duration's calibrated count",
     )
-    p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is kept")
-    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems to run")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results",
-        help="directory for redis.json and redis.png",
-    )
-    args = p.parse_args(argv)
-    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SYSTEMS))
-    if unknown or not wanted:
-        p.error(f"--only takes a subset of {','.join(SYSTEMS)}; got {args.only!r}")
-    args.systems = [s for s in SYSTEMS if s in wanted]  # fixed order in tables and charts
-    if args.duration <= 0 or args.repeat < 1 or (args.requests is not None and args.requests < 1):
-        p.error("--duration must be > 0, --repeat >= 1 and --requests >= 1")
+    args = parse_bench_args(p, argv, SYSTEMS)
+    if args.requests is not None and args.requests < 1:
+        p.error("--requests must be >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_on_sigterm)
-    try:
-        check_tools(args.systems)
-        info = machine_info()
-        with tempfile.TemporaryDirectory(prefix="steelyard-bench-") as tmp:
-            procs = Procs(Path(tmp))
-            try:
-                bench = start_systems(procs, args.systems)
-                started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                runs, calibrations = run_all(bench, args.duration, args.requests, args.repeat)
-            finally:
-                procs.stop_all()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; all processes stopped", file=sys.stderr)
-        return 130
+    return guarded(lambda: report(args))
 
-    info["loadavg_after"] = os.getloadavg()[0]
+
+def report(args: argparse.Namespace) -> int:
+    """Measure, then print the tables and write the JSON and the chart."""
+    info, started, result = run_systems(
+        args.systems, check_tools, machine_info, start_systems,
+        lambda bench: run_all(bench, args.duration, args.requests, args.repeat),
+    )  # fmt: skip
+    runs, calibrations = result
     summary = summarize(runs)
     goals = evaluate_goals(summary)
     report = {
