@@ -111,3 +111,10 @@ def test_statements_differing_in_literals_share_one_cache_entry():
     assert classify(b"USE `db3`").database == "db3"
     assert classify(b"SELECT @'quoted'").pins == "a user variable"
     assert classify(b"SELECT 'FOR UPDATE', 1").route is Route.REPLICA
+    # without quotes too
+    classify(b"SELECT c FROM sbtest1 WHERE id=10")
+    before = _classify.cache_info()
+    assert classify(b"SELECT c FROM sbtest1 WHERE id=4242").route is Route.REPLICA
+    assert _classify.cache_info().hits == before.hits + 1
+    assert classify(b"SELECT id FROM t1 WHERE id=1 FOR UPDATE").route is Route.PRIMARY
+    assert classify(b"SELECT GET_LOCK(@l1, 10)").pins == "GET_LOCK"
