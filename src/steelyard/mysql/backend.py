@@ -49,7 +49,7 @@ class Prepared:
 class BackendConn(asyncio.Protocol):
     def __init__(self, address: str, capabilities: int, transport: asyncio.Transport) -> None:
         self.address = address
-        self.capabilities = capabilities
+        self.capabilities = int(capabilities)  # a plain int: IntFlag arithmetic is slow
         self.transport = transport
         self.server_version = ""
         self.db: str | None = None
@@ -275,7 +275,7 @@ class ServerPool:
         self.user = user
         self.password = password
         self.size = size
-        self.capabilities = capabilities
+        self.capabilities = int(capabilities)  # a plain int: IntFlag arithmetic is slow
         self.idle: list[BackendConn] = []
         self.replica = False  # its server is in the replicas pool
         self.closed = False

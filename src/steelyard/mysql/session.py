@@ -338,7 +338,7 @@ class MysqlSession(asyncio.Protocol):
                 seq + 1,
             )
             return
-        self.caps = response.capabilities & SERVER_CAPS
+        self.caps = int(response.capabilities & SERVER_CAPS)  # a plain int: used per command
         self.user = response.user
         self.db = response.database or None
         plugin = response.plugin or auth.NATIVE

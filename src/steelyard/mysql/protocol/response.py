@@ -66,7 +66,7 @@ class ResponseTracker:
     )  # fmt: skip
 
     def __init__(self, command: int, capabilities: int) -> None:
-        self.capabilities = capabilities
+        self.capabilities = int(capabilities)  # a plain int: IntFlag arithmetic is slow
         self.reset(command)
 
     def reset(self, command: int) -> None:
