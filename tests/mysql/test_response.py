@@ -38,9 +38,29 @@ def run(client: RawClient, command: int, body: bytes) -> tuple[ResponseTracker, 
     seq, payload = client.read()
     assert (seq, messages.is_ok(payload)) == (1, True), (seq, payload)
     raw = b"".join(frame(p, i + 1)[0] for i, p in enumerate(packets))
-    assert scanned(command, client.capabilities, [raw + b"\x07\x00\x00\x01more"]) == len(raw)
-    assert scanned(command, client.capabilities, [raw[i : i + 1] for i in range(len(raw))]) == 1
+    caps = client.capabilities
+    for chunks, end in (
+        ([raw], len(raw)),  # whole: the one-pass reading of common answers
+        ([raw + b"\x07\x00\x00\x01more"], len(raw)),  # followed by other bytes
+        ([raw[i : i + 1] for i in range(len(raw))], 1),  # a byte at a time
+    ):
+        scanner = scan(command, caps, chunks, end)
+        got = scanner.tracker
+        assert (got.status, got.results, got.error) == (tracker.status, tracker.results,
+                                                         tracker.error)  # fmt: skip
     return tracker, packets
+
+
+def scan(command: int, caps: int, chunks: list[bytes], end: int) -> AnswerScanner:
+    """The scanner that read `chunks`, after checking it ends the answer at `end` in the
+    chunk that ends it."""
+    scanner = AnswerScanner(ResponseTracker(command, caps))
+    for chunk in chunks:
+        at = scanner.feed(chunk)
+        if at >= 0:
+            assert scanner.done and at == end
+            return scanner
+    raise AssertionError("the scanner did not find the end")
 
 
 def scanned(command: int, caps: int, chunks: list[bytes]) -> int:

@@ -48,6 +48,11 @@ _FETCH, _PREPARE = int(Command.STMT_FETCH), int(Command.STMT_PREPARE)
 _STATISTICS, _FIELD_LIST = int(Command.STATISTICS), int(Command.FIELD_LIST)
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 ROWS = _ROWS  # rows (or FIELD_LIST definitions) until an end: what a scanner may skip
+FIRST = _FIRST
+MORE_RESULTS = _MORE_RESULTS
+CURSOR_EXISTS = _CURSOR_EXISTS
+# answered by OK, ERR or result sets only (what a scanner may read in one go)
+RESULT_COMMANDS = frozenset({int(Command.QUERY), int(Command.STMT_EXECUTE)})
 
 
 def expects_answer(command: int) -> bool:
@@ -89,7 +94,7 @@ class ResponseTracker:
         return self.state == _DONE
 
     @staticmethod
-    def _status(payload: bytes) -> int:
+    def status_of(payload: bytes) -> int:
         """The status flags of an EOF or OK, read in place (every answer ends with one)."""
         try:
             if payload[0] == 0xFE and len(payload) < 9:  # EOF: header, warnings, status
@@ -117,7 +122,7 @@ class ResponseTracker:
         state = self.state
         if state == _ROWS:
             if payload and payload[0] == 0xFE and len(payload) < MAX_PAYLOAD:
-                return self._ended(self._status(payload))
+                return self._ended(self.status_of(payload))
             if payload and payload[0] == 0xFF:
                 self.error = messages.parse_err(payload)
                 self.state = _DONE
@@ -137,15 +142,15 @@ class ResponseTracker:
             if self.command == _FIELD_LIST:
                 # column definitions straight away (no count), until an end
                 if is_end(payload):
-                    return self._ended(self._status(payload))
+                    return self._ended(self.status_of(payload))
                 self.state = _ROWS
                 return False
             if head == 0x00:
                 if self.command == _PREPARE:
                     return self._prepared(payload)
-                return self._ended(self._status(payload))
+                return self._ended(self.status_of(payload))
             if head == 0xFE and len(payload) < 9:  # EOF: COM_SET_OPTION, old servers
-                return self._ended(self._status(payload))
+                return self._ended(self.status_of(payload))
             if head == 0xFB:
                 raise Malformed("LOCAL INFILE was not offered to the server")
             count = head if head < 0xFB else Cursor(payload).lenenc_int()
@@ -171,11 +176,17 @@ class ResponseTracker:
             if not messages.is_eof(payload):
                 raise Malformed("no EOF after the definitions")
             if state == _COLUMNS_EOF and self.command != _PREPARE:
-                status = self._status(payload)
+                status = self.status_of(payload)
                 if status & _CURSOR_EXISTS:
                     return self._ended(status)  # rows come with COM_STMT_FETCH
             return self._after_definitions(_COLUMNS if state == _COLUMNS_EOF else _PARAMS)
         raise Malformed("a packet after the end of the answer")
+
+    def finish(self, status: int) -> None:
+        """The answer ended with one OK or result set and this status (read by a scanner)."""
+        self.status = status
+        self.results += 1
+        self.state = _DONE
 
     def _after_definitions(self, which: int) -> bool:
         if self.command == _PREPARE:

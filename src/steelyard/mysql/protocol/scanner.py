@@ -12,7 +12,14 @@ packet: such a row is skipped with its continuations.
 from __future__ import annotations
 
 from steelyard.mysql.protocol.constants import MAX_PAYLOAD
-from steelyard.mysql.protocol.response import ROWS, ResponseTracker
+from steelyard.mysql.protocol.response import (
+    CURSOR_EXISTS,
+    FIRST,
+    MORE_RESULTS,
+    RESULT_COMMANDS,
+    ROWS,
+    ResponseTracker,
+)
 
 HEADER = 4
 
@@ -26,6 +33,54 @@ class AnswerScanner:
         self._skip = 0  # bytes of a skipped packet still to come in later chunks
         self._cont = False  # the packet being skipped is followed by a continuation
         self._whole = bytearray()  # a shaping packet of 16 MiB or more being joined
+
+    def _whole_answer(self, data: bytes) -> int:
+        """The common case, in one pass: an OK, or one result set whose end is in `data`
+        (nothing more to follow). Returns where it ends, or -1 to leave the answer to the
+        general path (which starts over: nothing was changed here)."""
+        n = len(data)
+        if n < HEADER + 1:
+            return -1
+        length = data[0] | data[1] << 8 | data[2] << 16
+        head = data[HEADER]
+        pos = HEADER + length
+        if head == 0x00:  # OK
+            if pos != n:
+                return -1
+            status = ResponseTracker.status_of(data[HEADER:pos])
+            if status & MORE_RESULTS:
+                return -1
+            self.tracker.finish(status)
+            return pos
+        if head >= 0xFB or length >= MAX_PAYLOAD:
+            return -1  # ERR, LOCAL INFILE, a long count: the general path says what it is
+        for _ in range(head):  # the column definitions: counted, not read
+            if pos + HEADER > n:
+                return -1
+            pos += HEADER + (data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16)
+        if self.tracker.eof_follows:  # an EOF after them; with a cursor, no rows follow
+            if pos + HEADER + 5 > n or data[pos + HEADER] != 0xFE:
+                return -1
+            if (data[pos + HEADER + 3] | data[pos + HEADER + 4] << 8) & CURSOR_EXISTS:
+                return -1
+            pos += HEADER + (data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16)
+        while pos + HEADER < n:
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            first = data[pos + HEADER]
+            end = pos + HEADER + length
+            if not length or length >= MAX_PAYLOAD:
+                return -1  # long rows (continued) and anything odd: the general path
+            if first < 0xFE:
+                pos = end  # a row
+                continue
+            if first == 0xFF or end != n:
+                return -1  # an error ends the rows, or more follows: the general path
+            status = ResponseTracker.status_of(data[pos + HEADER : end])
+            if status & (MORE_RESULTS | CURSOR_EXISTS):
+                return -1
+            self.tracker.finish(status)
+            return end
+        return -1
 
     def reset(self, command: int) -> None:
         """Scan the answer to another command (after the last one ended)."""
@@ -46,6 +101,10 @@ class AnswerScanner:
         tracker = self.tracker
         if tracker.done:
             return 0
+        if tracker.state == FIRST and tracker.command in RESULT_COMMANDS and not self._partial:
+            end = self._whole_answer(data)
+            if end >= 0:
+                return end
         base = len(self._partial)
         if base:
             data = self._partial + data
