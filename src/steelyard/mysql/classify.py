@@ -49,6 +49,11 @@ class Statement:
     unpins: bool = False  # UNLOCK TABLES, DROP TEMPORARY TABLE ..., RELEASE_ALL_LOCKS
     unbounded_write: bool = False  # UPDATE or DELETE without WHERE (the firewall's concern)
 
+    @property
+    def changes_session(self) -> bool:
+        """Whether running it changes what the session tracks (database, SETs, pins)."""
+        return self.database is not None or self.sets or self.unpins
+
 
 READS = frozenset({"SELECT", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "HELP", "WITH"})
 _COMMENT_OR_SPACE = re.compile(rb"(?:\s+|/\*.*?\*/|--[ \t][^\n]*(?:\n|$)|#[^\n]*(?:\n|$))*", re.S)

@@ -229,9 +229,14 @@ class MysqlSession(asyncio.Protocol):
             length = data[0] | data[1] << 8 | data[2] << 16
             if length + HEADER == len(data) and length < self.whole_limit:
                 # One whole command, as clients send them: it goes on as it came.
-                self.queue.append((data[HEADER:], data))
-                if not self.busy:
-                    self.pump()
+                if self.busy or self.queue:
+                    self.queue.append((data[HEADER:], data))
+                    if not self.busy:
+                        self.pump()
+                elif self.transport is not None:
+                    self.busy = True
+                    self.framed = data
+                    self.command(data[HEADER:])
                 return
         try:
             packets = self.packets.feed(data)
@@ -545,9 +550,10 @@ class MysqlSession(asyncio.Protocol):
             return
         if st.pins:
             self.pinned = self.pinned or st.pins
-        self.statement = st
-        self.sql = payload[1:]
-        self.after = self.after_query
+        if st.changes_session:
+            self.statement = st
+            self.sql = payload[1:]
+            self.after = self.after_query
         self.start(payload, st.route)
 
     def after_query(self, conn: BackendConn, t: ResponseTracker) -> None:
