@@ -423,3 +423,14 @@ def guarded(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted; all processes stopped", file=sys.stderr)
         return 130
+
+
+def write_outputs(
+    out: Path, name: str, report: dict[str, Any], plot: Callable[[dict[str, Any], Path], None]
+) -> None:
+    """`<name>.json` (every raw run and the settings) and the `<name>.png` chart under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{name}.json"
+    write_json(json_path, report)
+    plot(report, out / f"{name}.png")
+    print(f"\nwrote {json_path} and {out / f'{name}.png'}", file=sys.stderr)

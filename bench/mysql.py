@@ -64,7 +64,7 @@ from harness import (
     steelyard_argv,
     tool_version,
     wait_until,
-    write_json,
+    write_outputs,
 )
 
 SYSTEMS = ("direct", "haproxy", "steelyard")
@@ -697,14 +697,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, report: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "mysql.json"
-    write_json(json_path, report)
-    plot(report, out / "mysql.png")
-    print(f"\nwrote {json_path} and {out / 'mysql.png'}", file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(__doc__, "mysql", SYSTEMS, int, "seconds per measurement (sysbench --time)")
     return parse_bench_args(p, argv, SYSTEMS)
@@ -712,16 +704,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return guarded(lambda: report(args))
+    return guarded(lambda: run(args))
 
 
-def report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Measure, then print the tables and write the JSON and the chart."""
-    info, started, result = run_systems(
+    info, started, runs = run_systems(
         args.systems, check_tools, machine_info, start_systems,
         lambda bench: run_all(bench, args.duration, args.repeat),
     )  # fmt: skip
-    runs = result
     summary = summarize(runs)
     counts = tally(runs)
     goals = evaluate_goals(summary, counts)
@@ -749,7 +740,7 @@ def report(args: argparse.Namespace) -> int:
         "goals": goals,
         "runs": runs,
     }
-    write_outputs(args.out, report)
+    write_outputs(args.out, "mysql", report, plot)
     print()
     for tool in ("mariadbd", "sysbench"):
         print(info[tool])

@@ -63,7 +63,7 @@ from harness import (
     steelyard_argv,
     tool_version,
     wait_until,
-    write_json,
+    write_outputs,
 )
 
 SYSTEMS = ("direct", "twemproxy", "steelyard")
@@ -648,14 +648,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, report: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "redis.json"
-    write_json(json_path, report)
-    plot(report, out / "redis.png")
-    print(f"\nwrote {json_path} and {out / 'redis.png'}", file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = bench_parser(
         __doc__, "redis", SYSTEMS,
@@ -676,16 +668,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return guarded(lambda: report(args))
+    return guarded(lambda: run(args))
 
 
-def report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Measure, then print the tables and write the JSON and the chart."""
-    info, started, result = run_systems(
+    info, started, (runs, calibrations) = run_systems(
         args.systems, check_tools, machine_info, start_systems,
         lambda bench: run_all(bench, args.duration, args.requests, args.repeat),
     )  # fmt: skip
-    runs, calibrations = result
     summary = summarize(runs)
     goals = evaluate_goals(summary)
     report = {
@@ -711,7 +702,7 @@ def report(args: argparse.Namespace) -> int:
         "runs": runs,
         "calibrations": calibrations,
     }
-    write_outputs(args.out, report)
+    write_outputs(args.out, "redis", report, plot)
     print()
     for tool in ("redis_server", "nutcracker"):
         print(info[tool])

@@ -65,7 +65,7 @@ from harness import (
     steelyard_argv,
     tool_version,
     wait_until,
-    write_json,
+    write_outputs,
 )
 
 SYSTEMS = ("direct", "haproxy", "steelyard")
@@ -462,30 +462,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, report: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "tcp.json"
-    write_json(json_path, report)
-    plot(report, out / "tcp.png")
-    print(f"\nwrote {json_path} and {out / 'tcp.png'}", file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_bench_args(bench_parser(__doc__, "tcp", SYSTEMS), argv, SYSTEMS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return guarded(lambda: report(args))
+    return guarded(lambda: run(args))
 
 
-def report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Measure, then print the tables and write the JSON and the chart."""
-    info, started, result = run_systems(
+    info, started, runs = run_systems(
         args.systems, check_tools, machine_info, start_systems,
         lambda bench: run_all(bench, args.duration, args.repeat),
     )  # fmt: skip
-    runs = result
     summary = summarize(runs)
     costs = summarize_cost(runs)
     goals = evaluate_goals(summary)
@@ -504,7 +495,7 @@ def report(args: argparse.Namespace) -> int:
         "goals": goals,
         "runs": runs,
     }
-    write_outputs(args.out, report)
+    write_outputs(args.out, "tcp", report, plot)
     print()
     if "haproxy" in args.systems:
         print(f"{info['haproxy']} (nbthread 1, mode tcp, default options)")
