@@ -29,8 +29,10 @@ def backends() -> Iterator[Callable[..., Backend]]:
 def steelyard(tmp_path: Path) -> Iterator[Callable[..., Steelyard]]:
     started: list[Steelyard] = []
 
-    def start(config: dict[str, Any] | str, workdir: Path | None = None) -> Steelyard:
-        s = Steelyard(workdir or tmp_path, config)
+    def start(
+        config: dict[str, Any] | str, workdir: Path | None = None, prefix: list[str] | None = None
+    ) -> Steelyard:
+        s = Steelyard(workdir or tmp_path, config, prefix)
         started.append(s)
         return s
 

@@ -33,6 +33,7 @@ from steelyard.config.shared import (
     Timeout,
     parse_status_ranges,
 )
+from steelyard.config.vrrp_model import VrrpConfig
 from steelyard.core.backend import split_address
 from steelyard.core.balance import ALGORITHMS
 
@@ -223,6 +224,7 @@ class Config(Strict):
     http: list[HttpListenerConfig] = Field(default_factory=list)
     redis: RedisConfig | None = None
     mysql: MysqlConfig | None = None
+    vrrp: VrrpConfig | None = None
 
     def listeners(self) -> list[Any]:
         """Every listening section (tcp, http, redis proxies, mysql); each has a `listen`."""

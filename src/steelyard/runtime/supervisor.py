@@ -22,6 +22,7 @@ from steelyard.admin.api import pool_view, start_admin
 from steelyard.admin.metrics import HttpCollector, MetricsRegistry, MysqlCollector, PoolCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
+from steelyard.config.vrrp_model import VrrpConfig
 from steelyard.core.backend import (
     AdminState,
     Pool,
@@ -43,6 +44,7 @@ from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
+from steelyard.vrrp.instance import Instance
 
 TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
 # A worker that has not acknowledged a Redis cluster change by then is fenced (killed and
@@ -81,6 +83,7 @@ class Supervisor:
         self.slowstart = SlowStart()
         self.admin: Any = None
         self.redis: Dashboard | None = None
+        self.vrrp: list[Instance] = []  # the virtual routers running (started after workers)
         self.stopping = False
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
@@ -135,6 +138,8 @@ class Supervisor:
         self._ticker = self.loop.call_later(TICK, self._tick)
         if self.redis is not None:
             self.redis.start()
+        if cfg.vrrp is not None:
+            self._start_vrrp(cfg.vrrp)
         log(
             "ready",
             pid=os.getpid(),
@@ -143,6 +148,17 @@ class Supervisor:
             admin=cfg.admin.listen,
             restored=applied or None,
         )
+
+    def _start_vrrp(self, vrrp: VrrpConfig) -> None:
+        for inst_cfg in vrrp.instances:
+            inst = Instance(inst_cfg, self.loop)
+            try:
+                inst.start()
+            except OSError as exc:
+                log("vrrp_start_error", "error", instance=inst_cfg.name,
+                    interface=inst_cfg.interface, cause=str(exc))  # fmt: skip
+                continue
+            self.vrrp.append(inst)
 
     def _monitored(self) -> dict[str, tuple[Pool, Any]]:
         return {name: (pool, self.cfg.pools[name]) for name, pool in self.pools.items()}
@@ -162,6 +178,9 @@ class Supervisor:
             return
         self.stopping = True
         log("stopping", pid=os.getpid(), timeout=self.cfg.shutdown_timeout)
+        for inst in self.vrrp:  # resign first: a backup takes the addresses after its skew time
+            await inst.stop()
+        self.vrrp.clear()
         if self._ticker is not None:
             self._ticker.cancel()
         for w in self.workers.values():

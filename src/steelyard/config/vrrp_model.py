@@ -1,0 +1,93 @@
+"""The `vrrp:` part of the config contract: virtual routers that share virtual IPs between
+steelyard nodes (and keepalived), VRRPv3 over IPv4.
+
+```yaml
+vrrp:
+  instances:
+    - {name: web, interface: eth0, vrid: 51, priority: 150, advert_interval: 1s,
+       virtual_ips: [10.0.0.100/24], unicast_peers: [], preempt: true, notify: null}
+```
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
+
+from steelyard.config.shared import Duration, Name, Strict
+
+
+class GarpConfig(Strict):
+    count: int = Field(5, ge=1, le=100)  # gratuitous ARPs per VIP in a burst
+    interval: Duration = 0.01  # between two of one burst
+    repeat_after: Duration = 5.0  # a second burst this long after becoming master (0: none)
+
+
+class VrrpInstanceConfig(Strict):
+    name: Name
+    interface: str = Field(min_length=1, max_length=15)
+    vrid: int = Field(ge=1, le=255)
+    priority: int = Field(100, ge=1, le=255)  # 255: the owner of the addresses
+    advert_interval: Duration = 1.0
+    virtual_ips: list[str] = Field(min_length=1)  # CIDR, on `interface`
+    unicast_peers: list[str] = Field(default_factory=list)  # empty: multicast 224.0.0.18
+    preempt: bool = True
+    preempt_delay: Duration = 0.0
+    notify: str | None = None  # a program run with the instance's name and new state
+    checksum_as_v2: bool = False  # RFC 9568 / Cisco / Juniper; keepalived's default is False
+    garp: GarpConfig = Field(default_factory=GarpConfig)
+
+    @field_validator("advert_interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if not 0.01 <= v <= 40.95:
+            raise ValueError("advert_interval must be between 10ms and 40.95s (VRRPv3)")
+        return v
+
+    @field_validator("virtual_ips")
+    @classmethod
+    def _vips(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IPv4 address or CIDR") from None
+            if iface.version != 4:
+                raise ValueError(f"{cidr!r}: only IPv4 virtual IPs are supported")
+        return v
+
+    @field_validator("unicast_peers")
+    @classmethod
+    def _peers(cls, v: list[str]) -> list[str]:
+        for peer in v:
+            try:
+                ipaddress.IPv4Address(peer)
+            except ValueError:
+                raise ValueError(f"{peer!r} is not an IPv4 address") from None
+        return v
+
+    @property
+    def interval_cs(self) -> int:
+        return max(1, round(self.advert_interval * 100))
+
+    def addresses(self) -> list[str]:
+        """The virtual IPs without their prefix length (what adverts carry)."""
+        return [cidr.split("/")[0] for cidr in self.virtual_ips]
+
+
+class VrrpConfig(Strict):
+    instances: list[VrrpInstanceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> VrrpConfig:
+        names: set[str] = set()
+        routers: set[tuple[str, int]] = set()
+        for inst in self.instances:
+            if inst.name in names:
+                raise ValueError(f"instance name {inst.name!r} is used twice")
+            if (inst.interface, inst.vrid) in routers:
+                raise ValueError(f"vrid {inst.vrid} is used twice on {inst.interface}")
+            names.add(inst.name)
+            routers.add((inst.interface, inst.vrid))
+        return self

@@ -1,0 +1,176 @@
+"""One VRRP instance at run time: the state machine (machine.py) driven by the event loop's
+clock and the wire (io.py), its actions carried out on the interface (netif.py): adverts sent,
+virtual IPs added with gratuitous ARP bursts on becoming MASTER and removed on leaving it, the
+`notify` program run on every transition. Runs in the supervisor, which owns decisions
+(DESIGN.md, "Process model").
+
+Dropped adverts are counted by reason and logged at most once per source and reason a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from steelyard.config.vrrp_model import VrrpInstanceConfig
+from steelyard.log import log
+from steelyard.vrrp import netif
+from steelyard.vrrp.io import VrrpSocket
+from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
+from steelyard.vrrp.packet import MULTICAST_V4, Advert, build
+
+LOG_EVERY = 60.0  # seconds between two logs of one drop reason from one source
+
+
+class Instance:
+    def __init__(self, cfg: VrrpInstanceConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.address = "0.0.0.0"
+        self.machine = Machine(Settings(cfg.vrid, cfg.priority, cfg.interval_cs))
+        self.sock: VrrpSocket | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.garp_timers: list[asyncio.TimerHandle] = []
+        self.dropped: Counter[str] = Counter()
+        self.sent = self.received = self.send_errors = 0
+        self._logged: dict[tuple[str, str], float] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # life -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the socket and start as BACKUP (or MASTER for the owner). Raises OSError when
+        the interface or the privileges are missing."""
+        cfg = self.cfg
+        ifindex = netif.index(cfg.interface)
+        self.address = netif.primary_address(cfg.interface)
+        self.machine.settings.address = self.address
+        self.sock = VrrpSocket(cfg.interface, ifindex, self._advert, self._drop, self.loop)
+        # a leftover VIP from a crash must not answer for a master elsewhere
+        netif.remove_addresses(cfg.interface, cfg.virtual_ips)
+        self._apply(self.machine.start(self.loop.time()))
+
+    async def stop(self) -> None:
+        """Resign (a priority-0 advert when MASTER, the VIPs removed) and close."""
+        self._apply(self.machine.stop(self.loop.time()))
+        for t in (self.timer, *self.garp_timers):
+            if t is not None:
+                t.cancel()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # inputs -----------------------------------------------------------------------------------
+
+    def _advert(self, ad: Advert, src: str, dst: str) -> None:
+        if ad.vrid != self.cfg.vrid:
+            self._drop("vrid", src)
+            return
+        if src == self.address:
+            return  # our own, looped back by a unicast peer list that names us
+        self.received += 1
+        self._apply(self.machine.on_advert(ad, src, self.loop.time()))
+
+    def _drop(self, reason: str, src: str) -> None:
+        self.dropped[reason] += 1
+        now = time.monotonic()
+        if now - self._logged.get((src, reason), -LOG_EVERY) >= LOG_EVERY:
+            self._logged[(src, reason)] = now
+            log("vrrp_advert_dropped", "warn", instance=self.cfg.name, source=src, reason=reason,
+                count=self.dropped[reason])  # fmt: skip
+
+    def _tick(self) -> None:
+        self.timer = None
+        self._apply(self.machine.on_timer(self.loop.time()))
+
+    # actions ----------------------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.priority)
+            elif isinstance(action, Became):
+                self._became(action)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        deadline = self.machine.deadline
+        if deadline is not None:
+            self.timer = self.loop.call_at(deadline, self._tick)
+
+    def _send(self, priority: int) -> None:
+        if self.sock is None:
+            return
+        cfg = self.cfg
+        ad = Advert(cfg.vrid, priority, cfg.interval_cs, tuple(cfg.addresses()),
+                    checksum_as_v2=cfg.checksum_as_v2)  # fmt: skip
+        for dst in cfg.unicast_peers or [MULTICAST_V4]:
+            error = self.sock.send(build(ad, self.address, dst), dst)
+            if error is None:
+                self.sent += 1
+            else:
+                self.send_errors += 1
+                self._drop(f"send: {error.strerror or error}", dst)
+
+    def _became(self, change: Became) -> None:
+        cfg = self.cfg
+        log("vrrp_state", "warn" if change.new is State.FAULT else "info", instance=cfg.name,
+            old=change.old.value, new=change.new.value, reason=change.reason,
+            priority=self.machine.priority)  # fmt: skip
+        if change.new is State.MASTER:
+            netif.add_addresses(cfg.interface, cfg.virtual_ips)
+            self._garp_burst()
+            if cfg.garp.repeat_after > 0:
+                self.garp_timers.append(
+                    self.loop.call_later(cfg.garp.repeat_after, self._garp_burst)
+                )
+        elif change.old is State.MASTER:
+            for t in self.garp_timers:
+                t.cancel()
+            self.garp_timers.clear()
+            netif.remove_addresses(cfg.interface, cfg.virtual_ips)
+        if cfg.notify:
+            task = self.loop.create_task(self._notify(change.new))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _garp_burst(self) -> None:
+        if self.machine.state is not State.MASTER:
+            return
+        cfg = self.cfg
+        for i in range(cfg.garp.count):
+            self.garp_timers.append(self.loop.call_later(i * cfg.garp.interval, self._garp))
+
+    def _garp(self) -> None:
+        if self.machine.state is State.MASTER:
+            try:
+                netif.send_garp(self.cfg.interface, self.cfg.addresses())
+            except OSError as exc:
+                self._drop(f"garp: {exc.strerror or exc}", self.cfg.interface)
+
+    async def _notify(self, state: State) -> None:
+        """`notify NAME STATE`, as keepalived's notify script (its exit status logged)."""
+        assert self.cfg.notify is not None
+        try:
+            proc = await asyncio.create_subprocess_exec(self.cfg.notify, self.cfg.name, state.value)
+            code = await proc.wait()
+        except OSError as exc:
+            log("vrrp_notify_failed", "error", instance=self.cfg.name, cause=str(exc))
+            return
+        if code != 0:
+            log("vrrp_notify_failed", "warn", instance=self.cfg.name, state=state.value, code=code)
+
+    # reading ----------------------------------------------------------------------------------
+
+    def view(self) -> dict[str, object]:
+        m = self.machine
+        return {
+            "name": self.cfg.name, "interface": self.cfg.interface, "vrid": self.cfg.vrid,
+            "state": m.state.value, "priority": m.priority, "address": self.address,
+            "master": m.master, "virtual_ips": self.cfg.virtual_ips, "sent": self.sent,
+            "received": self.received, "send_errors": self.send_errors,
+            "dropped": dict(self.dropped),
+        }  # fmt: skip

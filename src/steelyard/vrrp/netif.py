@@ -1,0 +1,97 @@
+"""What a VRRP instance does to its interface: read its index, MAC and primary address, add and
+remove the virtual IPs (netlink, through pyroute2), and announce them with gratuitous ARP
+(a raw Ethernet frame per address, as keepalived sends them)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import socket
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+SIOCGIFADDR = 0x8915
+SIOCGIFHWADDR = 0x8927
+ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
+
+
+def _ioctl(interface: str, request: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return fcntl.ioctl(s.fileno(), request, struct.pack("256s", interface.encode()[:15]))
+
+
+def index(interface: str) -> int:
+    return socket.if_nametoindex(interface)
+
+
+def mac(interface: str) -> bytes:
+    return _ioctl(interface, SIOCGIFHWADDR)[18:24]
+
+
+def primary_address(interface: str) -> str:
+    """The interface's first IPv4 address (the source of adverts and the VRRP tie-break)."""
+    return socket.inet_ntoa(_ioctl(interface, SIOCGIFADDR)[20:24])
+
+
+def _in_thread(fn: Callable[[], None]) -> None:
+    """pyroute2 runs its own asyncio loop, and uvloop has no netlink datagram endpoints: its
+    calls go to a thread of their own (a few milliseconds, on state changes only)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(fn).result()
+
+
+def add_addresses(interface: str, cidrs: list[str]) -> None:
+    """Add the virtual IPs (already present: fine)."""
+    _in_thread(lambda: _add(interface, cidrs))
+
+
+def remove_addresses(interface: str, cidrs: list[str]) -> None:
+    """Remove the virtual IPs (already gone: fine)."""
+    _in_thread(lambda: _remove(interface, cidrs))
+
+
+def _add(interface: str, cidrs: list[str]) -> None:
+    with IPRoute() as ipr:
+        for cidr in cidrs:
+            iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
+            try:
+                ipr.addr("add", index=index(interface), address=str(iface.ip),
+                         prefixlen=iface.network.prefixlen)  # fmt: skip
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+
+
+def _remove(interface: str, cidrs: list[str]) -> None:
+    with IPRoute() as ipr:
+        for cidr in cidrs:
+            iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
+            try:
+                ipr.addr("del", index=index(interface), address=str(iface.ip),
+                         prefixlen=iface.network.prefixlen)  # fmt: skip
+            except NetlinkError as exc:
+                if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                    raise
+
+
+def garp_frame(source_mac: bytes, address: str) -> bytes:
+    """A gratuitous ARP request for `address`: sender and target IP both the address."""
+    ip = socket.inet_aton(address)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + source_mac + ip + b"\0" * 6 + ip
+    return BROADCAST + source_mac + ETH_P_ARP.to_bytes(2, "big") + arp
+
+
+def send_garp(interface: str, addresses: list[str]) -> int:
+    """One gratuitous ARP per address; the number sent."""
+    src = mac(interface)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
+        s.bind((interface, ETH_P_ARP))
+        for address in addresses:
+            s.send(garp_frame(src, address))
+    return len(addresses)

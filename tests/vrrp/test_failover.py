@@ -1,0 +1,153 @@
+"""Two steelyard nodes sharing a virtual IP in a lab of network namespaces (a client, two LB
+nodes, a bridge): the master holds the VIP; killed with SIGKILL, the backup takes it within
+3 x interval + skew + 100 ms and the client reaches the VIP again; stopped gracefully, the
+backup takes over within its skew time + 100 ms, and the first node preempts back when it
+returns; after a partition heals there is exactly one master."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fixtures.netns import Lab, lab_skip_reason
+from fixtures.procs import free_port, wait_for
+from steelyard.vrrp.machine import master_down, skew
+
+SKIP = lab_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+VIP = "10.0.0.100"
+INTERVAL = 0.2  # seconds between adverts: short, so the test is
+PRIORITIES = {"lb1": 150, "lb2": 100}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path)
+    yield lab
+    lab.close()
+
+
+def node_config(tmp_path, name: str) -> dict:
+    return {
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "store": {"kind": "embedded", "path": str(tmp_path / name / "store")},
+        "vrrp": {"instances": [{
+            "name": "web", "interface": "eth0", "vrid": 51, "priority": PRIORITIES[name],
+            "advert_interval": f"{int(INTERVAL * 1000)}ms", "virtual_ips": [f"{VIP}/24"],
+            "garp": {"count": 3, "interval": "10ms", "repeat_after": "0s"},
+        }]},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def nodes(lab, tmp_path, steelyard):
+    client = lab.host("client", "10.0.0.10/24")
+    hosts = {name: lab.host(name, f"10.0.0.{i + 1}/24") for i, name in enumerate(PRIORITIES)}
+
+    def start(name: str):
+        workdir = tmp_path / name
+        workdir.mkdir(exist_ok=True)
+        return steelyard(node_config(tmp_path, name), workdir, hosts[name].argv())
+
+    servers = [serve_name(h) for h in hosts.values()]
+    procs = {name: start(name) for name in PRIORITIES}
+    yield client, hosts, procs, start
+    for server in servers:
+        server.kill()
+        server.wait()
+
+
+def holds_vip(host) -> bool:
+    return f"{VIP}/24" in host.addresses()
+
+
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(sys.argv[1].encode())
+    c.close()
+"""
+CLIENT = """
+import socket, sys
+try:
+    print(socket.create_connection((sys.argv[1], 7000), timeout=0.5).recv(16).decode())
+except OSError:
+    print("-")
+"""
+
+
+def serve_name(host) -> subprocess.Popen:
+    """A TCP service on the node answering its name: who holds the VIP answers the client."""
+    proc = subprocess.Popen(host.argv(sys.executable, "-c", SERVER, host.name),
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def answer(client) -> str:
+    """The name of the node that answers on the VIP ("-" when none does)."""
+    return client.run(sys.executable, "-c", CLIENT, VIP).stdout.strip()
+
+
+def takeover_time(host, since: float, limit: float) -> float:
+    """Seconds from `since` until `host` holds the VIP (polled every few ms)."""
+    while time.monotonic() - since < limit:
+        if holds_vip(host):
+            return time.monotonic() - since
+        time.sleep(0.005)
+    raise AssertionError(f"{host.name} did not take the VIP within {limit}s")
+
+
+def test_sigkill_of_the_master_and_a_graceful_stop(nodes):
+    client, hosts, procs, start = nodes
+    lb1, lb2 = hosts["lb1"], hosts["lb2"]
+    wait_for(lambda: holds_vip(lb1), what="lb1 (priority 150) holding the VIP")
+    procs["lb1"].wait_log(r"event=vrrp_state .*new=MASTER", what="lb1 master")
+    assert not holds_vip(lb2)
+    assert wait_for(lambda: answer(client) == "lb1", what="the client reaching lb1 on the VIP")
+
+    # SIGKILL: no resignation; the backup waits Master_Down_Interval
+    killed = time.monotonic()
+    procs["lb1"].proc.send_signal(signal.SIGKILL)
+    limit = master_down(PRIORITIES["lb2"], int(INTERVAL * 100)) + 0.1
+    took = takeover_time(lb2, killed, limit + 2.0)
+    assert took <= limit, f"takeover took {took:.3f}s, more than {limit:.3f}s"
+    # the dead node's kernel still has the VIP: the client follows the backup's GARP
+    lb1.ip("addr", "del", f"{VIP}/24", "dev", "eth0")  # as the node's reboot would
+    assert wait_for(lambda: answer(client) == "lb2", what="the client reaching lb2 on the VIP")
+
+    # lb1 returns and preempts (higher priority); then stops gracefully: lb2 takes over at once
+    procs["lb1"] = start("lb1")
+    wait_for(lambda: holds_vip(lb1) and not holds_vip(lb2), what="lb1 preempting back")
+    stopped = time.monotonic()
+    procs["lb1"].proc.send_signal(signal.SIGTERM)
+    limit = skew(PRIORITIES["lb2"], int(INTERVAL * 100)) + 0.1
+    took = takeover_time(lb2, stopped, limit + 2.0)
+    assert took <= limit, f"takeover after a graceful stop took {took:.3f}s (> {limit:.3f}s)"
+    procs["lb1"].proc.wait(10)
+    assert not holds_vip(lb1)  # it resigned and removed the address
+
+
+def test_a_healed_partition_leaves_exactly_one_master(nodes, lab):
+    client, hosts, _, _ = nodes
+    lb1, lb2 = hosts["lb1"], hosts["lb2"]
+    wait_for(lambda: holds_vip(lb1), what="lb1 holding the VIP")
+    lab.cut(lb1)  # lb2 no longer hears lb1: both become master
+    wait_for(lambda: holds_vip(lb2), what="lb2 master during the partition")
+    assert holds_vip(lb1)
+    lab.heal(lb1)
+    wait_for(lambda: holds_vip(lb1) != holds_vip(lb2), what="one master after the partition")
+    time.sleep(INTERVAL * 5)  # several advert rounds: it stays that way
+    assert [holds_vip(lb1), holds_vip(lb2)] == [True, False]
+    assert wait_for(lambda: answer(client) == "lb1", what="the client reaching lb1 again")
