@@ -1,0 +1,69 @@
+"""Malformed or foreign VRRP packets sent to a steelyard node from another host of the lab: a
+TTL other than 255, a bad checksum, a short packet, version 4, another VRID. Each is dropped,
+counted and logged once per source and reason a minute, and the node keeps its role."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from fixtures.netns import Lab, assert_for, lab_skip_reason
+from fixtures.procs import free_port, wait_for
+from steelyard.vrrp.packet import Advert, build
+
+SKIP = lab_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+VIP = "10.0.0.100"
+SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, int(sys.argv[1]))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.0.0.9"))
+for _ in range(int(sys.argv[3])):
+    s.sendto(bytes.fromhex(sys.argv[2]), ("224.0.0.18", 0))
+"""
+
+
+def test_bad_adverts_are_dropped_counted_and_logged_once(tmp_path, steelyard):
+    lab = Lab(tmp_path)
+    try:
+        node = lab.host("lb1", "10.0.0.1/24")
+        intruder = lab.host("x", "10.0.0.9/24")
+        cfg = {
+            "admin": {"listen": f"127.0.0.1:{free_port()}"},
+            "store": {"kind": "embedded", "path": str(tmp_path / "store")},
+            "vrrp": {"instances": [{
+                "name": "web", "interface": "eth0", "vrid": 51, "priority": 150,
+                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
+            }]},
+        }  # fmt: skip
+        sy = steelyard(cfg, tmp_path, node.argv())
+        wait_for(lambda: f"{VIP}/24" in node.addresses(), what="the node master")
+
+        def send(payload: bytes, ttl: int = 255, count: int = 3) -> None:
+            out = intruder.run(sys.executable, "-c", SENDER, str(ttl), payload.hex(), str(count))
+            assert out.returncode == 0, out.stderr
+
+        # a higher priority in each: taken seriously, any of them would demote the node
+        good = build(Advert(51, 254, 20, (VIP,)), "10.0.0.9", "224.0.0.18")
+        cases = {
+            "ttl": (good, 64),
+            "checksum": (good[:6] + bytes((good[6] ^ 1, good[7])) + good[8:], 255),
+            "length": (good[:6], 255),
+            "version": (bytes((0x41,)) + good[1:], 255),
+            "vrid": (build(Advert(52, 254, 20, (VIP,)), "10.0.0.9", "224.0.0.18"), 255),
+        }
+        for reason, (payload, ttl) in cases.items():
+            send(payload, ttl)
+            sy.wait_log(rf"event=vrrp_advert_dropped .*source=10\.0\.0\.9 reason={reason} ",
+                        what=f"the {reason} drop logged")  # fmt: skip
+        # three of each were sent: logged once per source and reason
+        for reason in cases:
+            assert sy.count_log(rf"event=vrrp_advert_dropped .*reason={reason} ") == 1
+        # and the node is still master
+        assert_for(lambda: f"{VIP}/24" in node.addresses(), seconds=1.0)
+        assert "new=BACKUP" not in sy.log().split("new=MASTER", 1)[1]
+    finally:
+        lab.close()
