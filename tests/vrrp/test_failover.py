@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
 from fixtures.procs import free_port, wait_for
@@ -150,3 +151,26 @@ def test_a_healed_partition_leaves_exactly_one_master(nodes, lab):
     wait_for(lambda: holds_vip(lb1) != holds_vip(lb2), what="one master after the partition")
     assert_for(lambda: holds_vip(lb1) and not holds_vip(lb2), seconds=INTERVAL * 10)
     assert wait_for(lambda: answer(client) == "lb1", what="the client reaching lb1 again")
+
+
+def test_missing_privileges_and_interfaces_are_named(lab, tmp_path):
+    """Without CAP_NET_RAW the node refuses to start, saying so; an interface the host lacks
+    is refused by `steelyard check`."""
+    host = lab.host("lb1", "10.0.0.1/24")
+    cfg_path = tmp_path / "lb1.yaml"
+    cfg_path.write_text(yaml.safe_dump(node_config(tmp_path, "lb1")))
+    run = [sys.executable, "-m", "steelyard.cli", "run", "-c", str(cfg_path)]
+    dropped = ["setpriv", "--inh-caps=-net_raw,-net_admin", "--bounding-set=-net_raw,-net_admin"]
+    out = host.run(*dropped, *run, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "event=vrrp_start_error" in out.stderr and "missing=" in out.stderr, out.stderr
+    assert "CAP_NET_RAW" in out.stderr
+    assert f"{VIP}/24" not in host.addresses()
+    bad = node_config(tmp_path, "lb1")
+    bad["vrrp"]["instances"][0]["interface"] = "nosuch0"
+    cfg_path.write_text(yaml.safe_dump(bad))
+    check = host.run(sys.executable, "-m", "steelyard.cli", "check", "-c", str(cfg_path))
+    assert check.returncode != 0
+    assert "vrrp.instances[0].interface: no interface 'nosuch0' on this host" in (
+        check.stdout + check.stderr
+    )

@@ -21,6 +21,7 @@ import difflib
 import itertools
 import os
 import re
+import socket
 import types
 import typing
 from collections.abc import Iterable
@@ -160,7 +161,7 @@ def _check(text: str) -> tuple[Config | None, list[ConfigIssue]]:
         issues += [_pydantic_issue(err, walker) for err in e.errors(include_url=False)]
         problems = _salvaged_cross_check(data)
     else:
-        problems = cross_check(cfg) + _file_checks(cfg)
+        problems = cross_check(cfg) + _host_checks(cfg)
     for loc, message in problems:
         issues.append(ConfigIssue(walker.format(loc), _line(loc, lines), message))
     return cfg, issues
@@ -555,8 +556,9 @@ def _salvaged_cross_check(data: dict[Any, Any]) -> list[tuple[Loc, str]]:
     ]
 
 
-def _file_checks(cfg: Config) -> list[tuple[Loc, str]]:
-    """Files the config names that must load (certificates), as `nginx -t` checks them."""
+def _host_checks(cfg: Config) -> list[tuple[Loc, str]]:
+    """What the config names on this host: files that must load (certificates, as `nginx -t`
+    checks them) and network interfaces that must exist (VRRP)."""
     from steelyard.core.tls import check_files
 
     problems: list[tuple[Loc, str]] = []
@@ -568,6 +570,15 @@ def _file_checks(cfg: Config) -> list[tuple[Loc, str]]:
         if mysql_listener.tls is not None:
             for j, message in check_files(mysql_listener.tls):
                 problems.append((("mysql", "listeners", i, "tls", "certs", j), message))
+    for i, inst in enumerate(cfg.vrrp.instances if cfg.vrrp else []):
+        try:
+            socket.if_nametoindex(inst.interface)
+        except OSError:
+            problems.append((
+                ("vrrp", "instances", i, "interface"),
+                f"no interface {inst.interface!r} on this host: its virtual IPs "
+                f"{', '.join(inst.virtual_ips)} would have nowhere to go",
+            ))  # fmt: skip
     return problems
 
 

@@ -138,8 +138,9 @@ class Supervisor:
         self._ticker = self.loop.call_later(TICK, self._tick)
         if self.redis is not None:
             self.redis.start()
-        if cfg.vrrp is not None:
-            self._start_vrrp(cfg.vrrp)
+        if cfg.vrrp is not None and not self._start_vrrp(cfg.vrrp):
+            await self.stop()
+            raise SystemExit(1)
         log(
             "ready",
             pid=os.getpid(),
@@ -149,16 +150,24 @@ class Supervisor:
             restored=applied or None,
         )
 
-    def _start_vrrp(self, vrrp: VrrpConfig) -> None:
+    def _start_vrrp(self, vrrp: VrrpConfig) -> bool:
+        """Start every instance; False (each failure logged, naming what is missing) when one
+        cannot run: a node that cannot take part in VRRP must not pretend it does."""
         for inst_cfg in vrrp.instances:
             inst = Instance(inst_cfg, self.loop)
             try:
                 inst.start()
+            except PermissionError as exc:
+                log("vrrp_start_error", "error", instance=inst_cfg.name,
+                    missing="CAP_NET_RAW and CAP_NET_ADMIN (run as root, or grant them)",
+                    cause=str(exc))  # fmt: skip
+                return False
             except OSError as exc:
                 log("vrrp_start_error", "error", instance=inst_cfg.name,
                     interface=inst_cfg.interface, cause=str(exc))  # fmt: skip
-                continue
+                return False
             self.vrrp.append(inst)
+        return True
 
     def _monitored(self) -> dict[str, tuple[Pool, Any]]:
         return {name: (pool, self.cfg.pools[name]) for name, pool in self.pools.items()}
