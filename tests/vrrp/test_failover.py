@@ -174,3 +174,40 @@ def test_missing_privileges_and_interfaces_are_named(lab, tmp_path):
     assert "vrrp.instances[0].interface: no interface 'nosuch0' on this host" in (
         check.stdout + check.stderr
     )
+
+
+def test_unicast_peers_and_notify(lab, tmp_path, steelyard):
+    """Unicast adverts reach the peers named and no one else, and adverts from a host that is
+    not a peer are dropped: lb1 and lb2 are a unicast pair; lb3 sends its adverts (priority
+    120) to lb2 only, which ignores them, and hears nobody itself. `notify` runs on every
+    transition."""
+    hosts = {
+        name: lab.host(name, f"10.0.0.{i + 1}/24") for i, name in enumerate(("lb1", "lb2", "lb3"))
+    }
+    script = tmp_path / "notify.sh"
+    script.write_text('#!/bin/sh\necho "$1 $2" >> "$(dirname "$0")/notify-$(hostname)-$1.log"\n')
+    script.chmod(0o755)
+    peers = {"lb1": ["10.0.0.2"], "lb2": ["10.0.0.1"], "lb3": ["10.0.0.2"]}
+    procs = {}
+    for name, priority in (("lb1", 150), ("lb2", 100), ("lb3", 120)):
+        cfg = node_config(tmp_path, "lb1")
+        inst = cfg["vrrp"]["instances"][0]
+        inst.update(priority=priority, unicast_peers=peers[name], name=f"web-{name}")
+        if name == "lb1":
+            inst["notify"] = str(script)
+        workdir = tmp_path / name
+        workdir.mkdir()
+        cfg["store"]["path"] = str(workdir / "store")
+        procs[name] = steelyard(cfg, workdir, hosts[name].argv())
+    wait_for(lambda: holds_vip(hosts["lb1"]), what="lb1 master")
+    # lb2 hears lb1's unicast adverts; lb3 hears nobody: master too
+    wait_for(lambda: holds_vip(hosts["lb3"]), what="lb3 master on its own")
+    assert_for(lambda: not holds_vip(hosts["lb2"]), seconds=4 * INTERVAL * 3)
+    procs["lb2"].wait_log(r"event=vrrp_advert_dropped .*source=10\.0\.0\.3 reason=peer ",
+                          what="lb3's adverts ignored by lb2: not its peer")  # fmt: skip
+    notified = next(tmp_path.glob("notify-*-web-lb1.log"))
+    assert notified.read_text().splitlines() == ["web-lb1 BACKUP", "web-lb1 MASTER"]
+    procs["lb1"].stop()
+    wait_for(lambda: holds_vip(hosts["lb2"]), what="lb2 taking over over unicast")
+    wait_for(lambda: notified.read_text().splitlines()[-1] == "web-lb1 INIT",
+             what="notify of the stop")  # fmt: skip

@@ -46,7 +46,8 @@ class Instance:
         ifindex = netif.index(cfg.interface)
         self.address = netif.primary_address(cfg.interface)
         self.machine.settings.address = self.address
-        self.sock = VrrpSocket(cfg.interface, ifindex, self._advert, self._drop, self.loop)
+        self.sock = VrrpSocket(cfg.interface, ifindex, self._advert, self._drop, self.loop,
+                               multicast=not cfg.unicast_peers)  # fmt: skip
         # a leftover VIP from a crash must not answer for a master elsewhere
         netif.remove_addresses(cfg.interface, cfg.virtual_ips)
         self._apply(self.machine.start(self.loop.time()))
@@ -71,6 +72,9 @@ class Instance:
             return
         if src == self.address:
             return  # our own, looped back by a unicast peer list that names us
+        if self.cfg.unicast_peers and src not in self.cfg.unicast_peers:
+            self._drop("peer", src)  # unicast: only the peers named speak for this router
+            return
         self.received += 1
         self._apply(self.machine.on_advert(ad, src, self.loop.time()))
 

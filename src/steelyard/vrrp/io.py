@@ -24,8 +24,9 @@ OnDrop = Callable[[str, str], None]  # reason, source
 class VrrpSocket:
     def __init__(
         self, interface: str, ifindex: int, on_advert: OnAdvert, on_drop: OnDrop,
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop, multicast: bool = True,
     ) -> None:  # fmt: skip
+        """`multicast`: join 224.0.0.18 (unicast instances do not listen to the group)."""
         self.on_advert = on_advert
         self.on_drop = on_drop
         self.loop = loop
@@ -36,8 +37,9 @@ class VrrpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             mreqn = struct.pack("4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), ifindex)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            if multicast:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
             s.setblocking(False)
         except OSError:
             s.close()
