@@ -24,6 +24,29 @@ class GarpConfig(Strict):
     repeat_after: Duration = 5.0  # a second burst this long after becoming master (0: none)
 
 
+class TrackInterface(Strict):
+    name: str = Field(min_length=1, max_length=15)
+    # 0: the instance goes to FAULT while the interface is down; else its priority moves by
+    # the weight (added while up when positive, while down when negative), as keepalived's
+    weight: int = Field(0, ge=-253, le=253)
+
+
+class TrackScript(Strict):
+    name: Name
+    command: list[str] = Field(min_length=1)  # exit 0: up
+    interval: Duration = 1.0
+    timeout: Duration = 1.0
+    weight: int = Field(0, ge=-253, le=253)
+    rise: int = Field(1, ge=1)
+    fall: int = Field(1, ge=1)
+
+
+class TrackConfig(Strict):
+    interfaces: list[TrackInterface] = Field(default_factory=list)
+    scripts: list[TrackScript] = Field(default_factory=list)
+    interval: Duration = 1.0  # how often interfaces are looked at
+
+
 class VrrpInstanceConfig(Strict):
     name: Name
     interface: str = Field(min_length=1, max_length=15)
@@ -37,6 +60,7 @@ class VrrpInstanceConfig(Strict):
     notify: str | None = None  # a program run with the instance's name and new state
     checksum_as_v2: bool = False  # RFC 9568 / Cisco / Juniper; keepalived's default is False
     garp: GarpConfig = Field(default_factory=GarpConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
     @field_validator("advert_interval")
     @classmethod

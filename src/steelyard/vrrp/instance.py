@@ -19,6 +19,7 @@ from steelyard.vrrp import netif
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
 from steelyard.vrrp.packet import MULTICAST_V4, Advert, build
+from steelyard.vrrp.track import Tracker
 
 LOG_EVERY = 60.0  # seconds between two logs of one drop reason from one source
 
@@ -50,10 +51,36 @@ class Instance:
                                multicast=not cfg.unicast_peers)  # fmt: skip
         # a leftover VIP from a crash must not answer for a master elsewhere
         netif.remove_addresses(cfg.interface, cfg.virtual_ips)
-        self._apply(self.machine.start(self.loop.time()))
+        self.tracker = Tracker(cfg.track, cfg.name, self._tracked)
+        faults, change = self.tracker.verdict()
+        self.tracker.last = (frozenset(faults), change)
+        now = self.loop.time()
+        for what in faults:
+            self.machine.fault(what, now)
+        if change:
+            self.machine.set_priority(cfg.priority + change, now)
+        self._apply(self.machine.start(now))
+        self.tracker.start(self.loop)
+
+    tracker: Tracker | None = None
+
+    def _tracked(self, faults: set[str], change: int) -> None:
+        """Tracked objects changed: faults entered or left, the priority moved."""
+        now = self.loop.time()
+        m = self.machine
+        actions: list[Action] = []
+        for what in faults - m.faults:
+            actions += m.fault(what, now)
+        for what in m.faults - faults:
+            actions += m.recover(what, now)
+        if m.priority != max(1, min(254, self.cfg.priority + change)):
+            actions += m.set_priority(self.cfg.priority + change, now)
+        self._apply(actions)
 
     async def stop(self) -> None:
         """Resign (a priority-0 advert when MASTER, the VIPs removed) and close."""
+        if self.tracker is not None:
+            await self.tracker.stop()
         self._apply(self.machine.stop(self.loop.time()))
         for t in (self.timer, *self.garp_timers):
             if t is not None:

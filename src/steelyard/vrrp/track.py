@@ -1,0 +1,144 @@
+"""What an instance tracks: interfaces (their operational state) and scripts (their exit
+status, with rise/fall), each either forcing FAULT while down (weight 0) or moving the priority
+by its weight, as keepalived's `track_interface` and `track_script` do.
+
+`Tracker.verdict()` is the pure part: from the current states, the faults and the priority
+change. `run()` polls them on the event loop and calls back when the verdict changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from steelyard.config.vrrp_model import TrackConfig, TrackScript
+from steelyard.log import log
+
+OnChange = Callable[[set[str], int], None]  # faults, priority change
+
+
+def interface_up(name: str) -> bool:
+    """Administratively up and not reported down (dummy and tun devices say "unknown")."""
+    base = Path("/sys/class/net") / name
+    try:
+        flags = int((base / "flags").read_text(), 16)
+        state = (base / "operstate").read_text().strip()
+    except (OSError, ValueError):
+        return False  # gone
+    return bool(flags & 0x1) and state in ("up", "unknown")
+
+
+def effect(weight: int, up: bool) -> tuple[bool, int]:
+    """(forces FAULT, priority change) of one tracked object."""
+    if weight == 0:
+        return (not up, 0)
+    if weight > 0:
+        return (False, weight if up else 0)
+    return (False, weight if not up else 0)
+
+
+class ScriptState:
+    def __init__(self, cfg: TrackScript) -> None:
+        self.cfg = cfg
+        self.up = True  # until the first runs say otherwise (fall failures in a row)
+        self.ok_streak = 0
+        self.fail_streak = 0
+
+    def result(self, ok: bool) -> None:
+        if ok:
+            self.ok_streak += 1
+            self.fail_streak = 0
+            if not self.up and self.ok_streak >= self.cfg.rise:
+                self.up = True
+        else:
+            self.fail_streak += 1
+            self.ok_streak = 0
+            if self.up and self.fail_streak >= self.cfg.fall:
+                self.up = False
+
+
+class Tracker:
+    def __init__(self, cfg: TrackConfig, instance: str, on_change: OnChange) -> None:
+        self.cfg = cfg
+        self.instance = instance
+        self.on_change = on_change
+        self.interfaces = {i.name: interface_up(i.name) for i in cfg.interfaces}
+        self.scripts = {s.name: ScriptState(s) for s in cfg.scripts}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.last: tuple[frozenset[str], int] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.cfg.interfaces and not self.cfg.scripts
+
+    def verdict(self) -> tuple[set[str], int]:
+        faults: set[str] = set()
+        change = 0
+        for i in self.cfg.interfaces:
+            fault, delta = effect(i.weight, self.interfaces[i.name])
+            if fault:
+                faults.add(f"interface {i.name}")
+            change += delta
+        for s in self.cfg.scripts:
+            fault, delta = effect(s.weight, self.scripts[s.name].up)
+            if fault:
+                faults.add(f"script {s.name}")
+            change += delta
+        return faults, change
+
+    def changed(self) -> None:
+        faults, change = self.verdict()
+        key = (frozenset(faults), change)
+        if key != self.last:
+            self.last = key
+            self.on_change(faults, change)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.cfg.interfaces:
+            self.tasks.append(loop.create_task(self._interfaces()))
+        for state in self.scripts.values():
+            self.tasks.append(loop.create_task(self._script(state)))
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _interfaces(self) -> None:
+        while True:
+            for name in self.interfaces:
+                up = interface_up(name)
+                if up != self.interfaces[name]:
+                    log("vrrp_track", instance=self.instance, interface=name,
+                        up=up)  # fmt: skip
+                    self.interfaces[name] = up
+            self.changed()
+            await asyncio.sleep(self.cfg.interval)
+
+    async def _script(self, state: ScriptState) -> None:
+        cfg = state.cfg
+        while True:
+            ok = await run_script(cfg.command, cfg.timeout)
+            was = state.up
+            state.result(ok)
+            if state.up != was:
+                log("vrrp_track", instance=self.instance, script=cfg.name, up=state.up)
+            self.changed()
+            await asyncio.sleep(cfg.interval)
+
+
+async def run_script(command: list[str], timeout: float) -> bool:
+    """Exit status 0 within the timeout: up."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+    except OSError:
+        return False
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout) == 0
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False

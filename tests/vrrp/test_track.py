@@ -1,0 +1,98 @@
+"""Tracking: the verdict of interfaces and scripts (FAULT with weight 0, the priority moved
+otherwise, rise and fall for scripts), and in the lab a master that loses a tracked interface
+goes to FAULT (the backup takes over at once) and comes back, and a failing script with a
+negative weight lowers its priority below the backup's, which preempts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.netns import Lab, lab_skip_reason
+from fixtures.procs import free_port, wait_for
+from steelyard.config.vrrp_model import TrackConfig
+from steelyard.vrrp.track import ScriptState, Tracker, effect
+
+VIP = "10.0.0.100"
+
+
+def test_effects_as_keepalived_defines_them():
+    assert effect(0, up=False) == (True, 0) and effect(0, up=True) == (False, 0)
+    assert effect(20, up=True) == (False, 20) and effect(20, up=False) == (False, 0)
+    assert effect(-20, up=False) == (False, -20) and effect(-20, up=True) == (False, 0)
+
+
+def test_a_trackers_verdict_and_script_hysteresis():
+    cfg = TrackConfig.model_validate({
+        "interfaces": [{"name": "lo", "weight": 0}, {"name": "nosuch0", "weight": -30}],
+        "scripts": [{"name": "chk", "command": ["true"], "weight": 10, "rise": 2, "fall": 2}],
+    })  # fmt: skip
+    seen = []
+    t = Tracker(cfg, "web", lambda faults, change: seen.append((faults, change)))
+    assert t.interfaces == {"lo": True, "nosuch0": False}
+    assert t.verdict() == (set(), -30 + 10)
+    state: ScriptState = t.scripts["chk"]
+    state.result(False)
+    assert state.up  # one failure of fall 2
+    state.result(False)
+    assert not state.up and t.verdict() == (set(), -30)
+    state.result(True)
+    assert not state.up
+    state.result(True)
+    assert state.up
+    t.interfaces["lo"] = False
+    t.changed()
+    t.changed()  # no change, no call
+    assert seen == [({"interface lo"}, -20)]
+
+
+SKIP = lab_skip_reason()
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_tracked_interface_and_script_in_the_lab(tmp_path, steelyard):
+    lab = Lab(tmp_path)
+    try:
+        lb1, lb2 = lab.host("lb1", "10.0.0.1/24"), lab.host("lb2", "10.0.0.2/24")
+        lb1.ip("link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1")  # no dummy driver
+        lb1.ip("link", "set", "dummy0", "up")
+        lb1.ip("link", "set", "dummy1", "up")
+        flag = tmp_path / "healthy"
+        flag.write_text("ok")
+        procs = {}
+        for host, priority in ((lb1, 150), (lb2, 100)):
+            inst = {
+                "name": "web", "interface": "eth0", "vrid": 51, "priority": priority,
+                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
+                "garp": {"count": 1, "repeat_after": "0s"},
+            }  # fmt: skip
+            if host is lb1:
+                inst["track"] = {
+                    "interval": "50ms",
+                    "interfaces": [{"name": "dummy0", "weight": 0}],
+                    "scripts": [{"name": "flag", "command": ["test", "-f", str(flag)],
+                                 "interval": "100ms", "weight": -60}],
+                }  # fmt: skip
+            workdir = tmp_path / host.name
+            workdir.mkdir()
+            cfg = {"admin": {"listen": f"127.0.0.1:{free_port()}"},
+                   "store": {"kind": "embedded", "path": str(workdir / "store")},
+                   "vrrp": {"instances": [inst]}}  # fmt: skip
+            procs[host.name] = steelyard(cfg, workdir, host.argv())
+
+        def holder() -> str | None:
+            held = [h.name for h in (lb1, lb2) if f"{VIP}/24" in h.addresses()]
+            return held[0] if len(held) == 1 else None
+
+        wait_for(lambda: holder() == "lb1", what="lb1 master")
+        lb1.ip("link", "set", "dummy0", "down")  # weight 0: FAULT, the VIP released at once
+        wait_for(lambda: holder() == "lb2", what="lb2 taking over from a faulty lb1")
+        procs["lb1"].wait_log(r"event=vrrp_state .*new=FAULT .*reason=\"?interface dummy0 is down",
+                              what="lb1 in FAULT")  # fmt: skip
+        lb1.ip("link", "set", "dummy0", "up")
+        wait_for(lambda: holder() == "lb1", what="lb1 back and preempting")
+        flag.unlink()  # the script fails: 150 - 60 = 90, below lb2's 100
+        wait_for(lambda: holder() == "lb2", what="lb2 preempting a lower-priority lb1")
+        flag.write_text("ok")
+        wait_for(lambda: holder() == "lb1", what="lb1 preempting again at 150")
+    finally:
+        lab.close()
