@@ -4,7 +4,9 @@ counted and logged once per source and reason a minute, and the node keeps its r
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
 
 import pytest
 
@@ -65,5 +67,28 @@ def test_bad_adverts_are_dropped_counted_and_logged_once(tmp_path, steelyard):
         # and the node is still master
         assert_for(lambda: f"{VIP}/24" in node.addresses(), seconds=1.0)
         assert "new=BACKUP" not in sy.log().split("new=MASTER", 1)[1]
+        # the counts, in the admin API and the metrics (asked from inside the node)
+        view = json.loads(node.run("curl", "-sf", f"http://{sy.admin}/api/vrrp").stdout)
+        (inst,) = view["instances"]
+        assert (inst["name"], inst["state"], inst["priority"], inst["master"]) == (
+            "web", "MASTER", 150, "10.0.0.1",
+        )  # fmt: skip
+        assert inst["dropped"] == {reason: 3 for reason in cases}, inst["dropped"]
+        assert inst["sent"] > 0 and inst["received"] == 0
+        metrics = node.run("curl", "-sf", f"http://{sy.admin}/metrics").stdout
+        assert 'steelyard_vrrp_state{instance="web",state="MASTER",vrid="51"} 1.0' in metrics
+        assert (
+            'steelyard_vrrp_adverts_dropped_total{instance="web",reason="ttl",vrid="51"} 3.0'
+            in (metrics)
+        )
     finally:
         lab.close()
+
+
+def test_without_a_vrrp_section_the_route_says_so(tmp_path, steelyard):
+    sy = steelyard({"admin": {"listen": f"127.0.0.1:{free_port()}"},
+                    "store": {"kind": "embedded", "path": str(tmp_path / "store")}})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        sy.api("GET", "/api/vrrp")
+    assert refused.value.code == 404
+    assert json.loads(refused.value.read()) == {"error": "no vrrp: section in the config"}

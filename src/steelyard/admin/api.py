@@ -16,6 +16,7 @@ Routes (the paths are part of the public contract):
   PUT  /api/mysql/servers/{address}               <- {"state": "offline|online"}
                                                      (admin/mysql_api.py)
   /api/redis/...                                  -> the Redis dashboard (admin/redis_api.py)
+  GET  /api/vrrp                                  -> the virtual routers (admin/vrrp_api.py)
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
@@ -35,6 +36,7 @@ from aiohttp import web
 
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
+from steelyard.admin.vrrp_api import VrrpRoutes
 from steelyard.config.model import is_loopback
 from steelyard.core.backend import AdminState, Pool, Server, split_address
 from steelyard.log import log
@@ -314,6 +316,7 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     app.router.add_get("/api/pools", h.pools)
     RedisRoutes(controller, ApiError).add(app)
     MysqlRoutes(controller, ApiError).add(app)
+    VrrpRoutes(controller, ApiError).add(app)
     app.router.add_get("/api/pools/{pool}", h.pool)
     app.router.add_get(server_path, h.server)
     app.router.add_put(server_path, h.set_server)

@@ -20,6 +20,7 @@ from typing import Any
 from steelyard import log as logmod
 from steelyard.admin.api import pool_view, start_admin
 from steelyard.admin.metrics import HttpCollector, MetricsRegistry, MysqlCollector, PoolCollector
+from steelyard.admin.vrrp_api import VrrpCollector
 from steelyard.config.load import ConfigError, load_config
 from steelyard.config.model import Config
 from steelyard.config.vrrp_model import VrrpConfig
@@ -78,6 +79,7 @@ class Supervisor:
         self.registry.add_collector(HttpCollector(self.http_stats))
         self.mysql_stats = MysqlStats()
         self.registry.add_collector(MysqlCollector(self._mysql_listeners))
+        self.registry.add_collector(VrrpCollector(lambda: [i.view() for i in self.vrrp]))
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
@@ -445,6 +447,12 @@ class Supervisor:
         self.push(pool_name, server)
         view = pool_view(pool)
         return next(s for s in view["servers"] if s["address"] == address)
+
+    def vrrp_view(self) -> dict[str, Any]:
+        """The virtual routers for GET /api/vrrp; LookupError without a vrrp: section."""
+        if self.cfg.vrrp is None:
+            raise LookupError("no vrrp: section in the config")
+        return {"instances": [inst.view() for inst in self.vrrp]}
 
     def mysql_view(self) -> dict[str, Any]:
         """The MySQL listeners for GET /api/mysql; LookupError without a mysql: section."""
