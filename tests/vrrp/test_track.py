@@ -5,6 +5,9 @@ negative weight lowers its priority below the backup's, which preempts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from fixtures.netns import Lab, lab_skip_reason
@@ -95,4 +98,68 @@ def test_tracked_interface_and_script_in_the_lab(tmp_path, steelyard):
         flag.write_text("ok")
         wait_for(lambda: holder() == "lb1", what="lb1 preempting again at 150")
     finally:
+        lab.close()
+
+
+LISTENER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 7001))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_a_tracked_pool_without_a_usable_server_puts_the_master_in_fault(tmp_path, steelyard):
+    """The pool is checked by the shared health checks; with no usable server left the master
+    goes to FAULT and the backup takes over; the server back, the master preempts back."""
+    lab = Lab(tmp_path)
+    backend = None
+    try:
+        lb1, lb2 = lab.host("lb1", "10.0.0.1/24"), lab.host("lb2", "10.0.0.2/24")
+
+        def listen() -> subprocess.Popen:
+            proc = subprocess.Popen(lb1.argv(sys.executable, "-c", LISTENER),
+                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+            return proc
+
+        backend = listen()
+        for host, priority in ((lb1, 150), (lb2, 100)):
+            inst = {
+                "name": "web", "interface": "eth0", "vrid": 51, "priority": priority,
+                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
+                "garp": {"count": 1, "repeat_after": "0s"},
+            }  # fmt: skip
+            cfg = {"admin": {"listen": f"127.0.0.1:{free_port()}"},
+                   "store": {"kind": "embedded", "path": str(tmp_path / host.name / "store")},
+                   "vrrp": {"instances": [inst]}}  # fmt: skip
+            if host is lb1:
+                inst["track"] = {"interval": "50ms", "pools": [{"name": "web"}]}
+                cfg["pools"] = {"web": {
+                    "health": {"kind": "tcp", "interval": "100ms", "timeout": "100ms",
+                               "rise": 1, "fall": 1},
+                    "servers": [{"address": "127.0.0.1:7001"}],
+                }}  # fmt: skip
+            (tmp_path / host.name).mkdir()
+            steelyard(cfg, tmp_path / host.name, host.argv())
+
+        def holder() -> str | None:
+            held = [h.name for h in (lb1, lb2) if f"{VIP}/24" in h.addresses()]
+            return held[0] if len(held) == 1 else None
+
+        wait_for(lambda: holder() == "lb1", what="lb1 master")
+        backend.kill()
+        backend.wait()
+        wait_for(lambda: holder() == "lb2", what="lb2 taking over: lb1's pool has no server")
+        backend = listen()
+        wait_for(lambda: holder() == "lb1", what="lb1 back once its pool is")
+    finally:
+        if backend is not None:
+            backend.kill()
+            backend.wait()
         lab.close()

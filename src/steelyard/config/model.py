@@ -323,6 +323,11 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
     if cfg.redis is not None:
         for i, proxy in enumerate(cfg.redis.proxies):
             claim(proxy.listen, ("redis", "proxies", i, "listen"))
+    for i, inst in enumerate(cfg.vrrp.instances if cfg.vrrp else []):
+        for j, tracked in enumerate(inst.track.pools):
+            if tracked.name not in cfg.pools:
+                path = ("vrrp", "instances", i, "track", "pools", j, "name")
+                problems.append((path, f"no pool named {tracked.name!r} in pools:"))
     return problems
 
 

@@ -41,9 +41,15 @@ class TrackScript(Strict):
     fall: int = Field(1, ge=1)
 
 
+class TrackPool(Strict):
+    name: Name  # a pool of `pools:`: up while at least one of its servers is usable
+    weight: int = Field(0, ge=-253, le=253)
+
+
 class TrackConfig(Strict):
     interfaces: list[TrackInterface] = Field(default_factory=list)
     scripts: list[TrackScript] = Field(default_factory=list)
+    pools: list[TrackPool] = Field(default_factory=list)
     interval: Duration = 1.0  # how often interfaces are looked at
 
 

@@ -156,7 +156,7 @@ class Supervisor:
         """Start every instance; False (each failure logged, naming what is missing) when one
         cannot run: a node that cannot take part in VRRP must not pretend it does."""
         for inst_cfg in vrrp.instances:
-            inst = Instance(inst_cfg, self.loop)
+            inst = Instance(inst_cfg, self.loop, self._pool_up)
             try:
                 inst.start()
             except PermissionError as exc:
@@ -170,6 +170,11 @@ class Supervisor:
                 return False
             self.vrrp.append(inst)
         return True
+
+    def _pool_up(self, name: str) -> bool:
+        """A pool VRRP tracks is up while one of its servers is usable (health, admin state)."""
+        pool = self.pools.get(name)
+        return pool is not None and any(s.usable for s in pool.servers)
 
     def _monitored(self) -> dict[str, tuple[Pool, Any]]:
         return {name: (pool, self.cfg.pools[name]) for name, pool in self.pools.items()}

@@ -19,15 +19,19 @@ from steelyard.vrrp import netif
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
 from steelyard.vrrp.packet import MULTICAST_V4, Advert, build
-from steelyard.vrrp.track import Tracker
+from steelyard.vrrp.track import PoolUp, Tracker
 
 LOG_EVERY = 60.0  # seconds between two logs of one drop reason from one source
 
 
 class Instance:
-    def __init__(self, cfg: VrrpInstanceConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, cfg: VrrpInstanceConfig, loop: asyncio.AbstractEventLoop,
+        pool_up: PoolUp = lambda name: True,
+    ) -> None:  # fmt: skip
         self.cfg = cfg
         self.loop = loop
+        self.pool_up = pool_up  # the supervisor's pools, for tracking
         self.address = "0.0.0.0"
         self.machine = Machine(Settings(cfg.vrid, cfg.priority, cfg.interval_cs))
         self.sock: VrrpSocket | None = None
@@ -51,7 +55,7 @@ class Instance:
                                multicast=not cfg.unicast_peers)  # fmt: skip
         # a leftover VIP from a crash must not answer for a master elsewhere
         netif.remove_addresses(cfg.interface, cfg.virtual_ips)
-        self.tracker = Tracker(cfg.track, cfg.name, self._tracked)
+        self.tracker = Tracker(cfg.track, cfg.name, self._tracked, self.pool_up)
         faults, change = self.tracker.verdict()
         self.tracker.last = (frozenset(faults), change)
         now = self.loop.time()

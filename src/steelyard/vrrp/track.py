@@ -1,6 +1,7 @@
-"""What an instance tracks: interfaces (their operational state) and scripts (their exit
-status, with rise/fall), each either forcing FAULT while down (weight 0) or moving the priority
-by its weight, as keepalived's `track_interface` and `track_script` do.
+"""What an instance tracks: interfaces (their operational state), scripts (their exit status,
+with rise/fall) and pools (up while one of their servers is usable, by the shared health
+checks), each either forcing FAULT while down (weight 0) or moving the priority by its weight,
+as keepalived's `track_interface` and `track_script` do.
 
 `Tracker.verdict()` is the pure part: from the current states, the faults and the priority
 change. `run()` polls them on the event loop and calls back when the verdict changes.
@@ -16,6 +17,7 @@ from steelyard.config.vrrp_model import TrackConfig, TrackScript
 from steelyard.log import log
 
 OnChange = Callable[[set[str], int], None]  # faults, priority change
+PoolUp = Callable[[str], bool]  # whether a pool has a usable server (the supervisor knows)
 
 
 def interface_up(name: str) -> bool:
@@ -59,18 +61,23 @@ class ScriptState:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackConfig, instance: str, on_change: OnChange) -> None:
+    def __init__(
+        self, cfg: TrackConfig, instance: str, on_change: OnChange,
+        pool_up: PoolUp = lambda name: True,
+    ) -> None:  # fmt: skip
         self.cfg = cfg
         self.instance = instance
         self.on_change = on_change
+        self.pool_up = pool_up
         self.interfaces = {i.name: interface_up(i.name) for i in cfg.interfaces}
+        self.pools = {p.name: pool_up(p.name) for p in cfg.pools}
         self.scripts = {s.name: ScriptState(s) for s in cfg.scripts}
         self.tasks: list[asyncio.Task[None]] = []
         self.last: tuple[frozenset[str], int] | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.cfg.interfaces and not self.cfg.scripts
+        return not self.cfg.interfaces and not self.cfg.scripts and not self.cfg.pools
 
     def verdict(self) -> tuple[set[str], int]:
         faults: set[str] = set()
@@ -85,6 +92,11 @@ class Tracker:
             if fault:
                 faults.add(f"script {s.name}")
             change += delta
+        for p in self.cfg.pools:
+            fault, delta = effect(p.weight, self.pools[p.name])
+            if fault:
+                faults.add(f"pool {p.name}")
+            change += delta
         return faults, change
 
     def changed(self) -> None:
@@ -95,7 +107,7 @@ class Tracker:
             self.on_change(faults, change)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.cfg.interfaces:
+        if self.cfg.interfaces or self.cfg.pools:
             self.tasks.append(loop.create_task(self._interfaces()))
         for state in self.scripts.values():
             self.tasks.append(loop.create_task(self._script(state)))
@@ -113,6 +125,11 @@ class Tracker:
                     log("vrrp_track", instance=self.instance, interface=name,
                         up=up)  # fmt: skip
                     self.interfaces[name] = up
+            for name in self.pools:
+                up = self.pool_up(name)
+                if up != self.pools[name]:
+                    log("vrrp_track", instance=self.instance, pool=name, up=up)
+                    self.pools[name] = up
             self.changed()
             await asyncio.sleep(self.cfg.interval)
 

@@ -1,0 +1,36 @@
+"""The `vrrp:` config: values named by their key path, tracked pools that must exist."""
+
+from __future__ import annotations
+
+from steelyard.config.load import check_config_text
+
+BASE = """pools:
+  web: {servers: [{address: 127.0.0.1:8080}]}
+vrrp:
+  instances:
+    - name: web
+      interface: lo
+      vrid: 51
+      virtual_ips: [10.0.0.100/24]
+"""
+
+
+def issues(extra: str = "") -> list[str]:
+    _, found = check_config_text(BASE + extra)
+    return [f"{i.path}: {i.message}" for i in found]
+
+
+def test_a_plain_instance_is_valid():
+    assert issues() == []
+    assert issues("      track: {pools: [{name: web, weight: -20}]}\n") == []
+
+
+def test_vrrp_tracks_only_pools_that_exist():
+    found = issues("      track: {pools: [{name: nosuch}]}\n")
+    assert "vrrp.instances[0].track.pools[0].name: no pool named 'nosuch' in pools:" in found
+
+
+def test_bad_values_are_named():
+    found = issues("      priority: 0\n      advert_interval: 50s\n")
+    assert any(f.startswith("vrrp.instances[0].priority") for f in found), found
+    assert any(f.startswith("vrrp.instances[0].advert_interval") for f in found), found
