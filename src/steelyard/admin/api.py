@@ -28,12 +28,12 @@ off loopback a token is mandatory.
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from steelyard.admin.body import json_object, message
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
 from steelyard.admin.vrrp_api import VrrpRoutes
@@ -250,9 +250,9 @@ class _Handlers:
         try:
             view = await self.controller.set_server(name, address, state, weight)
         except LookupError as exc:
-            raise ApiError(404, _message(exc)) from None
+            raise ApiError(404, message(exc)) from None
         except ValueError as exc:
-            raise ApiError(400, _message(exc)) from None
+            raise ApiError(400, message(exc)) from None
         log(
             "admin_change",
             pool=name,
@@ -264,25 +264,10 @@ class _Handlers:
         return web.json_response(view)
 
 
-def _message(exc: Exception) -> str:
-    # str(KeyError('x')) is "'x'"; the first argument is the message we mean.
-    return str(exc.args[0]) if exc.args else type(exc).__name__
-
-
 def parse_change(body: bytes) -> tuple[str | None, int | None]:
     """A PUT body -> (state, weight), at least one set; ApiError(400) with the reason otherwise."""
     usage = 'expected a JSON object like {"state": "drain"} or {"weight": 5}'
-    if not body.strip():
-        raise ApiError(400, f"empty body: {usage}")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ApiError(400, f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"body is a JSON {type(data).__name__}: {usage}")
-    unknown = sorted(set(data) - PUT_KEYS)
-    if unknown:
-        raise ApiError(400, f"unknown key(s) {', '.join(map(repr, unknown))}: {usage}")
+    data = json_object(body, PUT_KEYS, usage, ApiError)
     if not data:
         raise ApiError(400, f"nothing to change: {usage}")
     state = data.get("state")

@@ -17,14 +17,12 @@ in pool X and pool Y": this route is that verb.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from steelyard.admin.body import json_object, message
 from steelyard.log import log
-
-STATES = ("offline", "online")
 
 
 class MysqlRoutes:
@@ -46,7 +44,7 @@ class MysqlRoutes:
         try:
             view = self._method("mysql_view")()
         except LookupError as exc:
-            raise self.error(404, _message(exc)) from None
+            raise self.error(404, message(exc)) from None
         return web.json_response(view)
 
     async def set_server(self, request: web.Request) -> web.Response:
@@ -55,33 +53,14 @@ class MysqlRoutes:
         try:
             result = await self._method("set_mysql_server")(address, state)
         except LookupError as exc:
-            raise self.error(404, _message(exc)) from None
+            raise self.error(404, message(exc)) from None
         except ValueError as exc:
-            raise self.error(400, _message(exc)) from None
+            raise self.error(400, message(exc)) from None
         log("admin_change", action="mysql_" + state, server=address, peer=request.remote)
         return web.json_response(result)
 
 
-def parse_state(body: bytes, error: type[Exception]) -> str:
-    """A PUT body -> "offline" or "online"; error(400, reason) otherwise."""
+def parse_state(body: bytes, error: type[Exception]) -> Any:
+    """A PUT body: a JSON object with only `state` (its value is the supervisor's to check)."""
     usage = 'expected a JSON object like {"state": "offline"} or {"state": "online"}'
-    if not body.strip():
-        raise error(400, f"empty body: {usage}")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise error(400, f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise error(400, f"body is a JSON {type(data).__name__}: {usage}")
-    unknown = sorted(set(data) - {"state"})
-    if unknown:
-        raise error(400, f"unknown key(s) {', '.join(map(repr, unknown))}: {usage}")
-    state = data.get("state")
-    if state not in STATES:
-        raise error(400, f"state must be offline or online, not {state!r}")
-    return str(state)
-
-
-def _message(exc: Exception) -> str:
-    # str(KeyError('x')) is "'x'"; the first argument is the message we mean.
-    return str(exc.args[0]) if exc.args else type(exc).__name__
+    return json_object(body, frozenset({"state"}), usage, error).get("state")

@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from steelyard.admin.body import message
+
 STATES = ("INIT", "BACKUP", "MASTER", "FAULT")
 
 
@@ -34,7 +36,7 @@ class VrrpRoutes:
         try:
             return web.json_response(view())
         except LookupError as exc:
-            raise self.error(404, str(exc.args[0]) if exc.args else str(exc)) from None
+            raise self.error(404, message(exc)) from None
 
 
 class VrrpCollector(Collector):

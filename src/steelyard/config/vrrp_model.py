@@ -80,7 +80,7 @@ class VrrpInstanceConfig(Strict):
     def _vips(cls, v: list[str]) -> list[str]:
         for cidr in v:
             try:
-                iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
+                iface = ipaddress.ip_interface(cidr)  # a bare address is a /32
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IPv4 address or CIDR") from None
             if iface.version != 4:

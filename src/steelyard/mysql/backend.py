@@ -197,7 +197,7 @@ class BackendConn(asyncio.Protocol):
         """A command whose answer the client does not see; MySQLError on an error."""
         t = await self.run(command, body, lambda seq, payload: None)
         if t.error is not None:
-            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+            raise MySQLError.of(t.error)
         return t
 
     async def row(self, sql: bytes) -> list[bytes | None] | None:
@@ -205,7 +205,7 @@ class BackendConn(asyncio.Protocol):
         packets: list[bytes] = []
         t = await self.run(Command.QUERY, sql, lambda seq, payload: packets.append(payload))
         if t.error is not None:
-            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+            raise MySQLError.of(t.error)
         result = read_result(packets, self.capabilities)
         return result.rows[0] if result.rows else None
 
@@ -243,7 +243,7 @@ class BackendConn(asyncio.Protocol):
         answer: list[bytes] = []
         t = await self.run(Command.STMT_PREPARE, sql, lambda seq, payload: answer.append(payload))
         if t.error is not None:
-            raise MySQLError(t.error.code, t.error.sqlstate, t.error.message)
+            raise MySQLError.of(t.error)
         assert t.statement is not None
         stmt = Prepared(*t.statement, answer)
         self.statements[key] = stmt

@@ -35,6 +35,16 @@ class MySQLError(Exception):
         self.sqlstate = sqlstate
         self.message = message
 
+    @classmethod
+    def of(cls, err: messages.Err) -> MySQLError:
+        """The error a server's ERR packet says."""
+        return cls(err.code, err.sqlstate, err.message)
+
+    @property
+    def code_state(self) -> tuple[int, str]:
+        """(code, SQLSTATE), as an error packet is built from."""
+        return self.code, self.sqlstate
+
 
 class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -89,7 +99,7 @@ class Client:
         seq, payload = await self.read()
         if messages.is_err(payload):
             err = messages.parse_err(payload)
-            raise MySQLError(err.code, err.sqlstate, err.message)
+            raise MySQLError.of(err)
         g = self.greeting = handshake.parse_greeting(payload)
         caps = (CAPABILITIES if capabilities is None else capabilities) & g.capabilities
         if not database:
@@ -110,7 +120,7 @@ class Client:
                 return
             if messages.is_err(payload):
                 err = messages.parse_err(payload)
-                raise MySQLError(err.code, err.sqlstate, err.message)
+                raise MySQLError.of(err)
             if payload[:1] == b"\xfe":  # auth switch: the server wants another plugin's answer
                 plugin, salt = handshake.parse_auth_switch(payload)
                 self.switched = True
@@ -156,14 +166,14 @@ class Client:
         tracker, packets = await self.execute(Command.QUERY, sql.encode())
         if tracker.error is not None:
             e = tracker.error
-            raise MySQLError(e.code, e.sqlstate, e.message)
+            raise MySQLError.of(e)
         return read_result(packets, self.capabilities)
 
     async def ping(self) -> None:
         tracker, _ = await self.execute(Command.PING)
         if tracker.error is not None:
             e = tracker.error
-            raise MySQLError(e.code, e.sqlstate, e.message)
+            raise MySQLError.of(e)
 
     def close(self) -> None:
         if not self.writer.is_closing():

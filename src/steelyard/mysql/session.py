@@ -34,6 +34,7 @@ from steelyard.mysql.classify import Route, Statement, classify
 from steelyard.mysql.client import MySQLError
 from steelyard.mysql.protocol import auth, handshake, messages
 from steelyard.mysql.protocol.constants import (
+    CR_SERVER_LOST,
     ER_ACCESS_DENIED_ERROR,
     ER_CON_COUNT_ERROR,
     ER_HANDSHAKE_ERROR,
@@ -41,8 +42,11 @@ from steelyard.mysql.protocol.constants import (
     ER_MALFORMED_PACKET,
     ER_NET_PACKET_TOO_LARGE,
     ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_SECURE_TRANSPORT_REQUIRED,
+    ER_STMT_HAS_NO_OPEN_CURSOR,
     ER_TOO_MANY_USER_CONNECTIONS,
     ER_UNKNOWN_COM_ERROR,
+    ER_UNKNOWN_ERROR,
     ER_UNKNOWN_STMT_HANDLER,
     MAX_PAYLOAD,
     UTF8MB4_GENERAL_CI,
@@ -91,10 +95,6 @@ SHAPING = int(
     | Capability.PS_MULTI_RESULTS
     | Capability.DEPRECATE_EOF
 )
-ER_UNKNOWN_ERROR = (1105, "HY000")
-ER_SECURE_TRANSPORT_REQUIRED = (3159, "HY000")  # MySQL's; MariaDB has no code of its own
-ER_STMT_HAS_NO_OPEN_CURSOR = (1421, "HY000")
-ER_LOST_BACKEND = (2013, "HY000")
 CONNECT_ATTEMPTS = 3  # servers tried for a new backend connection before the client is told
 # Commands run on a backend connection as they are (the rest is the session's own).
 PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Command.SET_OPTION})
@@ -463,11 +463,11 @@ class MysqlSession(asyncio.Protocol):
                 raise
             self.give_back(conn, Status.AUTOCOMMIT)
         except MySQLError as exc:
-            self.login_failed((exc.code, exc.sqlstate), exc.message, self.login_seq)
+            self.login_failed(exc.code_state, exc.message, self.login_seq)
             return
         except (OSError, ConnectionError, TimeoutError) as exc:
             self.login_failed(
-                ER_LOST_BACKEND, f"No backend server is reachable: {exc}", self.login_seq
+                CR_SERVER_LOST, f"No backend server is reachable: {exc}", self.login_seq
             )
             return
         self.changing_from = None
@@ -640,10 +640,10 @@ class MysqlSession(asyncio.Protocol):
                 conn.close()
                 raise
         except MySQLError as exc:
-            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            self.reply_error(exc.code_state, exc.message)
             return None
         except (OSError, ConnectionError, TimeoutError) as exc:
-            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            self.reply_error(CR_SERVER_LOST, f"Lost connection to backend server: {exc}")
             return None
         return conn
 
@@ -671,7 +671,7 @@ class MysqlSession(asyncio.Protocol):
                 self.transport.close()
                 return
             self.reply_error(
-                ER_LOST_BACKEND,
+                CR_SERVER_LOST,
                 f"Lost connection to backend server {conn.address} during query: {exc}",
             )
             return
@@ -774,12 +774,12 @@ class MysqlSession(asyncio.Protocol):
         except MySQLError as exc:
             self.active = None
             self.settle(conn)
-            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            self.reply_error(exc.code_state, exc.message)
             return
         except (OSError, ConnectionError, Malformed) as exc:
             self.active = None
             self.held = None
-            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            self.reply_error(CR_SERVER_LOST, f"Lost connection to backend server: {exc}")
             return
         self.active = None
         self.prepared(conn, sql, st, prepared)
@@ -867,12 +867,12 @@ class MysqlSession(asyncio.Protocol):
             await conn.sync(self.db, self.sets)
         except MySQLError as exc:
             self.settle(conn)
-            self.reply_error((exc.code, exc.sqlstate), exc.message)
+            self.reply_error(exc.code_state, exc.message)
             return
         except (OSError, ConnectionError, Malformed) as exc:
             conn.close()
             self.held = None
-            self.reply_error(ER_LOST_BACKEND, f"Lost connection to backend server: {exc}")
+            self.reply_error(CR_SERVER_LOST, f"Lost connection to backend server: {exc}")
             return
         data = self.long_data(stmt, prepared.id)
         data += frame(b"\x17" + prepared.id.to_bytes(4, "little") + body, 0)[0]

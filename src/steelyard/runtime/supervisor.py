@@ -79,7 +79,7 @@ class Supervisor:
         self.registry.add_collector(HttpCollector(self.http_stats))
         self.mysql_stats = MysqlStats()
         self.registry.add_collector(MysqlCollector(self._mysql_listeners))
-        self.registry.add_collector(VrrpCollector(lambda: [i.view() for i in self.vrrp]))
+        self.registry.add_collector(VrrpCollector(self._vrrp_instances))
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
@@ -457,7 +457,10 @@ class Supervisor:
         """The virtual routers for GET /api/vrrp; LookupError without a vrrp: section."""
         if self.cfg.vrrp is None:
             raise LookupError("no vrrp: section in the config")
-        return {"instances": [inst.view() for inst in self.vrrp]}
+        return {"instances": self._vrrp_instances()}
+
+    def _vrrp_instances(self) -> list[dict[str, Any]]:
+        return [inst.view() for inst in self.vrrp]
 
     def mysql_view(self) -> dict[str, Any]:
         """The MySQL listeners for GET /api/mysql; LookupError without a mysql: section."""

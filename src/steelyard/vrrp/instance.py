@@ -56,14 +56,8 @@ class Instance:
         # a leftover VIP from a crash must not answer for a master elsewhere
         netif.remove_addresses(cfg.interface, cfg.virtual_ips)
         self.tracker = Tracker(cfg.track, cfg.name, self._tracked, self.pool_up)
-        faults, change = self.tracker.verdict()
-        self.tracker.last = (frozenset(faults), change)
-        now = self.loop.time()
-        for what in faults:
-            self.machine.fault(what, now)
-        if change:
-            self.machine.set_priority(cfg.priority + change, now)
-        self._apply(self.machine.start(now))
+        self.tracker.changed()  # faults and priority known before the start (INIT records them)
+        self._apply(self.machine.start(self.loop.time()))
         self.tracker.start(self.loop)
 
     tracker: Tracker | None = None
@@ -77,8 +71,7 @@ class Instance:
             actions += m.fault(what, now)
         for what in m.faults - faults:
             actions += m.recover(what, now)
-        if m.priority != max(1, min(254, self.cfg.priority + change)):
-            actions += m.set_priority(self.cfg.priority + change, now)
+        actions += m.set_priority(self.cfg.priority + change, now)
         self._apply(actions)
 
     async def stop(self) -> None:

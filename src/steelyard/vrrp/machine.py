@@ -134,10 +134,12 @@ class Machine:
         return []
 
     def set_priority(self, priority: int, now: float) -> list[Action]:
-        """Tracking changed the effective priority (1..254; the owner's stays 255)."""
-        if self.settings.priority == OWNER:
+        """Tracking changed the effective priority (1..254; the owner's stays 255). Nothing
+        is sent when it stays what it was."""
+        priority = max(1, min(254, priority))
+        if self.settings.priority == OWNER or priority == self.priority:
             return []
-        self.priority = max(1, min(254, priority))
+        self.priority = priority
         if self.state is State.MASTER:
             return [Send(self.priority)]  # a backup with more now sees it and preempts
         return []

@@ -48,35 +48,24 @@ def _in_thread(fn: Callable[[], None]) -> None:
 
 def add_addresses(interface: str, cidrs: list[str]) -> None:
     """Add the virtual IPs (already present: fine)."""
-    _in_thread(lambda: _add(interface, cidrs))
+    _in_thread(lambda: _change("add", interface, cidrs, {errno.EEXIST}))
 
 
 def remove_addresses(interface: str, cidrs: list[str]) -> None:
     """Remove the virtual IPs (already gone: fine)."""
-    _in_thread(lambda: _remove(interface, cidrs))
+    _in_thread(lambda: _change("del", interface, cidrs, {errno.EADDRNOTAVAIL, errno.ENODEV}))
 
 
-def _add(interface: str, cidrs: list[str]) -> None:
+def _change(op: str, interface: str, cidrs: list[str], fine: set[int]) -> None:
+    """`op` ("add" or "del") each address; the netlink errors in `fine` mean it is done."""
     with IPRoute() as ipr:
         for cidr in cidrs:
-            iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
+            iface = ipaddress.ip_interface(cidr)  # a bare address is a /32
             try:
-                ipr.addr("add", index=index(interface), address=str(iface.ip),
+                ipr.addr(op, index=index(interface), address=str(iface.ip),
                          prefixlen=iface.network.prefixlen)  # fmt: skip
             except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise
-
-
-def _remove(interface: str, cidrs: list[str]) -> None:
-    with IPRoute() as ipr:
-        for cidr in cidrs:
-            iface = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/32")
-            try:
-                ipr.addr("del", index=index(interface), address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen)  # fmt: skip
-            except NetlinkError as exc:
-                if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                if exc.code not in fine:
                     raise
 
 
