@@ -13,7 +13,9 @@ import contextlib
 import datetime as dt
 import json
 import os
+import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -434,3 +436,41 @@ def write_outputs(
     write_json(json_path, report)
     plot(report, out / f"{name}.png")
     print(f"\nwrote {json_path} and {out / f'{name}.png'}", file=sys.stderr)
+
+
+# environment and peers -------------------------------------------------------------------------
+
+
+def machine_facts(**tools: Any) -> dict[str, Any]:
+    """What every benchmark records of the machine, with `tools` (versions and the like) in
+    between, and the load before the run (the busy-machine warning reads it)."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **tools,
+        "steelyard_git": git_revision(),
+        "loadavg_before": os.getloadavg()[0],
+    }
+
+
+def require_tools(needed: list[str], install: str = "make deps-system") -> None:
+    missing = [t for t in needed if shutil.which(t) is None]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run `{install}` (as root)")
+
+
+def start_haproxy(procs: Procs, sections: str, ready: Callable[[], bool]) -> Proc:
+    """HAProxy in the foreground, one thread, `maxconn` to fit the FD limit, with `sections`
+    (defaults, listen ...) after that global section; returns once `ready()`."""
+    cfg = f"""
+global
+    nbthread 1
+    maxconn {haproxy_maxconn()}
+{sections}"""
+    path = procs.workdir / "haproxy.cfg"
+    path.write_text(cfg)
+    proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
+    wait_until("haproxy", ready, [proc])
+    return proc

@@ -24,10 +24,7 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import os
-import platform
 import re
-import shutil
 import statistics
 import urllib.error
 import urllib.request
@@ -49,13 +46,14 @@ from harness import (
     cpu_seconds,
     fmt_ratio,
     free_ports,
-    git_revision,
     guarded,
     haproxy_maxconn,
     http_ok,
+    machine_facts,
     nginx_conf,
     parse_bench_args,
     process_tree,
+    require_tools,
     rotations,
     run_systems,
     run_tool,
@@ -64,6 +62,9 @@ from harness import (
     tool_version,
     wait_until,
     write_outputs,
+)
+from harness import (
+    start_haproxy as harness_start_haproxy,
 )
 
 SYSTEMS = ("direct", "nginx", "haproxy", "steelyard")
@@ -169,11 +170,7 @@ def start_nginx_proxy(procs: Procs, backend: int, port: int) -> int:
 def start_haproxy(procs: Procs, backend: int, port: int) -> int:
     # Defaults on purpose (http-keep-alive, http-reuse safe): the goal is stated against a
     # stock HAProxy. Timeouts only because HAProxy warns without them.
-    cfg = f"""
-global
-    nbthread 1
-    maxconn {haproxy_maxconn()}
-
+    sections = f"""
 defaults
     mode http
     timeout connect 3s
@@ -184,10 +181,7 @@ listen web
     bind {HOST}:{port}
     server s1 {HOST}:{backend}
 """
-    path = procs.workdir / "haproxy.cfg"
-    path.write_text(cfg)
-    proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
-    wait_until("haproxy", accepts(port), [proc])
+    harness_start_haproxy(procs, sections, accepts(port))
     return port
 
 
@@ -300,26 +294,17 @@ def measure(bench: Bench, metric: Metric, system: str, duration: float) -> dict[
 
 
 def machine_info() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "nginx": tool_version(["nginx", "-v"]),
-        "haproxy": tool_version(["haproxy", "-v"]),
-        "haproxy_maxconn": haproxy_maxconn(),
-        "wrk": tool_version(["wrk", "-v"]),
-        "ephemeral_ports": ephemeral_ports(),
-        "steelyard_git": git_revision(),
-        "loadavg_before": os.getloadavg()[0],
-    }
+    return machine_facts(
+        nginx=tool_version(["nginx", "-v"]),
+        haproxy=tool_version(["haproxy", "-v"]),
+        haproxy_maxconn=haproxy_maxconn(),
+        wrk=tool_version(["wrk", "-v"]),
+        ephemeral_ports=ephemeral_ports(),
+    )
 
 
 def check_tools(systems: list[str]) -> None:
-    needed = ["wrk", "nginx"] + (["haproxy"] if "haproxy" in systems else [])
-    missing = [t for t in needed if shutil.which(t) is None]
-    if missing:
-        raise BenchError(f"missing {', '.join(missing)}: run `make deps-system` (as root)")
+    require_tools(["wrk", "nginx"] + (["haproxy"] if "haproxy" in systems else []))
 
 
 # run ---------------------------------------------------------------------------------------------

@@ -25,10 +25,7 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import os
-import platform
 import re
-import shutil
 import statistics
 import subprocess
 import time
@@ -52,19 +49,23 @@ from harness import (
     cpu_seconds,
     fmt_ratio,
     free_ports,
-    git_revision,
     guarded,
     haproxy_maxconn,
     http_ok,
     listening,
+    machine_facts,
     parse_bench_args,
     process_tree,
+    require_tools,
     rotations,
     run_systems,
     steelyard_argv,
     tool_version,
     wait_until,
     write_outputs,
+)
+from harness import (
+    start_haproxy as harness_start_haproxy,
 )
 
 SYSTEMS = ("direct", "haproxy", "steelyard")
@@ -212,11 +213,7 @@ def connect(port: int, timeout: float = 5) -> pymysql.connections.Connection:
 def start_haproxy(procs: Procs, backend: int, port: int) -> int:
     # Defaults on purpose: the goal is stated against a stock HAProxy. Timeouts only because
     # HAProxy warns without them; long, so sysbench's idle moments never cut a connection.
-    cfg = f"""
-global
-    nbthread 1
-    maxconn {haproxy_maxconn()}
-
+    sections = f"""
 defaults
     mode tcp
     timeout connect 3s
@@ -227,10 +224,7 @@ listen mysql
     bind {HOST}:{port}
     server s1 {HOST}:{backend}
 """
-    path = procs.workdir / "haproxy.cfg"
-    path.write_text(cfg)
-    proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
-    wait_until("haproxy", sql_ok(port), [proc])
+    harness_start_haproxy(procs, sections, sql_ok(port))
     return port
 
 
@@ -397,27 +391,18 @@ def measure(bench: Bench, metric: Metric, system: str, duration: int) -> dict[st
 
 
 def machine_info() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "mariadbd": tool_version(["mariadbd", "--version"]),
-        "sysbench": tool_version(["sysbench", "--version"]),
-        "haproxy": tool_version(["haproxy", "-v"]),
-        "haproxy_maxconn": haproxy_maxconn(),
-        "pymysql": pymysql.__version__,
-        "steelyard_git": git_revision(),
-        "loadavg_before": os.getloadavg()[0],
-    }
+    return machine_facts(
+        mariadbd=tool_version(["mariadbd", "--version"]),
+        sysbench=tool_version(["sysbench", "--version"]),
+        haproxy=tool_version(["haproxy", "-v"]),
+        haproxy_maxconn=haproxy_maxconn(),
+        pymysql=pymysql.__version__,
+    )
 
 
 def check_tools(systems: list[str]) -> None:
     needed = ["sysbench", "mariadbd", "mariadb-install-db", "mariadb"]
-    needed += ["haproxy"] if "haproxy" in systems else []
-    missing = [t for t in needed if shutil.which(t) is None]
-    if missing:
-        raise BenchError(f"missing {', '.join(missing)}: run `make deps-system` (as root)")
+    require_tools(needed + (["haproxy"] if "haproxy" in systems else []))
 
 
 # run ---------------------------------------------------------------------------------------------

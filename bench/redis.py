@@ -27,10 +27,7 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import csv
-import os
-import platform
 import secrets
-import shutil
 import socket
 import statistics
 import subprocess
@@ -53,11 +50,12 @@ from harness import (
     cpu_seconds,
     fmt_ratio,
     free_ports,
-    git_revision,
     guarded,
     http_ok,
+    machine_facts,
     parse_bench_args,
     process_tree,
+    require_tools,
     rotations,
     run_systems,
     steelyard_argv,
@@ -398,28 +396,18 @@ def measure(
 
 
 def machine_info() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "redis_server": tool_version(["redis-server", "--version"]),
-        "redis_benchmark": tool_version(["redis-benchmark", "--version"]),
-        "nutcracker": tool_version(["nutcracker", "--version"]),
-        "steelyard_git": git_revision(),
-        "loadavg_before": os.getloadavg()[0],
-    }
+    return machine_facts(
+        redis_server=tool_version(["redis-server", "--version"]),
+        redis_benchmark=tool_version(["redis-benchmark", "--version"]),
+        nutcracker=tool_version(["nutcracker", "--version"]),
+    )
 
 
 def check_tools(systems: list[str]) -> None:
     needed = ["redis-server", "redis-benchmark"] + (
         ["nutcracker"] if "twemproxy" in systems else []
     )
-    missing = [t for t in needed if shutil.which(t) is None]
-    if missing:
-        raise BenchError(
-            f"missing {', '.join(missing)}: run `make deps-system deps-bench-redis` (as root)"
-        )
+    require_tools(needed, "make deps-system deps-bench-redis")
 
 
 # run ---------------------------------------------------------------------------------------------

@@ -24,10 +24,7 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import json
-import os
-import platform
 import re
-import shutil
 import statistics
 import sys
 import urllib.error
@@ -50,14 +47,15 @@ from harness import (
     cpu_seconds,
     fmt_ratio,
     free_ports,
-    git_revision,
     guarded,
     haproxy_maxconn,
     http_ok,
     listening,
+    machine_facts,
     nginx_conf,
     parse_bench_args,
     process_tree,
+    require_tools,
     rotations,
     run_systems,
     run_tool,
@@ -66,6 +64,9 @@ from harness import (
     tool_version,
     wait_until,
     write_outputs,
+)
+from harness import (
+    start_haproxy as harness_start_haproxy,
 )
 
 SYSTEMS = ("direct", "haproxy", "steelyard")
@@ -125,11 +126,7 @@ def write_nginx_conf(workdir: Path, port: int) -> Path:
 
 def start_haproxy(procs: Procs, backends: Ports, front: Ports) -> Ports:
     # Defaults on purpose (no splice options): the goal is stated against a stock HAProxy.
-    cfg = f"""
-global
-    nbthread 1
-    maxconn {haproxy_maxconn()}
-
+    sections = f"""
 defaults
     mode tcp
     timeout connect 3s
@@ -146,10 +143,7 @@ listen web
     balance roundrobin
     server s1 {HOST}:{backends.web}
 """
-    path = procs.workdir / "haproxy.cfg"
-    path.write_text(cfg)
-    proc = procs.start("haproxy", ["haproxy", "-f", str(path), "-db"])
-    wait_until("haproxy", all_of(listening(front.iperf), accepts(front.web)), [proc])
+    harness_start_haproxy(procs, sections, all_of(listening(front.iperf), accepts(front.web)))
     return front
 
 
@@ -257,26 +251,17 @@ def measure(
 
 
 def machine_info() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "haproxy": tool_version(["haproxy", "-v"]),
-        "haproxy_maxconn": haproxy_maxconn(),
-        "nginx": tool_version(["nginx", "-v"]),
-        "iperf3": tool_version(["iperf3", "-v"]),
-        "wrk": tool_version(["wrk", "-v"]),
-        "steelyard_git": git_revision(),
-        "loadavg_before": os.getloadavg()[0],
-    }
+    return machine_facts(
+        haproxy=tool_version(["haproxy", "-v"]),
+        haproxy_maxconn=haproxy_maxconn(),
+        nginx=tool_version(["nginx", "-v"]),
+        iperf3=tool_version(["iperf3", "-v"]),
+        wrk=tool_version(["wrk", "-v"]),
+    )
 
 
 def check_tools(systems: list[str]) -> None:
-    needed = ["iperf3", "wrk", "nginx"] + (["haproxy"] if "haproxy" in systems else [])
-    missing = [t for t in needed if shutil.which(t) is None]
-    if missing:
-        raise BenchError(f"missing {', '.join(missing)}: run `make deps-system` (as root)")
+    require_tools(["iperf3", "wrk", "nginx"] + (["haproxy"] if "haproxy" in systems else []))
 
 
 # run ---------------------------------------------------------------------------------------------
