@@ -12,12 +12,12 @@ import pytest
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
 from fixtures.procs import free_port, wait_for
+from fixtures.vrrp_node import VIP, holds_vip, node_config
 from steelyard.vrrp.packet import Advert, build
 
 SKIP = lab_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
-VIP = "10.0.0.100"
 SENDER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
@@ -33,16 +33,8 @@ def test_bad_adverts_are_dropped_counted_and_logged_once(tmp_path, steelyard):
     try:
         node = lab.host("lb1", "10.0.0.1/24")
         intruder = lab.host("x", "10.0.0.9/24")
-        cfg = {
-            "admin": {"listen": f"127.0.0.1:{free_port()}"},
-            "store": {"kind": "embedded", "path": str(tmp_path / "store")},
-            "vrrp": {"instances": [{
-                "name": "web", "interface": "eth0", "vrid": 51, "priority": 150,
-                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
-            }]},
-        }  # fmt: skip
-        sy = steelyard(cfg, tmp_path, node.argv())
-        wait_for(lambda: f"{VIP}/24" in node.addresses(), what="the node master")
+        sy = steelyard(node_config(tmp_path, priority=150), tmp_path, node.argv())
+        wait_for(lambda: holds_vip(node), what="the node master")
 
         def send(payload: bytes, ttl: int = 255, count: int = 3) -> None:
             out = intruder.run(sys.executable, "-c", SENDER, str(ttl), payload.hex(), str(count))
@@ -65,7 +57,7 @@ def test_bad_adverts_are_dropped_counted_and_logged_once(tmp_path, steelyard):
         for reason in cases:
             assert sy.count_log(rf"event=vrrp_advert_dropped .*reason={reason} ") == 1
         # and the node is still master
-        assert_for(lambda: f"{VIP}/24" in node.addresses(), seconds=1.0)
+        assert_for(lambda: holds_vip(node), seconds=1.0)
         assert "new=BACKUP" not in sy.log().split("new=MASTER", 1)[1]
         # the counts, in the admin API and the metrics (asked from inside the node)
         view = json.loads(node.run("curl", "-sf", f"http://{sy.admin}/api/vrrp").stdout)

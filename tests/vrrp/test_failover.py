@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
-from fixtures.procs import free_port, wait_for
+from fixtures.procs import wait_for
+from fixtures.vrrp_node import VIP, holds_vip, node_config
 from steelyard.vrrp.machine import master_down, skew
 
 SKIP = lab_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
-VIP = "10.0.0.100"
 INTERVAL = 0.2  # seconds between adverts: short, so the test is
+ADVERT_INTERVAL = f"{int(INTERVAL * 1000)}ms"
 PRIORITIES = {"lb1": 150, "lb2": 100}
 
 
@@ -33,18 +34,6 @@ def lab(tmp_path):
     lab.close()
 
 
-def node_config(tmp_path, name: str) -> dict:
-    return {
-        "admin": {"listen": f"127.0.0.1:{free_port()}"},
-        "store": {"kind": "embedded", "path": str(tmp_path / name / "store")},
-        "vrrp": {"instances": [{
-            "name": "web", "interface": "eth0", "vrid": 51, "priority": PRIORITIES[name],
-            "advert_interval": f"{int(INTERVAL * 1000)}ms", "virtual_ips": [f"{VIP}/24"],
-            "garp": {"count": 3, "interval": "10ms", "repeat_after": "0s"},
-        }]},
-    }  # fmt: skip
-
-
 @pytest.fixture
 def nodes(lab, tmp_path, steelyard):
     client = lab.host("client", "10.0.0.10/24")
@@ -53,7 +42,8 @@ def nodes(lab, tmp_path, steelyard):
     def start(name: str):
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        return steelyard(node_config(tmp_path, name), workdir, hosts[name].argv())
+        cfg = node_config(workdir, priority=PRIORITIES[name], advert_interval=ADVERT_INTERVAL)
+        return steelyard(cfg, workdir, hosts[name].argv())
 
     servers = [serve_name(h) for h in hosts.values()]
     procs = {name: start(name) for name in PRIORITIES}
@@ -61,10 +51,6 @@ def nodes(lab, tmp_path, steelyard):
     for server in servers:
         server.kill()
         server.wait()
-
-
-def holds_vip(host) -> bool:
-    return f"{VIP}/24" in host.addresses()
 
 
 SERVER = """
@@ -158,7 +144,7 @@ def test_missing_privileges_and_interfaces_are_named(lab, tmp_path):
     is refused by `steelyard check`."""
     host = lab.host("lb1", "10.0.0.1/24")
     cfg_path = tmp_path / "lb1.yaml"
-    cfg_path.write_text(yaml.safe_dump(node_config(tmp_path, "lb1")))
+    cfg_path.write_text(yaml.safe_dump(node_config(tmp_path)))
     run = [sys.executable, "-m", "steelyard.cli", "run", "-c", str(cfg_path)]
     dropped = ["setpriv", "--inh-caps=-net_raw,-net_admin", "--bounding-set=-net_raw,-net_admin"]
     out = host.run(*dropped, *run, timeout=60)
@@ -166,8 +152,7 @@ def test_missing_privileges_and_interfaces_are_named(lab, tmp_path):
     assert "event=vrrp_start_error" in out.stderr and "missing=" in out.stderr, out.stderr
     assert "CAP_NET_RAW" in out.stderr
     assert f"{VIP}/24" not in host.addresses()
-    bad = node_config(tmp_path, "lb1")
-    bad["vrrp"]["instances"][0]["interface"] = "nosuch0"
+    bad = node_config(tmp_path, interface="nosuch0")
     cfg_path.write_text(yaml.safe_dump(bad))
     check = host.run(sys.executable, "-m", "steelyard.cli", "check", "-c", str(cfg_path))
     assert check.returncode != 0
@@ -190,14 +175,11 @@ def test_unicast_peers_and_notify(lab, tmp_path, steelyard):
     peers = {"lb1": ["10.0.0.2"], "lb2": ["10.0.0.1"], "lb3": ["10.0.0.2"]}
     procs = {}
     for name, priority in (("lb1", 150), ("lb2", 100), ("lb3", 120)):
-        cfg = node_config(tmp_path, "lb1")
-        inst = cfg["vrrp"]["instances"][0]
-        inst.update(priority=priority, unicast_peers=peers[name], name=f"web-{name}")
-        if name == "lb1":
-            inst["notify"] = str(script)
         workdir = tmp_path / name
         workdir.mkdir()
-        cfg["store"]["path"] = str(workdir / "store")
+        notify = {"notify": str(script)} if name == "lb1" else {}
+        cfg = node_config(workdir, priority=priority, unicast_peers=peers[name],
+                          name=f"web-{name}", **notify)  # fmt: skip
         procs[name] = steelyard(cfg, workdir, hosts[name].argv())
     wait_for(lambda: holds_vip(hosts["lb1"]), what="lb1 master")
     # lb2 hears lb1's unicast adverts; lb3 hears nobody: master too

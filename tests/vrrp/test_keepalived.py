@@ -11,13 +11,12 @@ import subprocess
 import pytest
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
-from fixtures.procs import free_port, wait_for
+from fixtures.procs import wait_for
+from fixtures.vrrp_node import VIP, holds_vip, node_config
 from steelyard.vrrp.machine import master_down
 
 SKIP = lab_skip_reason() or (None if shutil.which("keepalived") else "keepalived is not installed")
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
-
-VIP = "10.0.0.100"
 
 
 def keepalived_conf(priority: int, as_v2: bool) -> str:
@@ -41,10 +40,6 @@ vrrp_instance web {{
 """
 
 
-def holds_vip(host) -> bool:
-    return f"{VIP}/24" in host.addresses()
-
-
 @pytest.mark.parametrize("as_v2", [False, True], ids=["pseudo_header", "checksum_as_v2"])
 def test_steelyard_and_keepalived_take_over_from_each_other(tmp_path, steelyard, as_v2):
     lab = Lab(tmp_path)
@@ -61,16 +56,7 @@ def test_steelyard_and_keepalived_take_over_from_each_other(tmp_path, steelyard,
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(lambda: holds_vip(ka_host), what="keepalived (priority 150) holding the VIP")
-        cfg = {
-            "admin": {"listen": f"127.0.0.1:{free_port()}"},
-            "store": {"kind": "embedded", "path": str(tmp_path / "store")},
-            "vrrp": {"instances": [{
-                "name": "web", "interface": "eth0", "vrid": 51, "priority": 100,
-                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
-                "checksum_as_v2": as_v2, "garp": {"count": 2, "repeat_after": "0s"},
-            }]},
-        }  # fmt: skip
-        sy = steelyard(cfg, tmp_path, sy_host.argv())
+        sy = steelyard(node_config(tmp_path, checksum_as_v2=as_v2), tmp_path, sy_host.argv())
         sy.wait_log(r"event=vrrp_state .*new=BACKUP", what="steelyard backup")
         # steelyard hears keepalived's adverts: it stays backup (three times its
         # Master_Down_Interval), nothing dropped

@@ -11,11 +11,10 @@ import sys
 import pytest
 
 from fixtures.netns import Lab, lab_skip_reason
-from fixtures.procs import free_port, wait_for
+from fixtures.procs import wait_for
+from fixtures.vrrp_node import holder, node_config
 from steelyard.config.vrrp_model import TrackConfig
 from steelyard.vrrp.track import ScriptState, Tracker, effect
-
-VIP = "10.0.0.100"
 
 
 def test_effects_as_keepalived_defines_them():
@@ -62,41 +61,28 @@ def test_tracked_interface_and_script_in_the_lab(tmp_path, steelyard):
         flag = tmp_path / "healthy"
         flag.write_text("ok")
         procs = {}
-        for host, priority in ((lb1, 150), (lb2, 100)):
-            inst = {
-                "name": "web", "interface": "eth0", "vrid": 51, "priority": priority,
-                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
-                "garp": {"count": 1, "repeat_after": "0s"},
-            }  # fmt: skip
-            if host is lb1:
-                inst["track"] = {
-                    "interval": "50ms",
-                    "interfaces": [{"name": "dummy0", "weight": 0}],
-                    "scripts": [{"name": "flag", "command": ["test", "-f", str(flag)],
-                                 "interval": "100ms", "weight": -60}],
-                }  # fmt: skip
+        track = {
+            "interval": "50ms",
+            "interfaces": [{"name": "dummy0", "weight": 0}],
+            "scripts": [{"name": "flag", "command": ["test", "-f", str(flag)],
+                         "interval": "100ms", "weight": -60}],
+        }  # fmt: skip
+        for host, extra in ((lb1, {"priority": 150, "track": track}), (lb2, {})):
             workdir = tmp_path / host.name
             workdir.mkdir()
-            cfg = {"admin": {"listen": f"127.0.0.1:{free_port()}"},
-                   "store": {"kind": "embedded", "path": str(workdir / "store")},
-                   "vrrp": {"instances": [inst]}}  # fmt: skip
-            procs[host.name] = steelyard(cfg, workdir, host.argv())
+            procs[host.name] = steelyard(node_config(workdir, **extra), workdir, host.argv())
 
-        def holder() -> str | None:
-            held = [h.name for h in (lb1, lb2) if f"{VIP}/24" in h.addresses()]
-            return held[0] if len(held) == 1 else None
-
-        wait_for(lambda: holder() == "lb1", what="lb1 master")
+        wait_for(lambda: holder(lb1, lb2) == "lb1", what="lb1 master")
         lb1.ip("link", "set", "dummy0", "down")  # weight 0: FAULT, the VIP released at once
-        wait_for(lambda: holder() == "lb2", what="lb2 taking over from a faulty lb1")
+        wait_for(lambda: holder(lb1, lb2) == "lb2", what="lb2 taking over from a faulty lb1")
         procs["lb1"].wait_log(r"event=vrrp_state .*new=FAULT .*reason=\"?interface dummy0 is down",
                               what="lb1 in FAULT")  # fmt: skip
         lb1.ip("link", "set", "dummy0", "up")
-        wait_for(lambda: holder() == "lb1", what="lb1 back and preempting")
+        wait_for(lambda: holder(lb1, lb2) == "lb1", what="lb1 back and preempting")
         flag.unlink()  # the script fails: 150 - 60 = 90, below lb2's 100
-        wait_for(lambda: holder() == "lb2", what="lb2 preempting a lower-priority lb1")
+        wait_for(lambda: holder(lb1, lb2) == "lb2", what="lb2 preempting a lower-priority lb1")
         flag.write_text("ok")
-        wait_for(lambda: holder() == "lb1", what="lb1 preempting again at 150")
+        wait_for(lambda: holder(lb1, lb2) == "lb1", what="lb1 preempting again at 150")
     finally:
         lab.close()
 
@@ -129,35 +115,29 @@ def test_a_tracked_pool_without_a_usable_server_puts_the_master_in_fault(tmp_pat
             return proc
 
         backend = listen()
-        for host, priority in ((lb1, 150), (lb2, 100)):
-            inst = {
-                "name": "web", "interface": "eth0", "vrid": 51, "priority": priority,
-                "advert_interval": "200ms", "virtual_ips": [f"{VIP}/24"],
-                "garp": {"count": 1, "repeat_after": "0s"},
-            }  # fmt: skip
-            cfg = {"admin": {"listen": f"127.0.0.1:{free_port()}"},
-                   "store": {"kind": "embedded", "path": str(tmp_path / host.name / "store")},
-                   "vrrp": {"instances": [inst]}}  # fmt: skip
+        for host in (lb1, lb2):
+            workdir = tmp_path / host.name
+            workdir.mkdir()
             if host is lb1:
-                inst["track"] = {"interval": "50ms", "pools": [{"name": "web"}]}
+                track = {"interval": "50ms", "pools": [{"name": "web"}]}
+                cfg = node_config(workdir, priority=150, track=track)
                 cfg["pools"] = {"web": {
                     "health": {"kind": "tcp", "interval": "100ms", "timeout": "100ms",
                                "rise": 1, "fall": 1},
                     "servers": [{"address": "127.0.0.1:7001"}],
                 }}  # fmt: skip
-            (tmp_path / host.name).mkdir()
-            steelyard(cfg, tmp_path / host.name, host.argv())
+            else:
+                cfg = node_config(workdir)
+            steelyard(cfg, workdir, host.argv())
 
-        def holder() -> str | None:
-            held = [h.name for h in (lb1, lb2) if f"{VIP}/24" in h.addresses()]
-            return held[0] if len(held) == 1 else None
-
-        wait_for(lambda: holder() == "lb1", what="lb1 master")
+        wait_for(lambda: holder(lb1, lb2) == "lb1", what="lb1 master")
         backend.kill()
         backend.wait()
-        wait_for(lambda: holder() == "lb2", what="lb2 taking over: lb1's pool has no server")
+        wait_for(
+            lambda: holder(lb1, lb2) == "lb2", what="lb2 taking over: lb1's pool has no server"
+        )
         backend = listen()
-        wait_for(lambda: holder() == "lb1", what="lb1 back once its pool is")
+        wait_for(lambda: holder(lb1, lb2) == "lb1", what="lb1 back once its pool is")
     finally:
         if backend is not None:
             backend.kill()
