@@ -34,3 +34,18 @@ def test_bad_values_are_named():
     found = issues("      priority: 0\n      advert_interval: 50s\n")
     assert any(f.startswith("vrrp.instances[0].priority") for f in found), found
     assert any(f.startswith("vrrp.instances[0].advert_interval") for f in found), found
+
+
+SECOND = """    - {name: db, interface: lo, vrid: 52, virtual_ips: [10.0.1.100/24]}
+"""
+
+
+def test_sync_groups_name_instances_that_exist_once():
+    assert issues(SECOND + "  sync_groups: [{name: router, instances: [web, db]}]\n") == []
+    found = issues(SECOND + "  sync_groups: [{name: router, instances: [web, nosuch]}]\n")
+    assert any("sync group 'router': no instance 'nosuch'" in f for f in found), found
+    twice = "[{name: a, instances: [web, db]}, {name: b, instances: [db, web]}]"
+    found = issues(SECOND + f"  sync_groups: {twice}\n")
+    assert any("instance 'db' is in sync groups 'a' and 'b'" in f for f in found), found
+    found = issues(SECOND + "  sync_groups: [{name: a, instances: [web]}]\n")
+    assert any(f.startswith("vrrp.sync_groups[0].instances") for f in found), found

@@ -6,6 +6,8 @@ vrrp:
   instances:
     - {name: web, interface: eth0, vrid: 51, priority: 150, advert_interval: 1s,
        virtual_ips: [10.0.0.100/24], unicast_peers: [], preempt: true, notify: null}
+  sync_groups:
+    - {name: router, instances: [web, db]}
 ```
 """
 
@@ -106,8 +108,16 @@ class VrrpInstanceConfig(Strict):
         return [cidr.split("/")[0] for cidr in self.virtual_ips]
 
 
+class SyncGroupConfig(Strict):
+    """Instances that change state together (keepalived's vrrp_sync_group)."""
+
+    name: Name
+    instances: list[Name] = Field(min_length=2)
+
+
 class VrrpConfig(Strict):
     instances: list[VrrpInstanceConfig] = Field(min_length=1)
+    sync_groups: list[SyncGroupConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> VrrpConfig:
@@ -120,4 +130,19 @@ class VrrpConfig(Strict):
                 raise ValueError(f"vrid {inst.vrid} is used twice on {inst.interface}")
             names.add(inst.name)
             routers.add((inst.interface, inst.vrid))
+        grouped: dict[str, str] = {}  # instance -> its group
+        groups: set[str] = set()
+        for group in self.sync_groups:
+            if group.name in groups:
+                raise ValueError(f"sync group name {group.name!r} is used twice")
+            groups.add(group.name)
+            for member in group.instances:
+                if member not in names:
+                    raise ValueError(f"sync group {group.name!r}: no instance {member!r}")
+                if member in grouped:
+                    raise ValueError(
+                        f"instance {member!r} is in sync groups {grouped[member]!r} "
+                        f"and {group.name!r}"
+                    )
+                grouped[member] = group.name
         return self

@@ -45,6 +45,7 @@ from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
+from steelyard.vrrp.group import SyncGroup
 from steelyard.vrrp.instance import Instance
 
 TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
@@ -155,8 +156,14 @@ class Supervisor:
     def _start_vrrp(self, vrrp: VrrpConfig) -> bool:
         """Start every instance; False (each failure logged, naming what is missing) when one
         cannot run: a node that cannot take part in VRRP must not pretend it does."""
+        instances = {c.name: Instance(c, self.loop, self._pool_up) for c in vrrp.instances}
+        for group_cfg in vrrp.sync_groups:
+            members = {name: instances[name] for name in group_cfg.instances}
+            group = SyncGroup(group_cfg.name, {n: i.machine for n, i in members.items()})
+            for inst in members.values():
+                inst.join(group, members)
         for inst_cfg in vrrp.instances:
-            inst = Instance(inst_cfg, self.loop, self._pool_up)
+            inst = instances[inst_cfg.name]
             try:
                 inst.start()
             except PermissionError as exc:

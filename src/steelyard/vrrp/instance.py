@@ -16,6 +16,7 @@ from collections import Counter
 from steelyard.config.vrrp_model import VrrpInstanceConfig
 from steelyard.log import log
 from steelyard.vrrp import netif
+from steelyard.vrrp.group import SyncGroup
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
 from steelyard.vrrp.packet import MULTICAST_V4, Advert, build
@@ -41,6 +42,13 @@ class Instance:
         self.sent = self.received = self.send_errors = 0
         self._logged: dict[tuple[str, str], float] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.group: SyncGroup | None = None
+        self.members: dict[str, Instance] = {}  # the group's instances, by name
+
+    def join(self, group: SyncGroup, members: dict[str, Instance]) -> None:
+        """Become a member of a sync group (before start)."""
+        self.group, self.members = group, members
+        self.machine.settings.synced = True
 
     # life -------------------------------------------------------------------------------------
 
@@ -116,7 +124,9 @@ class Instance:
 
     # actions ----------------------------------------------------------------------------------
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action], forced: bool = False) -> None:
+        """Carry out the machine's actions; then, in a sync group, what the group makes every
+        member do (`forced`: the group's own doing, which it has already reacted to)."""
         for action in actions:
             if isinstance(action, Send):
                 self._send(action.priority)
@@ -128,6 +138,9 @@ class Instance:
         deadline = self.machine.deadline
         if deadline is not None:
             self.timer = self.loop.call_at(deadline, self._tick)
+        if self.group is not None and not forced:
+            for name, more in self.group.react(self.cfg.name, actions, self.loop.time()).items():
+                self.members[name]._apply(more, forced=True)
 
     def _send(self, priority: int) -> None:
         if self.sock is None:
@@ -201,4 +214,5 @@ class Instance:
             "master": m.master, "virtual_ips": self.cfg.virtual_ips, "sent": self.sent,
             "received": self.received, "send_errors": self.send_errors,
             "dropped": dict(self.dropped),
+            "sync_group": None if self.group is None else self.group.name,
         }  # fmt: skip

@@ -10,7 +10,8 @@ Keepalived's additions are here too: FAULT (tracked interfaces or scripts down: 
 no advert, priority 0 sent when leaving MASTER so a backup takes over after its skew time),
 `preempt: false` (nopreempt) and `preempt_delay` (a higher-priority backup waits that long
 after it started before it takes over from a lower-priority master), and a priority that
-tracking changes at run time.
+tracking changes at run time. In a sync group (`synced`), a backup whose timer fires does not
+take over alone: it reports `Ready` and its group promotes every member once all are ready.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ class Became:
     reason: str
 
 
-Action = Send | Became
+@dataclass(frozen=True)
+class Ready:
+    """A backup in a sync group would become MASTER now; its group decides (group.py)."""
+
+
+Action = Send | Became | Ready
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Settings:
     address: str = "0.0.0.0"  # this router's own primary address (the tie-break)
     preempt: bool = True
     preempt_delay: float = 0.0  # seconds after start before preempting a lower master
+    synced: bool = False  # in a sync group: MASTER only when the group says so
 
 
 def skew(priority: int, interval_cs: int) -> float:
@@ -76,6 +83,8 @@ class Machine:
         self.started = 0.0
         self.master: str | None = None  # the current master's address, when known
         self.faults: set[str] = set()  # what holds it in FAULT
+        # in a sync group: its Master_Down timer fired and no advert has held it since
+        self.ready = False
 
     # inputs ----------------------------------------------------------------------------------
 
@@ -102,6 +111,11 @@ class Machine:
             self.deadline = now + self.settings.interval_cs / 100
             return [Send(self.priority)]
         if self.state is State.BACKUP:
+            if self.settings.synced:
+                # ask again after another interval, in case the group said no
+                self.ready = True
+                self.deadline = now + master_down(self.priority, self.master_interval_cs)
+                return [Ready()]
             return self._to_master(now, "no advertisement within Master_Down_Interval")
         self.deadline = None
         return []
@@ -115,6 +129,7 @@ class Machine:
             lower = ad.priority < self.priority
             waiting = now - self.started < self.settings.preempt_delay
             if not self.settings.preempt or not lower or waiting:
+                self.ready = False
                 self.master = src
                 self.master_interval_cs = ad.interval_cs
                 self.deadline = now + master_down(self.priority, ad.interval_cs)
@@ -161,14 +176,29 @@ class Machine:
             return self._to_master(now, f"{what} is back (address owner)")
         return self._to_backup(now, f"{what} is back")
 
+    def promote(self, now: float, reason: str) -> list[Action]:
+        """The sync group goes MASTER together (every member is ready)."""
+        if self.state is not State.BACKUP:
+            return []
+        return self._to_master(now, reason)
+
+    def demote(self, now: float, reason: str) -> list[Action]:
+        """Another member of the sync group gave MASTER up: so does this one. No priority 0 is
+        sent: the peer's group is taking over these addresses already."""
+        if self.state is not State.MASTER:
+            return []
+        return self._to_backup(now, reason)
+
     # transitions -----------------------------------------------------------------------------
 
     def _to_master(self, now: float, reason: str) -> list[Action]:
+        self.ready = False
         self.master = self.settings.address
         self.deadline = now + self.settings.interval_cs / 100
         return [Send(self.priority), *self._become(State.MASTER, reason)]
 
     def _to_backup(self, now: float, reason: str) -> list[Action]:
+        self.ready = False
         self.master = None
         self.master_interval_cs = self.settings.interval_cs
         self.deadline = now + master_down(self.priority, self.master_interval_cs)
