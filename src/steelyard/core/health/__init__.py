@@ -8,12 +8,14 @@ which pushes verdicts to the workers. Passive ejection (`PassiveEjector`) and th
   state.py      HealthState (rise/fall), CheckResult
   tcp.py        check_tcp: connect and close
   http.py       check_http: one HTTP/1.1 request, status in the expected ranges
+  misc.py       check_misc: run a program, its exit status is the verdict (MISC_CHECK)
   monitor.py    HealthMonitor: one probe task per checked server, flips -> on_change
   passive.py    PassiveEjector: consecutive failures -> ejection, with a cap per pool
   slowstart.py  SlowStart: linear weight ramp for servers coming back
 """
 
 from steelyard.core.health.http import check_http
+from steelyard.core.health.misc import check_misc
 from steelyard.core.health.monitor import HealthMonitor
 from steelyard.core.health.passive import PassiveEjector
 from steelyard.core.health.slowstart import SlowStart
@@ -27,5 +29,6 @@ __all__ = [
     "PassiveEjector",
     "SlowStart",
     "check_http",
+    "check_misc",
     "check_tcp",
 ]

@@ -30,6 +30,7 @@ from typing import Any
 from steelyard.config.model import HealthConfig, PoolConfig, parse_status_ranges
 from steelyard.core.backend import AdminState, Pool, Server
 from steelyard.core.health.http import check_http
+from steelyard.core.health.misc import check_misc
 from steelyard.core.health.mysql import check_mysql
 from steelyard.core.health.state import CheckResult, HealthState
 from steelyard.core.health.tcp import check_tcp
@@ -70,6 +71,13 @@ def make_checker(server: Server, hc: HealthConfig) -> Checker:
             return check_mysql(host, port, timeout, user, password, max_lag)
 
         return probe_mysql
+    if hc.kind == "misc":
+        command, dynamic = list(hc.command or []), hc.misc_dynamic
+
+        def probe_misc() -> Awaitable[CheckResult]:
+            return check_misc(command, timeout, dynamic, host, port)
+
+        return probe_misc
     raise ValueError(f"no active checker for health kind {hc.kind!r}")
 
 
