@@ -165,6 +165,27 @@ def _cmd_mysql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kernel(args: argparse.Namespace) -> int:
+    data = _request(args, "GET", "/api/kernel")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(data["ruleset"].rstrip())
+    print()
+    rows = [("SERVICE", "SERVER", "WEIGHT", "ACTIVE", "CONNECTIONS", "PACKETS", "BYTES")]
+    for svc in data["services"]:
+        name = f"{svc['protocol']} {svc['address']}" + (" (quorum lost)" if svc["quorum_lost"]
+                                                        else "")  # fmt: skip
+        for s in svc["servers"]:
+            rows.append((
+                name, s["address"] + (" (sorry)" if s["sorry"] else ""), str(s["weight"]),
+                "yes" if s["active"] else "no", str(s["connections"]), str(s["packets"]),
+                str(s["bytes"]),
+            ))  # fmt: skip
+    _print_table(rows)
+    return 0
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -365,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
         # SUPPRESS: `ctl mysql --json offline X` keeps the --json given before the verb
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     ctl.set_defaults(func=_cmd_ctl)
+
+    kernel = sub.add_parser("kernel", help="the nftables virtual services of a running node")
+    kernel_verbs = kernel.add_subparsers(dest="verb", required=True)
+    show = kernel_verbs.add_parser("show", help="the live ruleset and per-server counters")
+    _admin_args(show)
+    show.add_argument("--json", action="store_true")
+    kernel.set_defaults(func=_cmd_kernel)
 
     ra = sub.add_parser("redis-admin", help="the Redis tier's groups and slots (dashboard)")
     _admin_args(ra)

@@ -17,6 +17,7 @@ Routes (the paths are part of the public contract):
                                                      (admin/mysql_api.py)
   /api/redis/...                                  -> the Redis dashboard (admin/redis_api.py)
   GET  /api/vrrp                                  -> the virtual routers (admin/vrrp_api.py)
+  GET  /api/kernel                                -> the virtual services (admin/kernel_api.py)
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from steelyard.admin.body import json_object, message
+from steelyard.admin.kernel_api import KernelRoutes
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
 from steelyard.admin.vrrp_api import VrrpRoutes
@@ -302,6 +304,7 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     RedisRoutes(controller, ApiError).add(app)
     MysqlRoutes(controller, ApiError).add(app)
     VrrpRoutes(controller, ApiError).add(app)
+    KernelRoutes(controller, ApiError).add(app)
     app.router.add_get("/api/pools/{pool}", h.pool)
     app.router.add_get(server_path, h.server)
     app.router.add_put(server_path, h.set_server)

@@ -579,7 +579,23 @@ def _host_checks(cfg: Config) -> list[tuple[Loc, str]]:
                 f"no interface {inst.interface!r} on this host: its virtual IPs "
                 f"{', '.join(inst.virtual_ips)} would have nowhere to go",
             ))  # fmt: skip
+    held = _host_addresses()
+    vips = {a for inst in cfg.vrrp.instances for a in inst.addresses()} if cfg.vrrp else set()
+    for i, vs in enumerate(cfg.virtual_services):
+        if vs.vip not in vips and vs.vip not in held:
+            problems.append((
+                ("virtual_services", i, "address"),
+                f"{vs.vip} is neither a VRRP virtual IP nor an address of this host's interfaces: "
+                "no packet for it would reach this node",
+            ))  # fmt: skip
     return problems
+
+
+def _host_addresses() -> set[str]:
+    """The IPv4 addresses on this host's interfaces (`ip -4 addr`)."""
+    from steelyard.vrrp.netif import addresses
+
+    return addresses()
 
 
 def _valid(model: type[_M], raw: object) -> _M | None:

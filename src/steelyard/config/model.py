@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from steelyard.config.http_model import HttpListenerConfig
+from steelyard.config.kernel_model import VirtualServiceConfig
 from steelyard.config.mysql_model import MysqlConfig
 from steelyard.config.redis_model import RedisConfig
 from steelyard.config.shared import (
@@ -60,7 +61,7 @@ def format_path(path: tuple[str | int, ...]) -> str:
 
 
 class HealthConfig(Strict):
-    kind: Literal["tcp", "http", "mysql", "none"] = "tcp"
+    kind: Literal["tcp", "http", "mysql", "misc", "none"] = "tcp"
     interval: Duration = 2.0
     timeout: Duration = 1.0
     rise: int = Field(2, ge=1, le=100)
@@ -78,6 +79,14 @@ class HealthConfig(Strict):
     # fails its check (and leaves read rotation). Set from a mysql listener's
     # max_replication_lag for its replicas pool; 0 = not checked.
     max_replication_lag: Duration = 0.0
+    # misc checker (Keepalived's MISC_CHECK): the program and its arguments as a list, run
+    # without a shell so that no quoting rules stand between the config and the argv. Numbers
+    # must be quoted ("5"): YAML reads 010 as 8, so guessing the string would run another argv.
+    command: list[str] | None = None
+    # misc checker: lets the script set the server's weight (Keepalived's misc_dynamic), so a
+    # busy server can ask for less traffic without failing its check: exit 1 = down,
+    # exit 2..255 = up with weight exit - 2, exit 0 = up with the weight unchanged.
+    misc_dynamic: bool = False
 
     @field_validator("expect_status", mode="before")
     @classmethod
@@ -106,6 +115,17 @@ class HealthConfig(Strict):
             raise ValueError("interval must be above 0")
         if self.kind != "none" and self.timeout <= 0:
             raise ValueError("timeout must be above 0")
+        return self
+
+    @model_validator(mode="after")
+    def _misc(self) -> HealthConfig:
+        # Refused rather than ignored elsewhere: a command under kind tcp reads as if it ran.
+        if self.kind == "misc" and not (self.command and self.command[0]):
+            raise ValueError("kind misc needs command: the program to run and its arguments")
+        if self.kind != "misc" and self.command is not None:
+            raise ValueError(f"command is only for kind misc, not kind {self.kind}")
+        if self.kind != "misc" and self.misc_dynamic:
+            raise ValueError(f"misc_dynamic is only for kind misc, not kind {self.kind}")
         return self
 
 
@@ -225,6 +245,7 @@ class Config(Strict):
     redis: RedisConfig | None = None
     mysql: MysqlConfig | None = None
     vrrp: VrrpConfig | None = None
+    virtual_services: list[VirtualServiceConfig] = Field(default_factory=list)
 
     def listeners(self) -> list[Any]:
         """Every listening section (tcp, http, redis proxies, mysql); each has a `listen`."""
@@ -328,6 +349,16 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
             if tracked.name not in cfg.pools:
                 path = ("vrrp", "instances", i, "track", "pools", j, "name")
                 problems.append((path, f"no pool named {tracked.name!r} in pools:"))
+    services: dict[tuple[str, str], int] = {}
+    for i, vs in enumerate(cfg.virtual_services):
+        if vs.pool not in cfg.pools:
+            problems.append((("virtual_services", i, "pool"), f"unknown pool {vs.pool!r}"))
+        key = (vs.protocol, vs.address)
+        if key in services:
+            first = format_path(("virtual_services", services[key]))
+            why = f"{vs.protocol} {vs.address} is already a virtual service (at {first})"
+            problems.append((("virtual_services", i, "address"), why))
+        services.setdefault(key, i)
     return problems
 
 

@@ -36,9 +36,11 @@ from steelyard.core.counters import SLOTS, SharedCounters
 from steelyard.core.health.monitor import HealthMonitor
 from steelyard.core.health.passive import PassiveEjector
 from steelyard.core.health.slowstart import SlowStart
+from steelyard.core.health.state import CheckResult
 from steelyard.core.store import open_store
 from steelyard.core.store.server_state import restore, save_server
 from steelyard.http.stats import HttpStats
+from steelyard.kernel.services import KernelError, KernelServices
 from steelyard.log import log
 from steelyard.mysql.status import MysqlStats
 from steelyard.redis.dashboard import Dashboard
@@ -87,6 +89,7 @@ class Supervisor:
         self.admin: Any = None
         self.redis: Dashboard | None = None
         self.vrrp: list[Instance] = []  # the virtual routers running (started after workers)
+        self.kernel: KernelServices | None = None  # nftables virtual services
         self.stopping = False
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
@@ -108,7 +111,9 @@ class Supervisor:
         applied = restore(self.store, self.pools)
         for pool in self.pools.values():
             pool.refresh()
-        self.monitor = HealthMonitor(self._monitored(), on_change=self._on_health)
+        self.monitor = HealthMonitor(
+            self._monitored(), on_change=self._on_health, on_check=self._on_check
+        )
         self.monitor.start()
         if cfg.redis is not None:
             self.redis = Dashboard(cfg.redis, self.store, self.broadcast_redis)
@@ -141,6 +146,10 @@ class Supervisor:
         self._ticker = self.loop.call_later(TICK, self._tick)
         if self.redis is not None:
             self.redis.start()
+        # the services first: a node that becomes master serves its VIPs at once
+        if cfg.virtual_services and not await self._start_kernel(cfg):
+            await self.stop()
+            raise SystemExit(1)
         if cfg.vrrp is not None and not self._start_vrrp(cfg.vrrp):
             await self.stop()
             raise SystemExit(1)
@@ -178,6 +187,18 @@ class Supervisor:
             self.vrrp.append(inst)
         return True
 
+    async def _start_kernel(self, cfg: Config) -> bool:
+        """Install the virtual services; False (logged, naming what is missing) when this node
+        cannot."""
+        self.kernel = KernelServices(cfg.virtual_services, lambda: self.pools)
+        try:
+            await self.kernel.start()
+        except KernelError as exc:
+            log("kernel_start_error", "error", cause=str(exc))
+            self.kernel = None
+            return False
+        return True
+
     def _pool_up(self, name: str) -> bool:
         """A pool VRRP tracks is up while one of its servers is usable (health, admin state)."""
         pool = self.pools.get(name)
@@ -204,6 +225,9 @@ class Supervisor:
         for inst in self.vrrp:  # resign first: a backup takes the addresses after its skew time
             await inst.stop()
         self.vrrp.clear()
+        if self.kernel is not None:
+            await self.kernel.stop()
+            self.kernel = None
         if self._ticker is not None:
             self._ticker.cancel()
         for w in self.workers.values():
@@ -367,12 +391,27 @@ class Supervisor:
         msg = self._state_msg(pool_name, server)
         for w in self.workers.values():
             w.channel.send(msg)
+        if self.kernel is not None:
+            self.kernel.changed()
 
     def _on_health(self, pool_name: str, server: Server) -> None:
         server.health_flips += 1
         if server.up:
             self._begin_slow_start(pool_name, server)
         self.push(pool_name, server)
+
+    def _on_check(self, pool_name: str, server: Server, result: CheckResult) -> None:
+        """A `misc_dynamic` check's exit code sets the server's weight (keepalived's
+        misc_dynamic); like a weight set with the admin API, it is a runtime override."""
+        weight = (result.facts or {}).get("weight") if result.ok else None
+        hc = self.cfg.pools[pool_name].health if pool_name in self.cfg.pools else None
+        if weight is None or hc is None or not hc.misc_dynamic:
+            return
+        if server.weight_override != weight:
+            log("health_weight", pool=pool_name, server=server.address, weight=weight,
+                was=server.base_weight)  # fmt: skip
+            server.weight_override = weight
+            self.push(pool_name, server)
 
     def _begin_slow_start(self, pool_name: str, server: Server) -> None:
         duration = self.cfg.pools[pool_name].slow_start
@@ -465,6 +504,12 @@ class Supervisor:
         if self.cfg.vrrp is None:
             raise LookupError("no vrrp: section in the config")
         return {"instances": self._vrrp_instances()}
+
+    async def kernel_view(self) -> dict[str, Any]:
+        """The virtual services for GET /api/kernel; LookupError without any."""
+        if self.kernel is None:
+            raise LookupError("no virtual_services: in the config")
+        return await self.kernel.view()
 
     def _vrrp_instances(self) -> list[dict[str, Any]]:
         return [inst.view() for inst in self.vrrp]
@@ -591,6 +636,7 @@ class Supervisor:
         assert self.monitor is not None
         self.monitor.update(self._monitored())
         self._reload_redis(new)
+        await self._reload_kernel(new)
         self._rows = max(self._rows, new.workers)
         self._seq += 1
         acks = []
@@ -607,6 +653,16 @@ class Supervisor:
             changes=changes or "none",
             workers_late=len(late) or None,
         )
+
+    async def _reload_kernel(self, new: Config) -> None:
+        if self.kernel is None:
+            if new.virtual_services:
+                await self._start_kernel(new)  # a refusal is logged; the rest still reloads
+        elif not new.virtual_services:
+            await self.kernel.stop()
+            self.kernel = None
+        else:
+            self.kernel.reload(new.virtual_services)
 
     def _reload_redis(self, new: Config) -> None:
         if new.redis is None:

@@ -39,6 +39,18 @@ def primary_address(interface: str) -> str:
     return socket.inet_ntoa(_ioctl(interface, SIOCGIFADDR)[20:24])
 
 
+def addresses() -> set[str]:
+    """Every IPv4 address on this host's interfaces."""
+    found: set[str] = set()
+
+    def read() -> None:
+        with IPRoute() as ipr:
+            found.update(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET))
+
+    _in_thread(read)
+    return found
+
+
 def _in_thread(fn: Callable[[], None]) -> None:
     """pyroute2 runs its own asyncio loop, and uvloop has no netlink datagram endpoints: its
     calls go to a thread of their own (a few milliseconds, on state changes only)."""

@@ -1,0 +1,194 @@
+"""The kernel virtual services at run time, in the supervisor: which servers each service sends
+new connections to (the pool's usable servers, as health checks, admin state and weights leave
+them; the sorry server when their live weight is under the quorum), rendered (render.py) and
+applied (nft.py) at start, again after every change, and removed on stop.
+
+Changes are coalesced: a burst of health flips costs one `nft` run, and runs never overlap.
+The table is installed on every node, master or backup, as keepalived installs its IPVS
+services everywhere: packets for a VIP reach only the node that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from steelyard.config.kernel_model import VirtualServiceConfig
+from steelyard.core.backend import Pool, split_address
+from steelyard.kernel import nft
+from steelyard.kernel.render import (
+    SCHEDULERS,
+    TABLE,
+    Service,
+    Target,
+    counter_names,
+    removal,
+    render,
+)
+from steelyard.log import log
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+class KernelError(Exception):
+    """A node that cannot run its virtual services; the message names what is missing."""
+
+
+class KernelServices:
+    def __init__(
+        self, configs: list[VirtualServiceConfig], pools: Callable[[], Mapping[str, Pool]]
+    ) -> None:
+        self.configs = configs
+        self.pools = pools  # the supervisor's current pools (replaced on reload)
+        self.objects: frozenset[str] = frozenset()
+        self.services: list[Service] = []
+        self.quorum_lost: set[str] = set()  # addresses of services on their sorry server
+        self.applies = 0
+        self.errors = 0
+        self._dirty = False
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._installed = False
+
+    # life -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Install the table; KernelError naming what is missing (nft, privileges, forwarding)."""
+        try:
+            nft.path()
+        except nft.NftError as exc:
+            raise KernelError(str(exc)) from None
+        if IP_FORWARD.read_text().strip() != "1":
+            raise KernelError(
+                "net.ipv4.ip_forward is 0: virtual services forward packets to their servers "
+                "(sysctl -w net.ipv4.ip_forward=1)"
+            )
+        try:
+            await self._apply(fresh=True)
+        except nft.NftError as exc:
+            raise KernelError(f"nft refused the table: {exc}") from None
+        self._installed = True
+
+    async def stop(self) -> None:
+        """Remove the table; established connections keep their conntrack NAT and finish."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if not self._installed:
+            return
+        async with self._lock:
+            try:
+                await nft.apply(removal())
+            except nft.NftError as exc:
+                log("kernel_error", "error", action="remove table", cause=str(exc))
+            self._installed = False
+
+    def reload(self, configs: list[VirtualServiceConfig]) -> None:
+        self.configs = configs
+        self.changed()
+
+    def changed(self) -> None:
+        """A server's state or a weight changed: re-apply soon (once per burst), if the table
+        would say anything new (a slow-start step often leaves every weight as it was)."""
+        if not self._installed or (not self._dirty and self.desired() == self.services):
+            return
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            try:
+                await self._apply()
+            except nft.NftError as exc:
+                self.errors += 1
+                log("kernel_error", "error", action="update table", cause=str(exc))
+
+    async def _apply(self, fresh: bool = False) -> None:
+        async with self._lock:
+            services = self.desired()
+            script, objects = render(services, self.objects, fresh=fresh)
+            await nft.apply(script)
+            self.objects, self.services = objects, services
+            self.applies += 1
+            log("kernel_applied", "info" if fresh else "debug", services=len(services),
+                servers=sum(len(s.targets) for s in services))  # fmt: skip
+
+    # what the table should say ----------------------------------------------------------------
+
+    def desired(self) -> list[Service]:
+        pools = self.pools()
+        out = []
+        for cfg in self.configs:
+            pool = pools.get(cfg.pool)
+            live = pool.candidates() if pool is not None else []
+            targets = tuple(Target(s.host, s.port, s.effective_weight) for s in live)
+            weight = sum(t.weight for t in targets)
+            lost = weight < cfg.quorum
+            self._quorum(cfg, lost, weight)
+            if lost and cfg.sorry_server is not None:
+                targets = (Target(*split_address(cfg.sorry_server)),)
+            scheduler = SCHEDULERS[pool.balance] if pool is not None else "rr"
+            counted = [Target(s.host, s.port) for s in (pool.servers if pool is not None else [])]
+            if cfg.sorry_server is not None:
+                sorry = Target(*split_address(cfg.sorry_server))
+                if sorry not in counted:
+                    counted.append(sorry)
+            out.append(Service(cfg.vip, cfg.port, cfg.protocol, targets, scheduler,
+                               cfg.persistence_timeout, cfg.method == "masquerade",
+                               tuple(counted)))  # fmt: skip
+        return out
+
+    def _quorum(self, cfg: VirtualServiceConfig, lost: bool, weight: int) -> None:
+        was = cfg.address in self.quorum_lost
+        if lost == was:
+            return
+        if lost:
+            self.quorum_lost.add(cfg.address)
+        else:
+            self.quorum_lost.discard(cfg.address)
+        log("kernel_quorum", "warn" if lost else "info", service=cfg.address,
+            state="lost" if lost else "up", live_weight=weight, quorum=cfg.quorum,
+            sorry_server=cfg.sorry_server if lost else None)  # fmt: skip
+
+    # reading ----------------------------------------------------------------------------------
+
+    async def view(self) -> dict[str, Any]:
+        """Each service with its servers (weight, whether they get new connections, counters)
+        and the live ruleset, for GET /api/kernel and `steelyard kernel show`."""
+        counts = await nft.counters(TABLE) if self._installed else {}
+        ruleset = await nft.run("list", "table", "ip", TABLE) if self._installed else ""
+        pools = self.pools()
+        services = []
+        for cfg, svc in zip(self.configs, self.services, strict=False):
+            pool = pools.get(cfg.pool)
+            live = {t.address: t for t in svc.targets}
+            listed = [(s.address, s.host, s.port, s.effective_weight)
+                      for s in (pool.servers if pool is not None else [])]  # fmt: skip
+            if (
+                cfg.sorry_server is not None
+                and pool is not None
+                and pool.server(cfg.sorry_server) is None
+            ):
+                host, port = split_address(cfg.sorry_server)
+                listed.append((cfg.sorry_server, host, port, 1))
+            servers = []
+            for address, host, port, weight in listed:
+                conns, traffic = counter_names(svc, Target(host, port))
+                servers.append({
+                    "address": address, "weight": weight, "active": address in live,
+                    "sorry": address == cfg.sorry_server,
+                    "connections": counts.get(conns, (0, 0))[0],
+                    "packets": counts.get(traffic, (0, 0))[0],
+                    "bytes": counts.get(traffic, (0, 0))[1],
+                })  # fmt: skip
+            services.append({
+                "address": cfg.address, "protocol": cfg.protocol, "pool": cfg.pool,
+                "scheduler": svc.scheduler, "persistence_timeout": cfg.persistence_timeout,
+                "method": cfg.method, "quorum": cfg.quorum,
+                "quorum_lost": cfg.address in self.quorum_lost, "servers": servers,
+            })  # fmt: skip
+        return {"table": f"ip {TABLE}", "applies": self.applies, "errors": self.errors,
+                "services": services, "ruleset": ruleset}  # fmt: skip
