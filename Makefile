@@ -5,7 +5,7 @@ APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv
 # Only `make bench-redis` needs these (twemproxy), so `make test` does not install them.
 BENCH_REDIS_PACKAGES := nutcracker
 
-.PHONY: demo test lint bench-tcp bench-http bench-redis bench-mysql deps-system deps-bench-redis deps-python venv clean
+.PHONY: demo test lint bench-tcp bench-http bench-redis bench-mysql bench-kernel deps-system deps-bench-redis deps-python venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory deps-python
@@ -56,6 +56,9 @@ bench-redis: deps-system deps-bench-redis venv
 
 bench-mysql: deps-system venv
 	$(PY) bench/mysql.py
+
+bench-kernel: deps-system venv
+	$(PY) bench/kernel.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

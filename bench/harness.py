@@ -14,10 +14,12 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,6 +265,63 @@ def run_tool(argv: list[str], timeout: float) -> str:
     return done.stdout
 
 
+# load tools ------------------------------------------------------------------------------------
+
+
+def run_iperf(
+    port: int, streams: int, duration: float, host: str = HOST, prefix: Sequence[str] = ()
+) -> tuple[float, dict[str, Any]]:
+    """iperf3 to host:port (received Gbit/s, raw facts); `prefix` runs it elsewhere
+    (`ip netns exec NS`)."""
+    argv = [
+        *prefix,
+        "iperf3",
+        "-c",
+        host,
+        "-p",
+        str(port),
+        "-t",
+        f"{duration:g}",
+        "-P",
+        str(streams),
+    ]
+    out = run_tool([*argv, "-J"], timeout=duration + 30)
+    data = json.loads(out)
+    if "error" in data:
+        raise BenchError(f"{' '.join(argv)}: {data['error']}")
+    end = data["end"]
+    received = end["sum_received"]["bits_per_second"]
+    raw = {
+        "received_bps": received,
+        "received_bytes": end["sum_received"]["bytes"],
+        "sent_bps": end["sum_sent"]["bits_per_second"],
+        "retransmits": end["sum_sent"].get("retransmits"),
+        "cpu_host_pct": end["cpu_utilization_percent"]["host_total"],
+        "cpu_remote_pct": end["cpu_utilization_percent"]["remote_total"],
+    }
+    return received / 1e9, raw
+
+
+def run_wrk(
+    port: int, duration: float, host: str = HOST, prefix: Sequence[str] = ()
+) -> tuple[float, dict[str, Any]]:
+    """wrk with one connection per request (Connection: close) to http://host:port/."""
+    url = f"http://{host}:{port}/"
+    argv = [*prefix, "wrk", "-t1", "-c50", f"-d{duration:g}s", "-H", "Connection: close", url]
+    out = run_tool(argv, timeout=duration + 30)
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if not m:
+        raise BenchError(f"{' '.join(argv)}: no Requests/sec in output:\n{out}")
+    raw: dict[str, Any] = {"requests_per_sec": float(m.group(1))}
+    if n := re.search(r"(\d+) requests in", out):
+        raw["requests"] = int(n.group(1))
+    if err := re.search(r"Socket errors: (.*)", out):
+        raw["socket_errors"] = err.group(1).strip()
+    if non2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raw["non_2xx"] = int(non2xx.group(1))
+    return float(m.group(1)), raw
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (steelyard's supervisor forks its workers)."""
     pids, todo = [], [pid]
@@ -337,6 +396,22 @@ def busy_machine_warning(info: dict[str, Any]) -> str | None:
 
 
 # output ------------------------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median per (metric, system) of runs {metric, system, value}: robust to one run hit by a
+    noisy neighbour."""
+    cells: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        cells.setdefault(run["metric"], {}).setdefault(run["system"], []).append(run["value"])
+    return {m: {s: statistics.median(v) for s, v in by.items()} for m, by in cells.items()}
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    """Requests per second as whole numbers, anything else with two decimals."""
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if unit == "req/s" else f"{value:.2f}"
 
 
 def fmt_ratio(value: float | None) -> str:

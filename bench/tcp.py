@@ -23,8 +23,6 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import json
-import re
 import statistics
 import sys
 import urllib.error
@@ -46,6 +44,7 @@ from harness import (
     busy_machine_warning,
     cpu_seconds,
     fmt_ratio,
+    fmt_value,
     free_ports,
     guarded,
     haproxy_maxconn,
@@ -57,10 +56,12 @@ from harness import (
     process_tree,
     require_tools,
     rotations,
+    run_iperf,
     run_systems,
-    run_tool,
+    run_wrk,
     start_nginx,
     steelyard_argv,
+    summarize,
     tool_version,
     wait_until,
     write_outputs,
@@ -190,42 +191,6 @@ def check_path(system: str, ports: Ports) -> None:
 # load generators ---------------------------------------------------------------------------------
 
 
-def run_iperf(port: int, streams: int, duration: float) -> tuple[float, dict[str, Any]]:
-    argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", f"{duration:g}", "-P", str(streams)]
-    out = run_tool([*argv, "-J"], timeout=duration + 30)
-    data = json.loads(out)
-    if "error" in data:
-        raise BenchError(f"{' '.join(argv)}: {data['error']}")
-    end = data["end"]
-    received = end["sum_received"]["bits_per_second"]
-    raw = {
-        "received_bps": received,
-        "received_bytes": end["sum_received"]["bytes"],
-        "sent_bps": end["sum_sent"]["bits_per_second"],
-        "retransmits": end["sum_sent"].get("retransmits"),
-        "cpu_host_pct": end["cpu_utilization_percent"]["host_total"],
-        "cpu_remote_pct": end["cpu_utilization_percent"]["remote_total"],
-    }
-    return received / 1e9, raw
-
-
-def run_wrk(port: int, duration: float) -> tuple[float, dict[str, Any]]:
-    url = f"http://{HOST}:{port}/"
-    argv = ["wrk", "-t1", "-c50", f"-d{duration:g}s", "-H", "Connection: close", url]
-    out = run_tool(argv, timeout=duration + 30)
-    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    if not m:
-        raise BenchError(f"{' '.join(argv)}: no Requests/sec in output:\n{out}")
-    raw: dict[str, Any] = {"requests_per_sec": float(m.group(1))}
-    if n := re.search(r"(\d+) requests in", out):
-        raw["requests"] = int(n.group(1))
-    if err := re.search(r"Socket errors: (.*)", out):
-        raw["socket_errors"] = err.group(1).strip()
-    if non2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        raw["non_2xx"] = int(non2xx.group(1))
-    return float(m.group(1)), raw
-
-
 def measure(
     bench: Bench, metric: Metric, system: str, duration: float
 ) -> tuple[float, dict[str, Any]]:
@@ -310,14 +275,6 @@ def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
     return runs
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Median per (metric, system): robust to one run hit by a noisy neighbour."""
-    cells: dict[str, dict[str, list[float]]] = {}
-    for run in runs:
-        cells.setdefault(run["metric"], {}).setdefault(run["system"], []).append(run["value"])
-    return {m: {s: statistics.median(v) for s, v in by.items()} for m, by in cells.items()}
-
-
 def cpu_cost(run: dict[str, Any]) -> float | None:
     """Proxy CPU per unit of work: seconds per GB moved, or microseconds per connection."""
     raw = run["raw"]
@@ -390,12 +347,6 @@ def warnings(runs: list[dict[str, Any]], info: dict[str, Any], systems: list[str
             "(the bench opens at most 50 client connections at a time)"
         )
     return out
-
-
-def fmt_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.0f}" if unit == "req/s" else f"{value:.2f}"
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
