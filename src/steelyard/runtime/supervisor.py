@@ -162,17 +162,21 @@ class Supervisor:
             restored=applied or None,
         )
 
-    def _start_vrrp(self, vrrp: VrrpConfig) -> bool:
-        """Start every instance; False (each failure logged, naming what is missing) when one
-        cannot run: a node that cannot take part in VRRP must not pretend it does."""
-        instances = {c.name: Instance(c, self.loop, self._pool_up) for c in vrrp.instances}
+    def _start_vrrp(self, vrrp: VrrpConfig, only: set[str] | None = None) -> bool:
+        """Start every instance (those named in `only`, with their whole sync groups); False
+        (each failure logged, naming what is missing) when one cannot run: a node that cannot
+        take part in VRRP must not pretend it does."""
+        instances = {c.name: Instance(c, self.loop, self._pool_up) for c in vrrp.instances
+                     if only is None or c.name in only}  # fmt: skip
         for group_cfg in vrrp.sync_groups:
+            if not set(group_cfg.instances) <= instances.keys():
+                continue  # a group left running as it was (reload)
             members = {name: instances[name] for name in group_cfg.instances}
             group = SyncGroup(group_cfg.name, {n: i.machine for n, i in members.items()})
             for inst in members.values():
                 inst.join(group, members)
-        for inst_cfg in vrrp.instances:
-            inst = instances[inst_cfg.name]
+        for inst in instances.values():
+            inst_cfg = inst.cfg
             try:
                 inst.start()
             except PermissionError as exc:
@@ -186,6 +190,43 @@ class Supervisor:
                 return False
             self.vrrp.append(inst)
         return True
+
+    async def _reload_vrrp(self, old: VrrpConfig | None, new: VrrpConfig | None) -> None:
+        """Instances whose config is the same keep running (and their state); a change of
+        priority alone is applied in place; any other change restarts the instance (a master
+        resigns first), and with it every instance of its sync group."""
+        old_by = {c.name: c for c in old.instances} if old else {}
+        new_by = {c.name: c for c in new.instances} if new else {}
+        running = {inst.cfg.name: inst for inst in self.vrrp}
+        changed = {n for n in old_by.keys() | new_by.keys() if old_by.get(n) != new_by.get(n)}
+        in_place = set()
+        for name in changed & old_by.keys() & new_by.keys() & running.keys():
+            was, now = old_by[name], new_by[name]
+            owner = 255 in (was.priority, now.priority)  # the owner is master at once: restart
+            if not owner and was.model_copy(update={"priority": now.priority}) == now:
+                running[name].reprioritize(now)
+                in_place.add(name)
+        changed -= in_place
+        groups = [g.instances for cfg in (old, new) if cfg for g in cfg.sync_groups]
+        if (old.sync_groups if old else []) != (new.sync_groups if new else []):
+            changed = set(old_by) | set(new_by)
+        for members in groups:
+            if changed & set(members):
+                changed |= set(members)
+        if not changed and not in_place:
+            return
+        for name in changed & running.keys():
+            await running[name].stop()
+            self.vrrp.remove(running[name])
+        if new is not None and changed & new_by.keys():
+            self._start_vrrp(new, only=changed & new_by.keys())  # a refusal is logged
+
+        def names(found: set[str]) -> str | None:
+            return ",".join(sorted(found)) or None
+
+        added, removed = new_by.keys() - old_by.keys(), old_by.keys() - new_by.keys()
+        log("vrrp_reload", restarted=names(changed & old_by.keys() & new_by.keys()),
+            added=names(added), removed=names(removed), priority=names(in_place))  # fmt: skip
 
     async def _start_kernel(self, cfg: Config) -> bool:
         """Install the virtual services; False (logged, naming what is missing) when this node
@@ -637,6 +678,7 @@ class Supervisor:
         self.monitor.update(self._monitored())
         self._reload_redis(new)
         await self._reload_kernel(new)
+        await self._reload_vrrp(old.vrrp, new.vrrp)
         self._rows = max(self._rows, new.workers)
         self._seq += 1
         acks = []

@@ -70,6 +70,13 @@ class Instance:
 
     tracker: Tracker | None = None
 
+    def reprioritize(self, cfg: VrrpInstanceConfig) -> None:
+        """A reload changed only the configured priority: apply it without a restart."""
+        self.cfg = cfg
+        self.machine.settings.priority = cfg.priority
+        change = self.tracker.verdict()[1] if self.tracker is not None else 0
+        self._apply(self.machine.set_priority(cfg.priority + change, self.loop.time()))
+
     def _tracked(self, faults: set[str], change: int) -> None:
         """Tracked objects changed: faults entered or left, the priority moved."""
         now = self.loop.time()
