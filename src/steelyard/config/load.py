@@ -579,7 +579,7 @@ def _host_checks(cfg: Config) -> list[tuple[Loc, str]]:
                 f"no interface {inst.interface!r} on this host: its virtual IPs "
                 f"{', '.join(inst.virtual_ips)} would have nowhere to go",
             ))  # fmt: skip
-    held = _host_addresses()
+    held = _host_addresses() if cfg.virtual_services else set()
     vips = {a for inst in cfg.vrrp.instances for a in inst.addresses()} if cfg.vrrp else set()
     for i, vs in enumerate(cfg.virtual_services):
         if vs.vip not in vips and vs.vip not in held:

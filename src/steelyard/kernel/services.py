@@ -30,6 +30,7 @@ from steelyard.kernel.render import (
 from steelyard.log import log
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+COUNTERS_EVERY = 5.0  # seconds between two reads of the counters for /metrics
 
 
 class KernelError(Exception):
@@ -50,7 +51,9 @@ class KernelServices:
         self._dirty = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._installed = False
+        self.counts: dict[str, tuple[int, int]] = {}  # counter -> (packets, bytes), last read
 
     # life -------------------------------------------------------------------------------------
 
@@ -70,9 +73,22 @@ class KernelServices:
         except nft.NftError as exc:
             raise KernelError(f"nft refused the table: {exc}") from None
         self._installed = True
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """Read the counters now and then: /metrics is answered from them without waiting."""
+        while True:
+            try:
+                self.counts = await nft.counters(TABLE)
+            except nft.NftError as exc:
+                log("kernel_error", "warn", action="read counters", cause=str(exc))
+            await asyncio.sleep(COUNTERS_EVERY)
 
     async def stop(self) -> None:
-        """Remove the table; established connections keep their conntrack NAT and finish."""
+        """Remove the table."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         if not self._installed:
@@ -158,37 +174,41 @@ class KernelServices:
     async def view(self) -> dict[str, Any]:
         """Each service with its servers (weight, whether they get new connections, counters)
         and the live ruleset, for GET /api/kernel and `steelyard kernel show`."""
-        counts = await nft.counters(TABLE) if self._installed else {}
+        if self._installed:
+            self.counts = await nft.counters(TABLE)
         ruleset = await nft.run("list", "table", "ip", TABLE) if self._installed else ""
-        pools = self.pools()
         services = []
         for cfg, svc in zip(self.configs, self.services, strict=False):
-            pool = pools.get(cfg.pool)
-            live = {t.address: t for t in svc.targets}
-            listed = [(s.address, s.host, s.port, s.effective_weight)
-                      for s in (pool.servers if pool is not None else [])]  # fmt: skip
-            if (
-                cfg.sorry_server is not None
-                and pool is not None
-                and pool.server(cfg.sorry_server) is None
-            ):
-                host, port = split_address(cfg.sorry_server)
-                listed.append((cfg.sorry_server, host, port, 1))
-            servers = []
-            for address, host, port, weight in listed:
-                conns, traffic = counter_names(svc, Target(host, port))
-                servers.append({
-                    "address": address, "weight": weight, "active": address in live,
-                    "sorry": address == cfg.sorry_server,
-                    "connections": counts.get(conns, (0, 0))[0],
-                    "packets": counts.get(traffic, (0, 0))[0],
-                    "bytes": counts.get(traffic, (0, 0))[1],
-                })  # fmt: skip
             services.append({
                 "address": cfg.address, "protocol": cfg.protocol, "pool": cfg.pool,
                 "scheduler": svc.scheduler, "persistence_timeout": cfg.persistence_timeout,
                 "method": cfg.method, "quorum": cfg.quorum,
-                "quorum_lost": cfg.address in self.quorum_lost, "servers": servers,
+                "quorum_lost": cfg.address in self.quorum_lost,
+                "servers": self._servers(cfg, svc),
             })  # fmt: skip
         return {"table": f"ip {TABLE}", "applies": self.applies, "errors": self.errors,
                 "services": services, "ruleset": ruleset}  # fmt: skip
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per service and server from the counters last read (for /metrics)."""
+        return [
+            {"service": cfg.address, "protocol": cfg.protocol, **server}
+            for cfg, svc in zip(self.configs, self.services, strict=False)
+            for server in self._servers(cfg, svc)
+        ]
+
+    def _servers(self, cfg: VirtualServiceConfig, svc: Service) -> list[dict[str, Any]]:
+        pool = self.pools().get(cfg.pool)
+        live = {t.address for t in svc.targets}
+        listed = [(s.address, s.effective_weight) for s in (pool.servers if pool else [])]
+        if cfg.sorry_server is not None and all(a != cfg.sorry_server for a, _ in listed):
+            listed.append((cfg.sorry_server, 1))
+        out = []
+        for address, weight in listed:
+            conns, traffic = counter_names(svc, Target(*split_address(address)))
+            packets, size = self.counts.get(traffic, (0, 0))
+            out.append({"address": address, "weight": weight, "active": address in live,
+                        "sorry": address == cfg.sorry_server,
+                        "connections": self.counts.get(conns, (0, 0))[0],
+                        "packets": packets, "bytes": size})  # fmt: skip
+        return out

@@ -19,6 +19,7 @@ from typing import Any
 
 from steelyard import log as logmod
 from steelyard.admin.api import pool_view, start_admin
+from steelyard.admin.kernel_api import KernelCollector
 from steelyard.admin.metrics import HttpCollector, MetricsRegistry, MysqlCollector, PoolCollector
 from steelyard.admin.vrrp_api import VrrpCollector
 from steelyard.config.load import ConfigError, load_config
@@ -83,6 +84,9 @@ class Supervisor:
         self.mysql_stats = MysqlStats()
         self.registry.add_collector(MysqlCollector(self._mysql_listeners))
         self.registry.add_collector(VrrpCollector(self._vrrp_instances))
+        self.registry.add_collector(
+            KernelCollector(lambda: self.kernel.rows() if self.kernel is not None else [])
+        )
         self.monitor: HealthMonitor | None = None
         self.passive = PassiveEjector()
         self.slowstart = SlowStart()
