@@ -135,6 +135,7 @@ def test_a_failing_server_leaves_and_comes_back(world, tmp_path, steelyard):
         assert {r[2] for r in rows} == {f"{a}:8080" for a in RS.values()}
         assert all(r[4] == "yes" and int(r[5]) > 0 for r in rows), shown.stdout
 
+        assert sy.count_log(r"event=kernel_(table_restored|error)") == 0  # updates all took
         sy.stop()
         assert "steelyard" not in lb.run("nft", "list", "tables").stdout
         held.close()
@@ -304,3 +305,22 @@ def test_two_nodes_vrrp_and_kernel_services(lab, tmp_path, steelyard):
         for p in servers:
             p.kill()
             p.wait()
+
+
+def test_a_flushed_ruleset_is_put_back(world, tmp_path, steelyard):
+    """A firewall reload's `nft flush ruleset` removes the table: steelyard notices (its
+    counter reads fail) and installs it again; so it does when only the table is emptied."""
+    client, lb, flags = world
+    sy = steelyard(config(tmp_path, flags), tmp_path, lb.argv())
+    loop = ClientLoop.start(client, VIP, 80)
+    try:
+        wait_for(lambda: set(loop.since(0)) == set(RS), what="every server answering")
+        for command in (("flush", "ruleset"), ("flush", "table", "ip", "steelyard")):
+            before = sy.count_log(r"event=kernel_table_restored")
+            assert lb.run("nft", *command).returncode == 0
+            wait_for(lambda b=before: sy.count_log(r"event=kernel_table_restored") > b,
+                     what=f"the table restored after nft {' '.join(command)}")  # fmt: skip
+            t = now()
+            wait_for(lambda t=t: set(loop.since(t)) >= set(RS), what="balancing again")
+    finally:
+        loop.stop()

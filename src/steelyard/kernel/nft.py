@@ -44,12 +44,14 @@ async def apply(script: str) -> None:
     await run("-f", "-", script=script)
 
 
-async def counters(table: str) -> dict[str, tuple[int, int]]:
-    """Named counters of `ip TABLE`: name -> (packets, bytes)."""
-    doc: dict[str, Any] = json.loads(await run("-j", "list", "counters", "table", "ip", table))
-    out: dict[str, tuple[int, int]] = {}
+async def listing(table: str) -> tuple[dict[str, tuple[int, int]], int]:
+    """The named counters of `ip TABLE` (name -> (packets, bytes)) and how many rules it has."""
+    doc: dict[str, Any] = json.loads(await run("-j", "list", "table", "ip", table))
+    counters: dict[str, tuple[int, int]] = {}
+    rules = 0
     for item in doc.get("nftables", []):
-        c = item.get("counter")
-        if c is not None:
-            out[c["name"]] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
-    return out
+        if (c := item.get("counter")) is not None:
+            counters[c["name"]] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
+        elif "rule" in item:
+            rules += 1
+    return counters, rules

@@ -30,7 +30,9 @@ from steelyard.kernel.render import (
 from steelyard.log import log
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-COUNTERS_EVERY = 5.0  # seconds between two reads of the counters for /metrics
+# seconds between two reads of the counters (for /metrics), which also notice a table that
+# someone else removed or emptied (a firewall reload's `flush ruleset`) and put it back
+COUNTERS_EVERY = 2.0
 
 
 class KernelError(Exception):
@@ -54,6 +56,7 @@ class KernelServices:
         self._poller: asyncio.Task[None] | None = None
         self._installed = False
         self.counts: dict[str, tuple[int, int]] = {}  # counter -> (packets, bytes), last read
+        self.rules = 0  # how many rules the table was given
 
     # life -------------------------------------------------------------------------------------
 
@@ -76,13 +79,30 @@ class KernelServices:
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
-        """Read the counters now and then: /metrics is answered from them without waiting."""
+        """Read the counters now and then (/metrics is answered from them without waiting), and
+        put the table back when they are gone: `nft flush ruleset` in a firewall reload removes
+        it, and nothing else would tell us."""
         while True:
-            try:
-                self.counts = await nft.counters(TABLE)
-            except nft.NftError as exc:
-                log("kernel_error", "warn", action="read counters", cause=str(exc))
             await asyncio.sleep(COUNTERS_EVERY)
+            try:
+                counts, rules = await nft.listing(TABLE)
+            except nft.NftError as exc:
+                await self._restore(f"cannot read the table: {exc}")
+                continue
+            wanted = {o.split(" ", 1)[1] for o in self.objects if o.startswith("counter ")}
+            if rules != self.rules or not wanted <= counts.keys():
+                await self._restore(f"the table has {rules} rules, not {self.rules}")
+                continue
+            self.counts = counts
+
+    async def _restore(self, cause: str) -> None:
+        try:
+            await self._apply(fresh=True)
+        except nft.NftError as exc:
+            self.errors += 1
+            log("kernel_error", "error", action="restore table", cause=f"{cause}; {exc}")
+            return
+        log("kernel_table_restored", "warn", cause=cause)
 
     async def stop(self) -> None:
         """Remove the table."""
@@ -119,8 +139,8 @@ class KernelServices:
             try:
                 await self._apply()
             except nft.NftError as exc:
-                self.errors += 1
-                log("kernel_error", "error", action="update table", cause=str(exc))
+                # the table may have changed under us (objects we delete are gone): from scratch
+                await self._restore(f"update refused: {exc}")
 
     async def _apply(self, fresh: bool = False) -> None:
         async with self._lock:
@@ -128,6 +148,7 @@ class KernelServices:
             script, objects = render(services, self.objects, fresh=fresh)
             await nft.apply(script)
             self.objects, self.services = objects, services
+            self.rules = script.count("\nadd rule ")
             self.applies += 1
             log("kernel_applied", "info" if fresh else "debug", services=len(services),
                 servers=sum(len(s.targets) for s in services))  # fmt: skip
@@ -175,7 +196,7 @@ class KernelServices:
         """Each service with its servers (weight, whether they get new connections, counters)
         and the live ruleset, for GET /api/kernel and `steelyard kernel show`."""
         if self._installed:
-            self.counts = await nft.counters(TABLE)
+            self.counts, _ = await nft.listing(TABLE)
         ruleset = await nft.run("list", "table", "ip", TABLE) if self._installed else ""
         services = []
         for cfg, svc in zip(self.configs, self.services, strict=False):
