@@ -145,8 +145,11 @@ def test_a_failing_server_leaves_and_comes_back(world, tmp_path, steelyard):
 
 def test_quorum_sends_everyone_to_the_sorry_server(world, tmp_path, steelyard):
     client, lb, flags = world
+    said = tmp_path / "quorum.log"
+    script = ["sh", "-c", f'echo "$0 $STEELYARD_SERVICE" >> {said}']
     cfg = config(tmp_path, flags, servers=("rs1", "rs2"), quorum=2,
-                 sorry_server=f"{RS['rs3']}:8080")  # fmt: skip
+                 sorry_server=f"{RS['rs3']}:8080", quorum_down=[*script, "down"],
+                 quorum_up=[*script, "up"])  # fmt: skip
     sy = steelyard(cfg, tmp_path, lb.argv())
     loop = ClientLoop.start(client, VIP, 80)
     try:
@@ -162,6 +165,9 @@ def test_quorum_sends_everyone_to_the_sorry_server(world, tmp_path, steelyard):
         sy.wait_log(r"event=kernel_quorum service=10.0.0.100:80 state=up")
         t = now()
         wait_for(lambda: set(loop.since(t)) == {"rs1", "rs2"}, what="the real servers back")
+        wait_for(lambda: said.exists() and len(said.read_text().splitlines()) == 2,
+                 what="quorum_down and quorum_up run")  # fmt: skip
+        assert said.read_text().splitlines() == [f"down {VIP}:80", f"up {VIP}:80"]
     finally:
         loop.stop()
 

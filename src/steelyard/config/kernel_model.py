@@ -29,7 +29,13 @@ class VirtualServiceConfig(Strict):
     # nat: they see the client's address and must route their answers through this node (LVS NAT)
     method: Literal["masquerade", "nat"] = "masquerade"
     quorum: int = Field(1, ge=1)  # live weight below which the sorry server takes the traffic
+    # lost below quorum - hysteresis, back at quorum + hysteresis (keepalived's), so one server
+    # flapping at the edge does not flip the service back and forth
+    hysteresis: int = Field(0, ge=0)
     sorry_server: ServerAddress | None = None
+    # programs (argv) run when the quorum is lost / back, with STEELYARD_SERVICE=address
+    quorum_down: list[str] | None = Field(None, min_length=1)
+    quorum_up: list[str] | None = Field(None, min_length=1)
 
     @field_validator("address", "sorry_server")
     @classmethod

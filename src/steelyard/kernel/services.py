@@ -11,6 +11,7 @@ services everywhere: packets for a VIP reach only the node that holds it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class KernelServices:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._scripts: set[asyncio.Task[None]] = set()  # quorum_up / quorum_down running
         self._installed = False
         self.counts: dict[str, tuple[int, int]] = {}  # counter -> (packets, bytes), last read
         self.rules = 0  # how many rules the table was given
@@ -111,6 +113,8 @@ class KernelServices:
             await asyncio.gather(self._poller, return_exceptions=True)
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._scripts:
+            await asyncio.gather(*self._scripts, return_exceptions=True)
         if not self._installed:
             return
         async with self._lock:
@@ -163,7 +167,12 @@ class KernelServices:
             live = pool.candidates() if pool is not None else []
             targets = tuple(Target(s.host, s.port, s.effective_weight) for s in live)
             weight = sum(t.weight for t in targets)
-            lost = weight < cfg.quorum
+            was = cfg.address in self.quorum_lost
+            lost = (
+                weight < cfg.quorum + cfg.hysteresis
+                if was
+                else weight < cfg.quorum - cfg.hysteresis
+            )
             self._quorum(cfg, lost, weight)
             if lost and cfg.sorry_server is not None:
                 targets = (Target(*split_address(cfg.sorry_server)),)
@@ -189,6 +198,11 @@ class KernelServices:
         log("kernel_quorum", "warn" if lost else "info", service=cfg.address,
             state="lost" if lost else "up", live_weight=weight, quorum=cfg.quorum,
             sorry_server=cfg.sorry_server if lost else None)  # fmt: skip
+        program = cfg.quorum_down if lost else cfg.quorum_up
+        if program:
+            task = asyncio.get_running_loop().create_task(_run(program, cfg.address))
+            self._scripts.add(task)
+            task.add_done_callback(self._scripts.discard)
 
     # reading ----------------------------------------------------------------------------------
 
@@ -233,3 +247,18 @@ class KernelServices:
                         "connections": self.counts.get(conns, (0, 0))[0],
                         "packets": packets, "bytes": size})  # fmt: skip
         return out
+
+
+async def _run(argv: list[str], service: str) -> None:
+    """A quorum_up / quorum_down program; its failure is logged, never raised."""
+    env = {**os.environ, "STEELYARD_SERVICE": service}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL
+        )
+        code = await proc.wait()
+    except OSError as exc:
+        log("kernel_script_failed", "error", service=service, program=argv[0], cause=str(exc))
+        return
+    if code != 0:
+        log("kernel_script_failed", "warn", service=service, program=argv[0], code=code)
