@@ -81,6 +81,16 @@ def test_a_group_goes_master_only_when_every_member_is_ready():
     assert out["a"][1] == Became(
         State.BACKUP, State.MASTER, "sync group router: every member ready"
     )
+    assert group.settle() is State.MASTER and group.settle() is None  # once per transition
+
+
+def test_settle_waits_for_every_member():
+    m1, m2 = Machine(Settings(51, 100)), Machine(Settings(52, 100))
+    group = SyncGroup("router", {"a": m1, "b": m2})
+    m1.start(0.0)
+    assert group.settle() is None  # b still in INIT
+    m2.start(0.0)
+    assert group.settle() is State.BACKUP
 
 
 def test_a_group_fails_over_whole_and_comes_back_whole():
@@ -167,7 +177,12 @@ def test_a_sync_group_in_the_lab(tmp_path, steelyard):
             workdir.mkdir()
             db = {"name": "db", "vrid": 52, "priority": prio, "virtual_ips": [f"{VIP2}/24"]}
             cfg = node_config(workdir, ({**db, **extra},), priority=prio)
-            cfg["vrrp"]["sync_groups"] = [{"name": "router", "instances": ["web", "db"]}]
+            notify = tmp_path / f"{host.name}-notify.sh"
+            notify.write_text(f'#!/bin/sh\necho "$1 $2" >> {tmp_path}/{host.name}-group.log\n')
+            notify.chmod(0o755)
+            cfg["vrrp"]["sync_groups"] = [
+                {"name": "router", "instances": ["web", "db"], "notify": str(notify)}
+            ]
             procs[host.name] = steelyard(cfg, workdir, host.argv())
 
         def both(name: str) -> bool:
@@ -180,5 +195,16 @@ def test_a_sync_group_in_the_lab(tmp_path, steelyard):
         procs["lb1"].wait_log(in_fault, what="web in FAULT by db")
         flag.write_text("ok")
         wait_for(lambda: both("lb1"), what="lb1 preempting both back")
+        said = tmp_path / "lb1-group.log"
+        wait_for(lambda: said.read_text().splitlines()[-1:] == ["router MASTER"],
+                 what="lb1's group notified MASTER again")  # fmt: skip
+        # once per group transition, not once per member
+        assert said.read_text().splitlines() == [
+            "router BACKUP",
+            "router MASTER",
+            "router FAULT",
+            "router BACKUP",
+            "router MASTER",
+        ]
     finally:
         lab.close()

@@ -113,6 +113,7 @@ class SyncGroupConfig(Strict):
 
     name: Name
     instances: list[Name] = Field(min_length=2)
+    notify: str | None = None  # a program run with the group's name and each state it settles in
 
 
 class VrrpConfig(Strict):

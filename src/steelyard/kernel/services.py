@@ -11,13 +11,13 @@ services everywhere: packets for a VIP reach only the node that holds it.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from steelyard.config.kernel_model import VirtualServiceConfig
 from steelyard.core.backend import Pool, split_address
+from steelyard.core.programs import run_program
 from steelyard.kernel import nft
 from steelyard.kernel.render import (
     SCHEDULERS,
@@ -200,7 +200,9 @@ class KernelServices:
             sorry_server=cfg.sorry_server if lost else None)  # fmt: skip
         program = cfg.quorum_down if lost else cfg.quorum_up
         if program:
-            task = asyncio.get_running_loop().create_task(_run(program, cfg.address))
+            run = run_program(program, "kernel_script_failed", {"STEELYARD_SERVICE": cfg.address},
+                              service=cfg.address)  # fmt: skip
+            task = asyncio.get_running_loop().create_task(run)
             self._scripts.add(task)
             task.add_done_callback(self._scripts.discard)
 
@@ -247,18 +249,3 @@ class KernelServices:
                         "connections": self.counts.get(conns, (0, 0))[0],
                         "packets": packets, "bytes": size})  # fmt: skip
         return out
-
-
-async def _run(argv: list[str], service: str) -> None:
-    """A quorum_up / quorum_down program; its failure is logged, never raised."""
-    env = {**os.environ, "STEELYARD_SERVICE": service}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL
-        )
-        code = await proc.wait()
-    except OSError as exc:
-        log("kernel_script_failed", "error", service=service, program=argv[0], cause=str(exc))
-        return
-    if code != 0:
-        log("kernel_script_failed", "warn", service=service, program=argv[0], code=code)

@@ -176,7 +176,8 @@ class Supervisor:
             if not set(group_cfg.instances) <= instances.keys():
                 continue  # a group left running as it was (reload)
             members = {name: instances[name] for name in group_cfg.instances}
-            group = SyncGroup(group_cfg.name, {n: i.machine for n, i in members.items()})
+            machines = {n: i.machine for n, i in members.items()}
+            group = SyncGroup(group_cfg.name, machines, group_cfg.notify)
             for inst in members.values():
                 inst.join(group, members)
         for inst in instances.values():

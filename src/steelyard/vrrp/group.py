@@ -21,10 +21,12 @@ SYNC = "sync group "  # the prefix of a fault one member gives the others
 
 
 class SyncGroup:
-    def __init__(self, name: str, members: dict[str, Machine]) -> None:
+    def __init__(self, name: str, members: dict[str, Machine], notify: str | None = None) -> None:
         self.name = name
         self.members = members
+        self.notify = notify  # the group's program, run with its name and each settled state
         self.faulty: set[str] = set()  # members in FAULT of their own
+        self.settled = State.INIT  # the state all members were last in together
 
     def react(self, member: str, actions: list[Action], now: float) -> dict[str, list[Action]]:
         """What the other members (and `member` itself, when the group promotes it) do after
@@ -49,6 +51,18 @@ class SyncGroup:
                 ready = f"{SYNC}{self.name}: every member ready"
                 self._each(out, None, lambda m, r=ready: m.promote(now, r))
         return out
+
+    def settle(self) -> State | None:
+        """The group's new state when every member is now in the same one, and it is not the
+        state they last shared (once per group transition, for the group's notify)."""
+        states = {m.state for m in self.members.values()}
+        if len(states) != 1:
+            return None
+        (state,) = states
+        if state is self.settled:
+            return None
+        self.settled = state
+        return state
 
     def _all_ready(self) -> bool:
         return all(

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
 
 from steelyard.config.vrrp_model import VrrpInstanceConfig
+from steelyard.core.programs import run_program
 from steelyard.log import log
 from steelyard.vrrp import netif
 from steelyard.vrrp.group import SyncGroup
@@ -148,6 +151,12 @@ class Instance:
         if self.group is not None and not forced:
             for name, more in self.group.react(self.cfg.name, actions, self.loop.time()).items():
                 self.members[name]._apply(more, forced=True)
+            settled = self.group.settle()
+            if settled is not None and self.group.notify:
+                # `notify GROUP STATE` once the whole group is in its new state
+                self._run(run_program([self.group.notify, self.group.name, settled.value],
+                                      "vrrp_notify_failed", group=self.group.name,
+                                      state=settled.value))  # fmt: skip
 
     def _send(self, priority: int) -> None:
         if self.sock is None:
@@ -181,9 +190,14 @@ class Instance:
             self.garp_timers.clear()
             netif.remove_addresses(cfg.interface, cfg.virtual_ips)
         if cfg.notify:
-            task = self.loop.create_task(self._notify(change.new))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            # `notify NAME STATE`, as keepalived's notify script
+            self._run(run_program([cfg.notify, cfg.name, change.new.value], "vrrp_notify_failed",
+                                  instance=cfg.name, state=change.new.value))  # fmt: skip
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _garp_burst(self) -> None:
         if self.machine.state is not State.MASTER:
@@ -198,18 +212,6 @@ class Instance:
                 netif.send_garp(self.cfg.interface, self.cfg.addresses())
             except OSError as exc:
                 self._drop(f"garp: {exc.strerror or exc}", self.cfg.interface)
-
-    async def _notify(self, state: State) -> None:
-        """`notify NAME STATE`, as keepalived's notify script (its exit status logged)."""
-        assert self.cfg.notify is not None
-        try:
-            proc = await asyncio.create_subprocess_exec(self.cfg.notify, self.cfg.name, state.value)
-            code = await proc.wait()
-        except OSError as exc:
-            log("vrrp_notify_failed", "error", instance=self.cfg.name, cause=str(exc))
-            return
-        if code != 0:
-            log("vrrp_notify_failed", "warn", instance=self.cfg.name, state=state.value, code=code)
 
     # reading ----------------------------------------------------------------------------------
 
