@@ -49,3 +49,14 @@ def test_sync_groups_name_instances_that_exist_once():
     assert any("instance 'db' is in sync groups 'a' and 'b'" in f for f in found), found
     found = issues(SECOND + "  sync_groups: [{name: a, instances: [web]}]\n")
     assert any(f.startswith("vrrp.sync_groups[0].instances") for f in found), found
+
+
+def test_ipv6_instances_are_one_family():
+    v6 = BASE.replace("virtual_ips: [10.0.0.100/24]", "virtual_ips: [fd00::100/64]")
+    assert check_config_text(v6)[1] == []
+    _, found = check_config_text(v6.replace("[fd00::100/64]", "[fd00::100/64, 10.0.0.1/24]"))
+    assert any("IPv4 and IPv6 virtual IPs need an instance each" in i.message for i in found)
+    _, found = check_config_text(v6 + "      unicast_peers: [10.0.0.2]\n")
+    assert any("unicast_peers must be of the virtual IPs' family" in i.message for i in found)
+    _, found = check_config_text(v6 + "      checksum_as_v2: true\n")
+    assert any("checksum_as_v2 is IPv4 only" in i.message for i in found)

@@ -12,32 +12,11 @@ import pytest
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
 from fixtures.procs import wait_for
-from fixtures.vrrp_node import VIP, holds_vip, node_config
+from fixtures.vrrp_node import holds_vip, keepalived_conf, node_config
 from steelyard.vrrp.machine import master_down
 
 SKIP = lab_skip_reason() or (None if shutil.which("keepalived") else "keepalived is not installed")
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
-
-
-def keepalived_conf(priority: int, as_v2: bool) -> str:
-    return f"""
-global_defs {{
-    vrrp_version 3
-    {"v3_checksum_as_v2" if as_v2 else ""}
-    script_user root
-    enable_script_security
-}}
-vrrp_instance web {{
-    state BACKUP
-    interface eth0
-    virtual_router_id 51
-    priority {priority}
-    advert_int 0.2
-    virtual_ipaddress {{
-        {VIP}/24
-    }}
-}}
-"""
 
 
 @pytest.mark.parametrize("as_v2", [False, True], ids=["pseudo_header", "checksum_as_v2"])

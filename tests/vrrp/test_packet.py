@@ -79,3 +79,28 @@ def test_malformed_adverts_are_dropped_with_their_reason():
     zero[6:8] = b"\0\0"
     zero[6:8] = checksum(bytes(zero)).to_bytes(2, "big")
     assert reason(bytes(zero)) == "interval"
+
+
+def test_ipv6_adverts_carry_16_byte_addresses_and_the_ipv6_pseudo_header():
+    from steelyard.vrrp.packet import MULTICAST_V6
+
+    ad = Advert(51, 100, 100, ("fd00::100", "fd00::101"))
+    data = build(ad, "fe80::1", MULTICAST_V6)
+    assert len(data) == 8 + 2 * 16
+    assert data[:6] == bytes((0x31, 51, 100, 2, 0, 100))
+    assert data[8:24] == bytes.fromhex("fd000000000000000000000000000100")
+    # RFC 8200 section 8.1: source, destination, upper-layer length (32 bits), 3 zero bytes,
+    # next header 112
+    pseudo = (
+        bytes.fromhex("fe800000000000000000000000000001")
+        + bytes.fromhex("ff020000000000000000000000000012")
+        + len(data).to_bytes(4, "big") + bytes((0, 0, 0, 112))
+    )  # fmt: skip
+    assert checksum(pseudo + data) == 0
+    assert parse(data, "fe80::1", MULTICAST_V6) == ad
+    with pytest.raises(BadAdvert, match="checksum"):  # another source's pseudo-header
+        parse(data, "fe80::2", MULTICAST_V6)
+    with pytest.raises(BadAdvert, match="length"):  # IPv4-sized addresses over IPv6
+        parse(build(Advert(51, 100, 100, ("10.0.0.1",)), "10.0.0.1"), "fe80::1", MULTICAST_V6)
+    with pytest.raises(ValueError):
+        build(Advert(51, 100, 100, ("fd00::1",), checksum_as_v2=True), "fe80::1", MULTICAST_V6)

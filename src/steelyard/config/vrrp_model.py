@@ -1,5 +1,5 @@
 """The `vrrp:` part of the config contract: virtual routers that share virtual IPs between
-steelyard nodes (and keepalived), VRRPv3 over IPv4.
+steelyard nodes (and keepalived), VRRPv3 over IPv4 or IPv6 (one family per instance).
 
 ```yaml
 vrrp:
@@ -61,7 +61,7 @@ class VrrpInstanceConfig(Strict):
     vrid: int = Field(ge=1, le=255)
     priority: int = Field(100, ge=1, le=255)  # 255: the owner of the addresses
     advert_interval: Duration = 1.0
-    virtual_ips: list[str] = Field(min_length=1)  # CIDR, on `interface`
+    virtual_ips: list[str] = Field(min_length=1)  # CIDR, on `interface`; one family
     unicast_peers: list[str] = Field(default_factory=list)  # empty: multicast 224.0.0.18
     preempt: bool = True
     preempt_delay: Duration = 0.0
@@ -82,11 +82,12 @@ class VrrpInstanceConfig(Strict):
     def _vips(cls, v: list[str]) -> list[str]:
         for cidr in v:
             try:
-                iface = ipaddress.ip_interface(cidr)  # a bare address is a /32
+                ipaddress.ip_interface(cidr)  # a bare address is a /32
             except ValueError:
-                raise ValueError(f"{cidr!r} is not an IPv4 address or CIDR") from None
-            if iface.version != 4:
-                raise ValueError(f"{cidr!r}: only IPv4 virtual IPs are supported")
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        if len({ipaddress.ip_interface(c).version for c in v}) > 1:
+            # VRRPv3 carries one family per virtual router (keepalived splits them too)
+            raise ValueError("IPv4 and IPv6 virtual IPs need an instance each")
         return v
 
     @field_validator("unicast_peers")
@@ -94,10 +95,24 @@ class VrrpInstanceConfig(Strict):
     def _peers(cls, v: list[str]) -> list[str]:
         for peer in v:
             try:
-                ipaddress.IPv4Address(peer)
+                ipaddress.ip_address(peer)
             except ValueError:
-                raise ValueError(f"{peer!r} is not an IPv4 address") from None
+                raise ValueError(f"{peer!r} is not an IP address") from None
         return v
+
+    @model_validator(mode="after")
+    def _family(self) -> VrrpInstanceConfig:
+        if any(ipaddress.ip_address(p).version != (6 if self.ipv6 else 4)
+               for p in self.unicast_peers):  # fmt: skip
+            raise ValueError("unicast_peers must be of the virtual IPs' family")
+        if self.ipv6 and self.checksum_as_v2:
+            raise ValueError("checksum_as_v2 is IPv4 only: IPv6 adverts always have the "
+                             "pseudo-header")  # fmt: skip
+        return self
+
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_interface(self.virtual_ips[0]).version == 6
 
     @property
     def interval_cs(self) -> int:

@@ -22,7 +22,7 @@ from steelyard.vrrp import netif
 from steelyard.vrrp.group import SyncGroup
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
-from steelyard.vrrp.packet import MULTICAST_V4, Advert, build
+from steelyard.vrrp.packet import MULTICAST_V4, MULTICAST_V6, Advert, build
 from steelyard.vrrp.track import PoolUp, Tracker
 
 LOG_EVERY = 60.0  # seconds between two logs of one drop reason from one source
@@ -60,10 +60,18 @@ class Instance:
         the interface or the privileges are missing."""
         cfg = self.cfg
         ifindex = netif.index(cfg.interface)
-        self.address = netif.primary_address(cfg.interface)
+        if cfg.ipv6:
+            found = netif.link_local(cfg.interface)
+            if found is None:
+                raise OSError(f"no usable IPv6 link-local address on {cfg.interface} (IPv6 off, "
+                              "or still in duplicate address detection)")  # fmt: skip
+            self.address = found
+        else:
+            self.address = netif.primary_address(cfg.interface)
         self.machine.settings.address = self.address
         self.sock = VrrpSocket(cfg.interface, ifindex, self._advert, self._drop, self.loop,
-                               multicast=not cfg.unicast_peers)  # fmt: skip
+                               multicast=not cfg.unicast_peers,
+                               source6=self.address if cfg.ipv6 else None)  # fmt: skip
         # a leftover VIP from a crash must not answer for a master elsewhere
         netif.remove_addresses(cfg.interface, cfg.virtual_ips)
         self.tracker = Tracker(cfg.track, cfg.name, self._tracked, self.pool_up)
@@ -164,7 +172,7 @@ class Instance:
         cfg = self.cfg
         ad = Advert(cfg.vrid, priority, cfg.interval_cs, tuple(cfg.addresses()),
                     checksum_as_v2=cfg.checksum_as_v2)  # fmt: skip
-        for dst in cfg.unicast_peers or [MULTICAST_V4]:
+        for dst in cfg.unicast_peers or [MULTICAST_V6 if cfg.ipv6 else MULTICAST_V4]:
             error = self.sock.send(build(ad, self.address, dst), dst)
             if error is None:
                 self.sent += 1
@@ -208,8 +216,9 @@ class Instance:
 
     def _garp(self) -> None:
         if self.machine.state is State.MASTER:
+            announce = netif.send_unsolicited_na if self.cfg.ipv6 else netif.send_garp
             try:
-                netif.send_garp(self.cfg.interface, self.cfg.addresses())
+                announce(self.cfg.interface, self.cfg.addresses())
             except OSError as exc:
                 self._drop(f"garp: {exc.strerror or exc}", self.cfg.interface)
 

@@ -210,4 +210,4 @@ class Machine:
 
 
 def _ip(address: str) -> int:
-    return int(ipaddress.IPv4Address(address))
+    return int(ipaddress.ip_address(address))

@@ -2,11 +2,12 @@
 
 An advertisement is 8 bytes of header and the virtual addresses: version and type, VRID,
 priority, address count, the advertisement interval (v3: 12 bits of centiseconds; v2: 8 bits
-of seconds after an auth type) and a checksum, then the IPv4 addresses (v2: and 8 bytes of
+of seconds after an auth type) and a checksum, then the addresses (v2: and 8 bytes of
 authentication data). The v3 checksum covers an IPv4 pseudo-header (source, destination,
 protocol 112, length) by default; RFC 9568, Cisco and Juniper leave it out, which keepalived
 calls `v3_checksum_as_v2`: both are built and checked here, and a peer's choice is found by
-trying both.
+trying both. Over IPv6 (version 3 only, to ff02::12) the addresses are 16 bytes and the
+checksum always covers the IPv6 pseudo-header; a message's family is its destination's.
 
 `parse()` raises `BadAdvert` with a reason that names what is wrong (for the counters and the
 rate-limited log); the IP-level checks (TTL 255, the source) belong to the receiver, which
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 PROTOCOL = 112
 MULTICAST_V4 = "224.0.0.18"
+MULTICAST_V6 = "ff02::12"
 ADVERTISEMENT = 1
 HEADER = 8
 V2_AUTH = 8  # bytes of authentication data after the addresses (v2)
@@ -57,7 +59,17 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _v6(dst: str) -> bool:
+    """The family of a message is its destination's (a v6 instance sends to ff02::12)."""
+    return ":" in dst
+
+
 def _pseudo(src: str, dst: str, length: int) -> bytes:
+    if _v6(dst):  # RFC 8200 8.1: 16 + 16 bytes of addresses, a 32-bit length, next header
+        return (
+            ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+            + length.to_bytes(4, "big") + bytes((0, 0, 0, PROTOCOL))
+        )  # fmt: skip
     return (
         ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
         + bytes((0, PROTOCOL)) + length.to_bytes(2, "big")
@@ -70,7 +82,11 @@ def build(advert: Advert, src: str = "0.0.0.0", dst: str = MULTICAST_V4) -> byte
         raise ValueError("vrid 1..255 and priority 0..255")
     if len(advert.addresses) > 255:
         raise ValueError("at most 255 addresses")
-    addrs = b"".join(ipaddress.IPv4Address(a).packed for a in advert.addresses)
+    v6 = _v6(dst)
+    kind = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
+    addrs = b"".join(kind(a).packed for a in advert.addresses)
+    if v6 and (advert.version != 3 or advert.checksum_as_v2):
+        raise ValueError("IPv6 is VRRPv3 with the pseudo-header checksum")
     if advert.version == 3:
         if not 1 <= advert.interval_cs <= MAX_INTERVAL_CS:
             raise ValueError("interval 1..4095 centiseconds")
@@ -98,18 +114,23 @@ def parse(data: bytes, src: str = "0.0.0.0", dst: str = MULTICAST_V4) -> Advert:
     if kind != ADVERTISEMENT:
         raise BadAdvert("type", f"type {kind}")
     vrid, priority, count = data[1], data[2], data[3]
-    expected = HEADER + 4 * count + (V2_AUTH if version == 2 else 0)
+    v6 = _v6(dst)
+    if v6 and version != 3:
+        raise BadAdvert("version", f"version {version} over IPv6")
+    size = 16 if v6 else 4
+    expected = HEADER + size * count + (V2_AUTH if version == 2 else 0)
     if len(data) != expected:
         raise BadAdvert("length", f"{len(data)} bytes for {count} addresses (expected {expected})")
     if vrid == 0:
         raise BadAdvert("vrid", "VRID 0")
+    kind = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
     addresses = tuple(
-        str(ipaddress.IPv4Address(data[HEADER + 4 * i : HEADER + 4 * i + 4])) for i in range(count)
+        str(kind(data[HEADER + size * i : HEADER + size * (i + 1)])) for i in range(count)
     )
     if version == 3:
-        as_v2 = checksum(data) == 0
+        as_v2 = not v6 and checksum(data) == 0  # IPv6 always has the pseudo-header
         if not as_v2 and checksum(_pseudo(src, dst, len(data)) + data) != 0:
-            raise BadAdvert("checksum", "with and without the IPv4 pseudo-header")
+            raise BadAdvert("checksum", "with and without the pseudo-header")
         interval = int.from_bytes(data[4:6], "big") & MAX_INTERVAL_CS
         if interval == 0:
             raise BadAdvert("interval", "an advertisement interval of 0")
