@@ -7,7 +7,6 @@ returns; after a partition heals there is exactly one master."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,7 +15,7 @@ import yaml
 
 from fixtures.netns import Lab, assert_for, lab_skip_reason
 from fixtures.procs import wait_for
-from fixtures.vrrp_node import VIP, holds_vip, node_config
+from fixtures.vrrp_node import VIP, answer, holds_vip, node_config, serve_name
 from steelyard.vrrp.machine import master_down, skew
 
 SKIP = lab_skip_reason()
@@ -51,40 +50,6 @@ def nodes(lab, tmp_path, steelyard):
     for server in servers:
         server.kill()
         server.wait()
-
-
-SERVER = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000))
-s.listen(16)
-print("listening", flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(sys.argv[1].encode())
-    c.close()
-"""
-CLIENT = """
-import socket, sys
-try:
-    print(socket.create_connection((sys.argv[1], 7000), timeout=0.5).recv(16).decode())
-except OSError:
-    print("-")
-"""
-
-
-def serve_name(host) -> subprocess.Popen:
-    """A TCP service on the node answering its name: who holds the VIP answers the client."""
-    proc = subprocess.Popen(host.argv(sys.executable, "-c", SERVER, host.name),
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
-    return proc
-
-
-def answer(client) -> str:
-    """The name of the node that answers on the VIP ("-" when none does)."""
-    return client.run(sys.executable, "-c", CLIENT, VIP).stdout.strip()
 
 
 def takeover_time(host, since: float, limit: float) -> float:

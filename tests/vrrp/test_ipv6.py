@@ -14,30 +14,12 @@ import pytest
 
 from fixtures.netns import Host, Lab, lab_skip_reason
 from fixtures.procs import wait_for
-from fixtures.vrrp_node import holds_vip, keepalived_conf, node_config
+from fixtures.vrrp_node import answer, holds_vip, keepalived_conf, node_config, serve_name
+from steelyard.vrrp.packet import MULTICAST_V6, Advert, build
 
 SKIP = lab_skip_reason()
 VIP6 = "fd00::100"
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
-
-SERVER = """
-import socket, sys
-s = socket.socket(socket.AF_INET6)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 7000))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(sys.argv[1].encode())
-    c.close()
-"""
-
-ASK = """
-import socket, sys
-with socket.create_connection((sys.argv[1], 7000), timeout=2) as s:
-    print(s.recv(64).decode())
-"""
 
 
 def v6_host(lab: Lab, name: str, n: int) -> Host:
@@ -65,17 +47,14 @@ def test_ipv6_failover_and_unsolicited_na(tmp_path, steelyard):
         lbs = {name: v6_host(lab, name, n) for name, n in (("lb1", 1), ("lb2", 2))}
         procs = {}
         for (name, host), priority in zip(lbs.items(), (150, 100), strict=True):
-            server = subprocess.Popen(host.argv(sys.executable, "-c", SERVER, name),
-                                      stdout=subprocess.PIPE, text=True)  # fmt: skip
-            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            servers.append(server)
+            servers.append(serve_name(host))
             workdir = tmp_path / name
             workdir.mkdir()
             cfg = node_config(workdir, priority=priority, virtual_ips=[f"{VIP6}/64"])
             procs[name] = steelyard(cfg, workdir, host.argv())
         wait_for(lambda: holds_vip(lbs["lb1"], VIP6) and not holds_vip(lbs["lb2"], VIP6),
                  what="lb1 holding the IPv6 VIP")  # fmt: skip
-        assert client.run(sys.executable, "-c", ASK, VIP6).stdout.strip() == "lb1"
+        assert answer(client, VIP6) == "lb1"
         assert neighbour_mac(client, VIP6) == mac(lbs["lb1"])
         assert "vrrp_advert_dropped" not in procs["lb2"].log()  # lb1's adverts pass every check
 
@@ -86,7 +65,7 @@ def test_ipv6_failover_and_unsolicited_na(tmp_path, steelyard):
         # no packet from the client since: only lb2's unsolicited NA can have changed this
         wait_for(lambda: neighbour_mac(client, VIP6) == mac(lbs["lb2"]),
                  what="the client's neighbour entry pointing at lb2")  # fmt: skip
-        assert client.run(sys.executable, "-c", ASK, VIP6).stdout.strip() == "lb2"
+        assert answer(client, VIP6) == "lb2"
     finally:
         for server in servers:
             server.kill()
@@ -133,4 +112,40 @@ def test_ipv6_interop_with_keepalived(tmp_path, steelyard):
         if keepalived is not None and keepalived.poll() is None:
             keepalived.kill()
             keepalived.wait()
+        lab.close()
+
+
+SENDER6 = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, int(sys.argv[1]))
+index = socket.if_nametoindex("eth0")
+s.sendto(bytes.fromhex(sys.argv[2]), ("ff02::12", 0, 0, index))
+"""
+
+
+def test_bad_ipv6_adverts_are_dropped(tmp_path, steelyard):
+    """A hop limit other than 255, a checksum that does not cover the sender's pseudo-header,
+    a cut message: dropped and counted, the master keeps its role."""
+    lab = Lab(tmp_path)
+    try:
+        node, intruder = v6_host(lab, "lb1", 1), v6_host(lab, "x", 9)
+        sy = steelyard(node_config(tmp_path, priority=150, virtual_ips=[f"{VIP6}/64"]),
+                       tmp_path, node.argv())  # fmt: skip
+        wait_for(lambda: holds_vip(node, VIP6), what="the node master")
+        source = intruder.link_local()
+        assert source is not None
+        good = build(Advert(51, 254, 20, (VIP6,)), source, MULTICAST_V6)
+        cases = {
+            "ttl": (good, 64),
+            "checksum": (build(Advert(51, 254, 20, (VIP6,)), "fe80::dead", MULTICAST_V6), 255),
+            "length": (good[:8] + good[8:20], 255),
+        }
+        for reason, (payload, hops) in cases.items():
+            out = intruder.run(sys.executable, "-c", SENDER6, str(hops), payload.hex())
+            assert out.returncode == 0, out.stderr
+            sy.wait_log(rf"event=vrrp_advert_dropped .*reason={reason}", what=f"{reason} dropped")
+        assert holds_vip(node, VIP6)
+        assert "new=BACKUP" not in sy.log().split("new=MASTER", 1)[1]  # never demoted
+    finally:
         lab.close()
