@@ -49,7 +49,7 @@ from steelyard.runtime.ipc import Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
 from steelyard.vrrp.group import SyncGroup
-from steelyard.vrrp.instance import Instance
+from steelyard.vrrp.instance import Instance, reconfigurable
 
 TICK = 0.1  # passive-ejection expiry and slow-start ramp granularity
 # A worker that has not acknowledged a Redis cluster change by then is fenced (killed and
@@ -197,19 +197,18 @@ class Supervisor:
         return True
 
     async def _reload_vrrp(self, old: VrrpConfig | None, new: VrrpConfig | None) -> None:
-        """Instances whose config is the same keep running (and their state); a change of
-        priority alone is applied in place; any other change restarts the instance (a master
-        resigns first), and with it every instance of its sync group."""
+        """Instances whose config is the same keep running (and their state); changes of
+        priority, preemption, notify, gratuitous ARP or tracking are applied in place; any other
+        change restarts the instance (a master resigns first), and with it every instance of its
+        sync group."""
         old_by = {c.name: c for c in old.instances} if old else {}
         new_by = {c.name: c for c in new.instances} if new else {}
         running = {inst.cfg.name: inst for inst in self.vrrp}
         changed = {n for n in old_by.keys() | new_by.keys() if old_by.get(n) != new_by.get(n)}
         in_place = set()
         for name in changed & old_by.keys() & new_by.keys() & running.keys():
-            was, now = old_by[name], new_by[name]
-            owner = 255 in (was.priority, now.priority)  # the owner is master at once: restart
-            if not owner and was.model_copy(update={"priority": now.priority}) == now:
-                running[name].reprioritize(now)
+            if reconfigurable(old_by[name], new_by[name]):
+                await running[name].reconfigure(new_by[name])
                 in_place.add(name)
         changed -= in_place
         groups = [g.instances for cfg in (old, new) if cfg for g in cfg.sync_groups]
@@ -231,7 +230,7 @@ class Supervisor:
 
         added, removed = new_by.keys() - old_by.keys(), old_by.keys() - new_by.keys()
         log("vrrp_reload", restarted=names(changed & old_by.keys() & new_by.keys()),
-            added=names(added), removed=names(removed), priority=names(in_place))  # fmt: skip
+            added=names(added), removed=names(removed), in_place=names(in_place))  # fmt: skip
 
     async def _start_kernel(self, cfg: Config) -> bool:
         """Install the virtual services; False (logged, naming what is missing) when this node

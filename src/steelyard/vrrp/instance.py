@@ -19,7 +19,7 @@ from steelyard.config.vrrp_model import VrrpInstanceConfig
 from steelyard.core.programs import run_program
 from steelyard.log import log
 from steelyard.vrrp import netif
-from steelyard.vrrp.group import SyncGroup
+from steelyard.vrrp.group import SYNC, SyncGroup
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
 from steelyard.vrrp.packet import MULTICAST_V4, MULTICAST_V6, Advert, build
@@ -81,12 +81,20 @@ class Instance:
 
     tracker: Tracker | None = None
 
-    def reprioritize(self, cfg: VrrpInstanceConfig) -> None:
-        """A reload changed only the configured priority: apply it without a restart."""
+    async def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
+        """A reload changed what can change without a restart (reconfigurable()): priority,
+        preemption, notify, gratuitous ARP, tracking. The state is kept."""
+        tracking = cfg.track != self.cfg.track
         self.cfg = cfg
-        self.machine.settings.priority = cfg.priority
-        change = self.tracker.verdict()[1] if self.tracker is not None else 0
-        self._apply(self.machine.set_priority(cfg.priority + change, self.loop.time()))
+        settings = self.machine.settings
+        settings.priority, settings.preempt = cfg.priority, cfg.preempt
+        settings.preempt_delay = cfg.preempt_delay
+        if tracking and self.tracker is not None:
+            await self.tracker.stop()
+            self.tracker = Tracker(cfg.track, cfg.name, self._tracked, self.pool_up)
+            self.tracker.start(self.loop)
+        faults, change = self.tracker.verdict() if self.tracker is not None else (set(), 0)
+        self._tracked(faults, change)
 
     def _tracked(self, faults: set[str], change: int) -> None:
         """Tracked objects changed: faults entered or left, the priority moved."""
@@ -95,7 +103,8 @@ class Instance:
         actions: list[Action] = []
         for what in faults - m.faults:
             actions += m.fault(what, now)
-        for what in m.faults - faults:
+        # a sync group's faults are the group's to lift, not the tracker's
+        for what in {f for f in m.faults if not f.startswith(SYNC)} - faults:
             actions += m.recover(what, now)
         actions += m.set_priority(self.cfg.priority + change, now)
         self._apply(actions)
@@ -234,3 +243,15 @@ class Instance:
             "dropped": dict(self.dropped),
             "sync_group": None if self.group is None else self.group.name,
         }  # fmt: skip
+
+
+# what a reload may change in a running instance; anything else restarts it (Instance.reconfigure)
+RECONFIGURABLE = frozenset({"priority", "preempt", "preempt_delay", "notify", "garp", "track"})
+
+
+def reconfigurable(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:
+    """True when `new` differs from `old` only in what a running instance takes in place (not
+    the address owner's priority: an owner is master at once, a restart does that)."""
+    if 255 in (old.priority, new.priority) and old.priority != new.priority:
+        return False
+    return old.model_copy(update={k: getattr(new, k) for k in RECONFIGURABLE}) == new
