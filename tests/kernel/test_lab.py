@@ -330,3 +330,29 @@ def test_a_flushed_ruleset_is_put_back(world, tmp_path, steelyard):
             wait_for(lambda t=t: set(loop.since(t)) >= set(RS), what="balancing again")
     finally:
         loop.stop()
+
+
+def test_reload_adds_changes_and_removes_services(world, tmp_path, steelyard):
+    """SIGHUP: a service added is balanced at once, one removed leaves the table, a changed
+    scheduler is in force, no virtual_services removes the table, and adding them back
+    installs it again."""
+    client, lb, flags = world
+    cfg = config(tmp_path, flags)
+    sy = steelyard(cfg, tmp_path, lb.argv())
+    assert udp_ask(client, VIP, 53) == ""  # no such service yet
+    cfg["virtual_services"].append({"address": f"{VIP}:53", "protocol": "udp", "pool": "web"})
+    cfg["pools"]["web"]["balance"] = "source_hash"
+    sy.reload(cfg)
+    assert udp_ask(client, VIP, 53) in RS
+    ruleset = api(lb, sy, "/api/kernel")["ruleset"]
+    assert "jhash ip saddr" in ruleset and "udp dport 53" in ruleset
+    cfg["virtual_services"] = cfg["virtual_services"][1:]  # tcp 80 goes
+    sy.reload(cfg)
+    assert "tcp dport 80" not in api(lb, sy, "/api/kernel")["ruleset"]
+    saved = cfg.pop("virtual_services")
+    sy.reload(cfg)
+    assert "steelyard" not in lb.run("nft", "list", "tables").stdout
+    cfg["virtual_services"] = saved
+    sy.reload(cfg)
+    assert udp_ask(client, VIP, 53) in RS
+    assert sy.count_log(r"event=kernel_(error|table_restored)") == 0

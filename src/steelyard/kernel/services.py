@@ -124,9 +124,12 @@ class KernelServices:
                 log("kernel_error", "error", action="remove table", cause=str(exc))
             self._installed = False
 
-    def reload(self, configs: list[VirtualServiceConfig]) -> None:
+    async def reload(self, configs: list[VirtualServiceConfig]) -> None:
+        """New services: applied before this returns (a reload is logged once in force)."""
         self.configs = configs
         self.changed()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def changed(self) -> None:
         """A server's state or a weight changed: re-apply soon (once per burst), if the table

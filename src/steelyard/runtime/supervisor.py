@@ -708,7 +708,7 @@ class Supervisor:
             await self.kernel.stop()
             self.kernel = None
         else:
-            self.kernel.reload(new.virtual_services)
+            await self.kernel.reload(new.virtual_services)
 
     def _reload_redis(self, new: Config) -> None:
         if new.redis is None:
