@@ -76,8 +76,7 @@ class Service:
     scheduler: Scheduler = "rr"
     persistence: float = 0.0  # seconds; 0 = none
     masquerade: bool = True
-    # every server whose traffic is counted (the whole pool and the sorry server): `targets`
-    # and more; empty means just `targets`
+    # servers whose traffic is counted besides `targets` (the whole pool, scheduled or not)
     counted: tuple[Target, ...] = ()
 
     @property
@@ -207,7 +206,9 @@ def _service(svc: Service, t: str, objects: set[str]) -> list[str]:
     ms = round(svc.persistence * 1000)
     original = f"meta l4proto {proto} ct status dnat ct original ip daddr {svc.vip} "
     original += f"ct original proto-dst {svc.port}"
-    counted = svc.counted or svc.targets
+    # every scheduled server is counted too (a sorry server from outside the pool)
+    known = {c.address for c in svc.counted}
+    counted = [*svc.counted, *(t for t in svc.targets if t.address not in known)]
     for target in counted:
         # every server of the pool keeps its counters, scheduled or not: its established
         # connections still pass, and its totals do not restart when it comes back
@@ -235,9 +236,6 @@ def _service(svc: Service, t: str, objects: set[str]) -> list[str]:
             objects.add(f"set {pset}")
             lines.append(f"add rule {t} {vs_chain} ip saddr @{pset} jump {chain}")
             remember = f"update @{pset} {{ ip saddr }} "
-        if target.address not in {c.address for c in counted}:
-            lines.append(f"add counter {t} {conns}")  # a sorry server outside the pool
-            objects.add(f"counter {conns}")
         lines.append(f'add rule {t} {chain} {remember}counter name "{conns}" '
                      f"meta l4proto {proto} dnat ip to {target.host}:{target.port}")  # fmt: skip
     for hook in ("nat_pre", "nat_out"):
@@ -249,9 +247,7 @@ def _service(svc: Service, t: str, objects: set[str]) -> list[str]:
         lines.append(f"add rule {t} {vs_chain} {_selector(svc, len(table))} "
                      f"vmap {{ {_vmap(table, chains)} }}")  # fmt: skip
     if svc.masquerade:
-        lines.append(f"add rule {t} nat_post meta l4proto {proto} ct status dnat "
-                     f"ct original ip daddr {svc.vip} ct original proto-dst {svc.port} "
-                     "masquerade")  # fmt: skip
+        lines.append(f"add rule {t} nat_post {original} masquerade")
     return lines
 
 

@@ -169,14 +169,7 @@ class KernelServices:
             pool = pools.get(cfg.pool)
             live = pool.candidates() if pool is not None else []
             targets = tuple(Target(s.host, s.port, s.effective_weight) for s in live)
-            weight = sum(t.weight for t in targets)
-            was = cfg.address in self.quorum_lost
-            lost = (
-                weight < cfg.quorum + cfg.hysteresis
-                if was
-                else weight < cfg.quorum - cfg.hysteresis
-            )
-            self._quorum(cfg, lost, weight)
+            lost = self._quorum(cfg, sum(t.weight for t in targets))
             if lost and cfg.sorry_server is not None:
                 targets = (Target(*split_address(cfg.sorry_server)),)
             scheduler = SCHEDULERS[pool.balance] if pool is not None else "rr"
@@ -190,10 +183,14 @@ class KernelServices:
                                tuple(counted)))  # fmt: skip
         return out
 
-    def _quorum(self, cfg: VirtualServiceConfig, lost: bool, weight: int) -> None:
+    def _quorum(self, cfg: VirtualServiceConfig, weight: int) -> bool:
+        """Whether the service's quorum is lost with this live weight (lost below quorum -
+        hysteresis, back at quorum + hysteresis); a change is logged and its program run."""
         was = cfg.address in self.quorum_lost
+        edge = cfg.quorum + cfg.hysteresis if was else cfg.quorum - cfg.hysteresis
+        lost = weight < edge
         if lost == was:
-            return
+            return lost
         if lost:
             self.quorum_lost.add(cfg.address)
         else:
@@ -208,6 +205,7 @@ class KernelServices:
             task = asyncio.get_running_loop().create_task(run)
             self._scripts.add(task)
             task.add_done_callback(self._scripts.discard)
+        return lost
 
     # reading ----------------------------------------------------------------------------------
 
@@ -238,17 +236,18 @@ class KernelServices:
         ]
 
     def _servers(self, cfg: VirtualServiceConfig, svc: Service) -> list[dict[str, Any]]:
+        """The servers the table counts (the pool's and the sorry server), with counters."""
         pool = self.pools().get(cfg.pool)
         live = {t.address for t in svc.targets}
-        listed = [(s.address, s.effective_weight) for s in (pool.servers if pool else [])]
-        if cfg.sorry_server is not None and all(a != cfg.sorry_server for a, _ in listed):
-            listed.append((cfg.sorry_server, 1))
         out = []
-        for address, weight in listed:
-            conns, traffic = counter_names(svc, Target(*split_address(address)))
+        for target in svc.counted:
+            server = pool.server(target.address) if pool is not None else None
+            conns, traffic = counter_names(svc, target)
             packets, size = self.counts.get(traffic, (0, 0))
-            out.append({"address": address, "weight": weight, "active": address in live,
-                        "sorry": address == cfg.sorry_server,
+            out.append({"address": target.address,
+                        "weight": server.effective_weight if server is not None else 1,
+                        "active": target.address in live,
+                        "sorry": target.address == cfg.sorry_server,
                         "connections": self.counts.get(conns, (0, 0))[0],
                         "packets": packets, "bytes": size})  # fmt: skip
         return out

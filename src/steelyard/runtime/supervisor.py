@@ -204,21 +204,20 @@ class Supervisor:
         old_by = {c.name: c for c in old.instances} if old else {}
         new_by = {c.name: c for c in new.instances} if new else {}
         running = {inst.cfg.name: inst for inst in self.vrrp}
-        changed = {n for n in old_by.keys() | new_by.keys() if old_by.get(n) != new_by.get(n)}
-        in_place = set()
-        for name in changed & old_by.keys() & new_by.keys() & running.keys():
-            if reconfigurable(old_by[name], new_by[name]):
-                await running[name].reconfigure(new_by[name])
-                in_place.add(name)
-        changed -= in_place
-        groups = [g.instances for cfg in (old, new) if cfg for g in cfg.sync_groups]
+        differ = {n for n in old_by.keys() | new_by.keys() if old_by.get(n) != new_by.get(n)}
+        changed = {n for n in differ if n not in running or n not in new_by or n not in old_by
+                   or not reconfigurable(old_by[n], new_by[n])}  # fmt: skip
         if (old.sync_groups if old else []) != (new.sync_groups if new else []):
             changed = set(old_by) | set(new_by)
-        for members in groups:
-            if changed & set(members):
-                changed |= set(members)
+        for cfg in (old, new):
+            for group in cfg.sync_groups if cfg else []:
+                if changed & set(group.instances):
+                    changed |= set(group.instances)
+        in_place = differ - changed  # decided after the groups: a restarted one is not retuned
         if not changed and not in_place:
             return
+        for name in in_place:
+            await running[name].reconfigure(new_by[name])
         for name in changed & running.keys():
             await running[name].stop()
             self.vrrp.remove(running[name])
