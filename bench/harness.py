@@ -398,6 +398,45 @@ def busy_machine_warning(info: dict[str, Any]) -> str | None:
 # output ------------------------------------------------------------------------------------------
 
 
+def measure_all(
+    metrics: Sequence[Any], systems: list[str], repeat: int, procs: Procs,
+    measure: Callable[[Any, str], tuple[float, dict[str, Any]]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each metric (with .key, .label, .unit) on each system, `repeat` times in rotation, with
+    progress on stderr: runs {metric, system, rep, value, raw}. A system that died or a
+    measurement that failed stops the run with a BenchError naming both."""
+    runs: list[dict[str, Any]] = []
+    for metric in metrics:
+        for rep, system in rotations(systems, repeat):
+            for proc in procs.items:
+                proc.check_alive()
+            try:
+                value, raw = measure(metric, system)
+            except BenchError as exc:
+                raise BenchError(f"{system}, {metric.label}: {exc}") from exc
+            print(f"  {metric.label:<38} {system:<10} run {rep + 1}/{repeat}: "
+                  f"{value:,.2f} {metric.unit}", file=sys.stderr, flush=True)  # fmt: skip
+            runs.append({"metric": metric.key, "system": system, "rep": rep,
+                         "value": value, "raw": raw})  # fmt: skip
+    return runs
+
+
+def steelyard_tcp_config(
+    workdir: Path, admin: str, routes: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """`steelyard run`'s config with one worker and, per route name, a pool of one server and a
+    `tcp` listener in front of it: routes = {name: (listen, server address)}."""
+    return {
+        "workers": 1,
+        "admin": {"listen": admin},
+        "store": {"kind": "embedded", "path": str(workdir / "store")},
+        "pools": {name: {"servers": [{"address": server}]} for name, (_, server) in routes.items()},
+        "tcp": [
+            {"name": name, "listen": listen, "pool": name} for name, (listen, _) in routes.items()
+        ],
+    }
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Median per (metric, system) of runs {metric, system, value}: robust to one run hit by a
     noisy neighbour."""

@@ -40,14 +40,15 @@ from harness import (
     fmt_value,
     guarded,
     machine_facts,
+    measure_all,
     nginx_conf,
     parse_bench_args,
     require_tools,
-    rotations,
     run_iperf,
     run_systems,
     run_wrk,
     steelyard_argv,
+    steelyard_tcp_config,
     summarize,
     tool_version,
     wait_until,
@@ -159,23 +160,14 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
 
 
 def start_steelyard(procs: Procs, lb: Host) -> None:
-    cfg = {
-        "workers": 1,
-        "admin": {"listen": "127.0.0.1:9900"},
-        "store": {"kind": "embedded", "path": str(procs.workdir / "store")},
-        "pools": {
-            "iperf": {"servers": [{"address": f"{RS}:{IPERF}"}]},
-            "web": {"servers": [{"address": f"{RS}:{WEB}"}]},
-        },
-        "tcp": [
-            {"name": "iperf", "listen": f"{LB}:{PROXY_IPERF}", "pool": "iperf"},
-            {"name": "web", "listen": f"{LB}:{PROXY_WEB}", "pool": "web"},
-        ],
-        "virtual_services": [
-            {"address": f"{VIP}:{IPERF}", "protocol": "tcp", "pool": "iperf"},
-            {"address": f"{VIP}:80", "protocol": "tcp", "pool": "web"},
-        ],
-    }
+    cfg = steelyard_tcp_config(procs.workdir, "127.0.0.1:9900", {
+        "iperf": (f"{LB}:{PROXY_IPERF}", f"{RS}:{IPERF}"),
+        "web": (f"{LB}:{PROXY_WEB}", f"{RS}:{WEB}"),
+    })  # fmt: skip
+    cfg["virtual_services"] = [
+        {"address": f"{VIP}:{IPERF}", "protocol": "tcp", "pool": "iperf"},
+        {"address": f"{VIP}:80", "protocol": "tcp", "pool": "web"},
+    ]
     path = procs.workdir / "steelyard.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = procs.start("steelyard", lb.argv(*steelyard_argv(path)))
@@ -200,24 +192,15 @@ def measure(bench: Bench, metric: Metric, system: str, duration: float) -> tuple
 
 
 def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
-    runs = []
     try:
-        for metric in METRICS:
-            for rep, system in rotations(bench.systems, repeat):
-                for proc in bench.procs.items:
-                    proc.check_alive()
-                try:
-                    value, raw = measure(bench, metric, system, duration)
-                except BenchError as exc:
-                    raise BenchError(f"{system}, {metric.label}: {exc}") from exc
-                print(f"  {metric.label:<38} {system:<10} run {rep + 1}/{repeat}: "
-                      f"{value:,.2f} {metric.unit}", file=sys.stderr, flush=True)  # fmt: skip
-                runs.append({"metric": metric.key, "system": system, "rep": rep,
-                             "value": value, "raw": raw})  # fmt: skip
+
+        def one(metric: Metric, system: str) -> tuple[float, Any]:
+            return measure(bench, metric, system, duration)
+
+        return measure_all(METRICS, bench.systems, repeat, bench.procs, one)
     finally:
         bench.procs.stop_all()  # before the namespaces go
         bench.lab.close()
-    return runs
 
 
 def ratio(summary: dict[str, dict[str, float]], metric: str, a: str, b: str) -> float | None:

@@ -51,16 +51,17 @@ from harness import (
     http_ok,
     listening,
     machine_facts,
+    measure_all,
     nginx_conf,
     parse_bench_args,
     process_tree,
     require_tools,
-    rotations,
     run_iperf,
     run_systems,
     run_wrk,
     start_nginx,
     steelyard_argv,
+    steelyard_tcp_config,
     summarize,
     tool_version,
     wait_until,
@@ -149,19 +150,10 @@ listen web
 
 
 def write_steelyard_config(workdir: Path, backends: Ports, front: Ports, admin_port: int) -> Path:
-    cfg = {
-        "workers": 1,
-        "admin": {"listen": f"{HOST}:{admin_port}"},
-        "store": {"kind": "embedded", "path": str(workdir / "store")},
-        "pools": {
-            "iperf": {"servers": [{"address": f"{HOST}:{backends.iperf}"}]},
-            "web": {"servers": [{"address": f"{HOST}:{backends.web}"}]},
-        },
-        "tcp": [
-            {"name": "iperf", "listen": f"{HOST}:{front.iperf}", "pool": "iperf"},
-            {"name": "web", "listen": f"{HOST}:{front.web}", "pool": "web"},
-        ],
-    }
+    cfg = steelyard_tcp_config(workdir, f"{HOST}:{admin_port}", {
+        "iperf": (f"{HOST}:{front.iperf}", f"{HOST}:{backends.iperf}"),
+        "web": (f"{HOST}:{front.web}", f"{HOST}:{backends.web}"),
+    })  # fmt: skip
     path = workdir / "steelyard.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -254,25 +246,8 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
 
 
 def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for metric in METRICS:
-        for rep, system in rotations(list(bench.paths), repeat):
-            for proc in bench.procs.items:
-                proc.check_alive()
-            try:
-                value, raw = measure(bench, metric, system, duration)
-            except BenchError as exc:
-                raise BenchError(f"{system}, {metric.label}: {exc}") from exc
-            print(
-                f"  {metric.label:<38} {system:<10} run {rep + 1}/{repeat}: "
-                f"{value:,.2f} {metric.unit}",
-                file=sys.stderr,
-                flush=True,
-            )
-            runs.append(
-                {"metric": metric.key, "system": system, "rep": rep, "value": value, "raw": raw}
-            )
-    return runs
+    return measure_all(METRICS, list(bench.paths), repeat, bench.procs,
+                       lambda metric, system: measure(bench, metric, system, duration))  # fmt: skip
 
 
 def cpu_cost(run: dict[str, Any]) -> float | None:
