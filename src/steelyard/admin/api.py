@@ -16,8 +16,8 @@ Routes (the paths are part of the public contract):
   PUT  /api/mysql/servers/{address}               <- {"state": "offline|online"}
                                                      (admin/mysql_api.py)
   /api/redis/...                                  -> the Redis dashboard (admin/redis_api.py)
-  GET  /api/vrrp                                  -> the virtual routers (admin/vrrp_api.py)
-  GET  /api/kernel                                -> the virtual services (admin/kernel_api.py)
+  GET  /api/vrrp                                  -> the virtual routers (admin/views.py)
+  GET  /api/kernel                                -> the virtual services (admin/views.py)
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
@@ -35,10 +35,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from steelyard.admin.body import json_object, message
-from steelyard.admin.kernel_api import KernelRoutes
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
-from steelyard.admin.vrrp_api import VrrpRoutes
+from steelyard.admin.views import add_view
 from steelyard.config.model import is_loopback
 from steelyard.core.backend import AdminState, Pool, Server, split_address
 from steelyard.log import log
@@ -303,8 +302,8 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     app.router.add_get("/api/pools", h.pools)
     RedisRoutes(controller, ApiError).add(app)
     MysqlRoutes(controller, ApiError).add(app)
-    VrrpRoutes(controller, ApiError).add(app)
-    KernelRoutes(controller, ApiError).add(app)
+    add_view(app, "/api/vrrp", controller, "vrrp_view", "vrrp", ApiError)
+    add_view(app, "/api/kernel", controller, "kernel_view", "kernel", ApiError)
     app.router.add_get("/api/pools/{pool}", h.pool)
     app.router.add_get(server_path, h.server)
     app.router.add_put(server_path, h.set_server)

@@ -1,4 +1,5 @@
-"""The admin API's kernel route: the nftables virtual services on this node.
+"""The kernel view's shape (served by admin/views.py) and its metrics: the nftables virtual
+services on this node.
 
   GET /api/kernel -> {"table", "applies", "errors", "ruleset",
                       "services": [{address, protocol, pool, scheduler, persistence_timeout,
@@ -20,29 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from steelyard.admin.body import message
-
-
-class KernelRoutes:
-    def __init__(self, controller: Any, error: type[Exception]) -> None:
-        self.controller = controller
-        self.error = error
-
-    def add(self, app: web.Application) -> None:
-        app.router.add_get("/api/kernel", self.overview)
-
-    async def overview(self, request: web.Request) -> web.Response:
-        view = getattr(self.controller, "kernel_view", None)
-        if view is None:
-            raise self.error(404, "this controller has no kernel tier")
-        try:
-            return web.json_response(await view())
-        except LookupError as exc:
-            raise self.error(404, message(exc)) from None
 
 
 class KernelCollector(Collector):

@@ -1,4 +1,5 @@
-"""The admin API's VRRP route and metrics: each virtual router's state on this node.
+"""The VRRP view's shape (served by admin/views.py) and its metrics: each virtual router's
+state on this node.
 
   GET /api/vrrp -> {"instances": [{name, interface, vrid, state, priority, address, master,
                                    virtual_ips, sent, received, send_errors, dropped}, ...]}
@@ -12,31 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from steelyard.admin.body import message
-
 STATES = ("INIT", "BACKUP", "MASTER", "FAULT")
-
-
-class VrrpRoutes:
-    def __init__(self, controller: Any, error: type[Exception]) -> None:
-        self.controller = controller
-        self.error = error
-
-    def add(self, app: web.Application) -> None:
-        app.router.add_get("/api/vrrp", self.overview)
-
-    async def overview(self, request: web.Request) -> web.Response:
-        view = getattr(self.controller, "vrrp_view", None)
-        if view is None:
-            raise self.error(404, "this controller has no vrrp tier")
-        try:
-            return web.json_response(view())
-        except LookupError as exc:
-            raise self.error(404, message(exc)) from None
 
 
 class VrrpCollector(Collector):
