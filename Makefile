@@ -1,7 +1,7 @@
 # Two entry points: `make demo` and `make test` (see README). Both work on a fresh Debian 12 as root.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv redis-server redis-tools chromium mariadb-server mariadb-client sysbench keepalived nftables
+APT_PACKAGES := haproxy nginx-light iperf3 wrk curl procps iproute2 python3-venv redis-server redis-tools chromium mariadb-server mariadb-client sysbench keepalived nftables strace
 # Only `make bench-redis` needs these (twemproxy), so `make test` does not install them.
 BENCH_REDIS_PACKAGES := nutcracker
 
