@@ -29,7 +29,7 @@ from steelyard.redis import slotstore
 from steelyard.redis.client import connect
 from steelyard.redis.ha import HealthWatcher
 from steelyard.redis.model import ModelError, Topology
-from steelyard.redis.mover import Mover, Progress, Servers, describe
+from steelyard.redis.mover import Mover, Progress, Servers, describe, saved_holds
 from steelyard.redis.sentinel import SentinelFollower
 from steelyard.redis.topology import ranges
 
@@ -53,7 +53,8 @@ class Dashboard:
         if data is not None:
             try:
                 self.progress = Progress.from_json(data)
-            except (KeyError, TypeError):
+                self.held = saved_holds(data)  # every proxy holds them again from the start
+            except (KeyError, TypeError, ValueError):
                 store.delete(PROGRESS_KEY)
         self.history: list[dict[str, Any]] = []  # finished batches, newest last
         self.error: str | None = None  # the last mover failure, until a batch finishes
@@ -274,6 +275,7 @@ class Dashboard:
                 progress.total, big = await mover.survey()
                 progress.big = sum(len(v) for v in big.values())
                 self.held = {s: [k.decode("latin-1") for k in keys] for s, keys in big.items()}
+                self._save_progress(progress)  # the holds are durable before any proxy has them
                 log(
                     "redis_move_start",
                     slots=ranges(slots),
@@ -312,12 +314,14 @@ class Dashboard:
             await self.publish()
 
     def _save_progress(self, progress: Progress) -> None:
-        self.store.put(PROGRESS_KEY, progress.to_json())
+        self.store.put(PROGRESS_KEY, {**progress.to_json(), "held": self.held})
 
     async def _hold(self, slot: int, keys: list[bytes]) -> None:
         async with self.lock:
             have = self.held.setdefault(slot, [])
             have += [k.decode("latin-1") for k in keys if k.decode("latin-1") not in have]
+            if self.progress is not None:
+                self._save_progress(self.progress)
             await self.broadcast(self.view())
 
     async def _release(self, slot: int, keys: list[bytes]) -> None:
@@ -328,6 +332,8 @@ class Dashboard:
                 self.held[slot] = left
             else:
                 self.held.pop(slot, None)
+            if self.progress is not None:
+                self._save_progress(self.progress)
             await self.broadcast(self.view())
 
     # reading ---------------------------------------------------------------------------------

@@ -10,6 +10,12 @@ set, then RENAME), while every proxy holds the commands that touch it.
 
 Progress (database, SCAN cursor, keys moved) is saved after every page, so a mover that stops
 resumes where it was. A pass that found keys is followed by another until one finds none.
+
+The held keys are saved with the progress (durably, before a copy starts), so a supervisor
+killed mid-copy comes back with every proxy holding them again. A run begins by settling each
+held key: its copy is started again from scratch (the half-made temporary key is deleted first,
+in every database), or, when the source no longer has it, only the temporary key is removed;
+then it is released. Until then no proxy moves it whole with a blocking MIGRATE.
 """
 
 from __future__ import annotations
@@ -75,6 +81,20 @@ class Servers:
         self.clients.clear()
 
 
+def saved_holds(data: dict[str, Any]) -> dict[int, list[str]]:
+    """The held keys saved with the progress (`held`: slot -> keys as latin-1 text)."""
+    held = data.get("held") or {}
+    if not isinstance(held, dict):
+        raise TypeError(f"held is a {type(held).__name__}, not an object")
+    out: dict[int, list[str]] = {}
+    for slot, keys in held.items():
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise TypeError(f"held keys of slot {slot} are not a list of strings")
+        if keys:
+            out[int(slot)] = list(keys)
+    return out
+
+
 Hold = Callable[[int, list[bytes]], Awaitable[None]]  # every proxy holds these keys of a slot
 Release = Callable[[int, list[bytes]], Awaitable[None]]
 
@@ -133,6 +153,11 @@ class Mover:
 
     async def run(self, progress: Progress, held: set[bytes], hold: Hold, release: Release) -> None:
         """Move every key of the batch; returns when a full pass finds none left."""
+        for key in sorted(held):
+            if slot_of(key) in self.targets:  # else a batch of other slots left it held
+                await self.settle(key)
+            held.discard(key)
+            await release(slot_of(key), [key])
         while True:
             dbs = await self.dbs()
             for db in dbs:
@@ -140,7 +165,7 @@ class Mover:
                     continue
                 if db > progress.db:
                     progress.db, progress.cursor = db, 0
-                await self._pass_db(progress, held, hold, release)
+                await self._pass_db(progress, hold, release)
                 progress.db, progress.cursor = db + 1, 0
                 self.save(progress)
             progress.passes += 1
@@ -151,9 +176,14 @@ class Mover:
                 return
             log("redis_move_pass", source=self.source, passes=progress.passes, found=found)
 
-    async def _pass_db(
-        self, progress: Progress, held: set[bytes], hold: Hold, release: Release
-    ) -> None:
+    async def settle(self, key: bytes) -> None:
+        """Copy a held key to its target in every database that has it, and remove any
+        temporary key an earlier mover left (the supervisor stopped mid-copy)."""
+        target = self.targets[slot_of(key)]
+        for db in range(self.databases):
+            await self.copy_big(self.servers.get(self.source, db), db, key, target)
+
+    async def _pass_db(self, progress: Progress, hold: Hold, release: Release) -> None:
         db = progress.db
         client = self.servers.get(self.source, db)
         first = True
@@ -163,16 +193,11 @@ class Mover:
             mine = [k for k in keys if slot_of(k) in self.targets]
             progress.found += len(mine)
             small: dict[str, list[bytes]] = {}
-            sizes = await self.sizes(client, [k for k in mine if k not in held])
-            sized = iter(sizes)
-            for key in mine:
+            sizes = await self.sizes(client, mine)
+            for key, size in zip(mine, sizes, strict=True):
                 target = self.targets[slot_of(key)]
-                if key in held:
-                    await self.copy_big(client, db, key, target)
-                    held.discard(key)
-                    await release(slot_of(key), [key])
-                elif next(sized) >= self.big_key_bytes:
-                    await hold(slot_of(key), [key])  # grew big since the survey
+                if size >= self.big_key_bytes:
+                    await hold(slot_of(key), [key])  # another database's, or grew big since
                     await self.copy_big(client, db, key, target)
                     await release(slot_of(key), [key])
                 else:
@@ -198,6 +223,8 @@ class Mover:
         """Copy `key` to `target` in chunks, then make it appear there at once (RENAME) and
         remove it here. The proxies hold every command on `key` meanwhile."""
         dst = self.servers.get(target, db)
+        tmp = IMPORT_PREFIX + key
+        await dst.delete(tmp)  # a copy an earlier mover left half done
         kind = (await client.type(key)).decode()
         if kind == "none":
             return  # expired or moved since it was seen
@@ -210,8 +237,6 @@ class Mover:
             )
             await self.migrate(client, target, db, [key])
             return
-        tmp = IMPORT_PREFIX + key
-        await dst.delete(tmp)  # a copy an earlier mover left half done
         expire_at = await client.execute_command("PEXPIRETIME", key)
         if kind == "string":
             length = await client.strlen(key)
