@@ -41,6 +41,9 @@ SMUGGLING = {
     "bare_cr": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-B: 2\r\n\r\n",
     "nul_in_header": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
     "obs_fold": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    # nginx >= 1.21.1: HTTP/1.0 has no chunked coding, a server may frame it otherwise
+    "http10_with_te": b"POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
     "http2_preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
     "missing_host": b"GET /echo HTTP/1.1\r\nX-A: 1\r\n\r\n",

@@ -116,6 +116,83 @@ def test_absolute_form_target():
     head = r.events[0][1]
     assert isinstance(head, RequestHead)
     assert (head.host, head.target) == (b"Example.com:8080", b"/p?q")
+    # RFC 9112 section 3.2.2: the authority replaces Host, in what is forwarded too
+    assert [(n, v) for n, v in head.headers if n.lower() == b"host"] == [
+        (b"Host", b"Example.com:8080")
+    ]
+    assert head.lnames.count(b"host") == 1
+
+
+def test_absolute_form_without_host_header_gets_one():
+    r = RequestReader()
+    r.feed(b"GET http://a.example HTTP/1.1\r\nX-A: 1\r\n\r\n")
+    head = r.events[0][1]
+    assert isinstance(head, RequestHead)
+    assert head.headers == [(b"Host", b"a.example"), (b"X-A", b"1")]
+    assert head.lnames == [b"host", b"x-a"]
+    assert head.target == b"/"
+
+
+@BYTEWISE
+def test_http10_request_with_transfer_encoding_is_400(bytewise):
+    data = b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert summary(feed(RequestReader(), data, bytewise)) == [(ERROR, 400)]
+
+
+_CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@BYTEWISE
+def test_request_trailers_within_the_limit_pass(bytewise):
+    r = RequestReader(max_head=200)
+    data = _CHUNKED_POST + b"3\r\nabc\r\n0\r\nT: " + b"t" * 150 + b"\r\n\r\n"
+    assert summary(feed(r, data, bytewise))[1:] == [(DATA, b"abc"), (END, None)]
+
+
+@BYTEWISE
+def test_request_trailers_count_against_the_header_limit(bytewise):
+    r = RequestReader(max_head=200)
+    data = _CHUNKED_POST + b"3\r\nabc\r\n0\r\nT: " + b"t" * 150 + b"\r\nU: " + b"u" * 60
+    assert summary(feed(r, data + b"\r\n\r\n", bytewise))[-1] == (ERROR, 431)
+
+
+def test_a_trailer_line_that_never_ends_is_cut_at_the_limit():
+    """One trailer line sent in reads of 1 KiB: refused once it passes the limit, not when it
+    ends (httptools would keep joining it in memory)."""
+    r = RequestReader(max_head=4096)
+    r.feed(_CHUNKED_POST + b"3\r\nabc\r\n0\r\nT: ")
+    fed = 0
+    while not r.failed:
+        r.feed(b"t" * 1024)
+        fed += 1024
+        assert fed <= 8192
+    assert summary(r.events)[-1] == (ERROR, 431)
+    error = r.events[-1][1]
+    assert isinstance(error, HttpError)
+    assert error.reason == "request trailer fields too large"
+
+
+def test_chunks_that_arrive_slowly_are_not_trailers():
+    r = RequestReader(max_head=100)
+    r.feed(_CHUNKED_POST + b"400\r\n")
+    for _ in range(64):  # 1 KiB of chunk data, 16 bytes a read: data, not a trailer section
+        r.feed(b"d" * 16)
+    r.feed(b"\r\n0\r\n\r\n")
+    assert summary(r.events)[1:] == [(DATA, b"d" * 1024), (END, None)]
+
+
+@BYTEWISE
+def test_response_trailers_count_against_the_header_limit(bytewise):
+    r = ResponseReader(max_head=200)
+    r.expect("GET")
+    r.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+    assert summary(r.events) == [(HEAD, 200), (DATA, b"ok")]
+    r.events.clear()  # taken by the proxy, as it streams the response
+    events = feed(r, b"0\r\nT: " + b"t" * 300 + b"\r\n\r\n", bytewise)
+    assert summary(events) == [(ERROR, 502)]
+    error = events[0][1]
+    assert isinstance(error, HttpError)
+    assert error.reason == "response trailer from server too large"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ Parsing is llhttp's (through httptools), which is strict where request smuggling
 Content-Length together with Transfer-Encoding, two Content-Lengths, a Transfer-Encoding whose
 last coding is not `chunked`, bad chunk sizes, whitespace before a colon, bare CR and NUL are all
 errors. On top of it this module adds what llhttp leaves to its caller: size limits (414, 431),
-the Host rules of RFC 9112 section 3.2, HEAD responses (llhttp would wait for a body), responses
+counted for a chunked body's trailer section as for the head (httptools joins a header line
+piece by piece in memory, so an unbounded trailer line costs memory and quadratic CPU), the Host
+rules of RFC 9112 section 3.2, HEAD responses (llhttp would wait for a body), responses
 delimited by the connection closing, and a guarantee that a request whose head is followed by a
 framing error never reaches the event queue as a request.
 
@@ -114,8 +116,16 @@ class _Reader:
         self._in_message = False
         self._open_head: object | None = None  # head of the message being read, until END
         self.failed = False
+        # After a chunk-size line and before that chunk's data: the trailer section when the
+        # chunk was the last one. Trailer bytes are counted two ways, both never more than the
+        # section's real size: whole fields as llhttp reports them, and whole reads that fell
+        # inside the section (no event at all), which bounds a line that never ends.
+        self._chunk_open = False
+        self._trailer_fields = 0
+        self._trailer_raw = 0
 
     too_large = HttpError(431, "request header fields too large")
+    trailer_too_large = HttpError(431, "request trailer fields too large")
 
     def close(self) -> None:
         """Break the reader <-> parser cycle when the connection is gone (no GC needed)."""
@@ -126,6 +136,24 @@ class _Reader:
         self._head_size += n
         if self._head_size > self.max_head:
             raise HttpError(self.too_large.status, self.too_large.reason)
+
+    def _grow_trailer(self, n: int) -> None:
+        self._trailer_raw += n
+        if self._trailer_raw > self.max_head:
+            raise HttpError(self.trailer_too_large.status, self.trailer_too_large.reason)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._trailer_fields = 0
+        self._trailer_raw = 0
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        self._trailer_fields += len(name) + len(value) + 4
+        if self._trailer_fields > self.max_head:
+            raise HttpError(self.trailer_too_large.status, self.trailer_too_large.reason)
 
     def _fail(self, error: HttpError) -> None:
         # A message cut by an error was never whole: if nobody has taken its head yet, it must
@@ -158,6 +186,8 @@ class RequestReader(_Reader):
             return
         try:
             before = self._in_head
+            in_chunk = self._chunk_open
+            n_events = len(self.events)
             self._parser.feed_data(data)
             if self._in_head:
                 # No end of head in this chunk: bound what llhttp buffers for us. A head that
@@ -167,6 +197,8 @@ class RequestReader(_Reader):
                 elif len(data) > self.max_head:
                     start = data.rfind(b"\r\n\r\n")
                     self._grow_head(len(data) - (start + 4 if start >= 0 else 0))
+            elif in_chunk and self._chunk_open and len(self.events) == n_events:
+                self._grow_trailer(len(data))  # a read wholly inside a trailer section
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self.events.append((UPGRADE, data[offset:]))
@@ -203,7 +235,8 @@ class RequestReader(_Reader):
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
         if head is None or not self._in_head:
-            return  # trailers: hop-by-hop, never forwarded
+            self._trailer(name, value)  # trailers: counted, never forwarded
+            return
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.max_head:
             raise HttpError(431, "request header fields too large")
@@ -254,10 +287,15 @@ class RequestReader(_Reader):
                     raise HttpError(400, "invalid authority in the request target")
                 head.host = authority
                 head.target = b"/" if slash < 0 else rest[slash:]
+                _replace_host(head, authority)
             elif not (target == b"*" and head.method == "OPTIONS") and head.method != "CONNECT":
                 raise HttpError(400, "invalid request target")
         if head.host is None and head.version != "1.0":
             raise HttpError(400, "missing Host header")
+        if head.chunked and head.version == "1.0":
+            # HTTP/1.0 has no chunked coding: a server behind us may read this body by
+            # another rule than ours (nginx refuses it too, since 1.21.1).
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
         self._open_head = head
         self.events.append((HEAD, head))
 
@@ -266,8 +304,22 @@ class RequestReader(_Reader):
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._chunk_open = False
         self._open_head = None
         self.events.append((END, None))
+
+
+def _replace_host(head: RequestHead, authority: bytes) -> None:
+    """Make the Host header the request line's authority: the server must see what we routed
+    by. A Host field that differs would let a client reach a host route it was refused by."""
+    headers = head.headers
+    lnames = head.lnames
+    for i in range(len(lnames) - 1, -1, -1):
+        if lnames[i] == b"host":
+            del headers[i]
+            del lnames[i]
+    headers.insert(0, (b"Host", authority))
+    lnames.insert(0, b"host")
 
 
 class ResponseReader(_Reader):
@@ -278,6 +330,7 @@ class ResponseReader(_Reader):
     """
 
     too_large = HttpError(502, "response header from server too large")
+    trailer_too_large = HttpError(502, "response trailer from server too large")
 
     def __init__(self, max_head: int = 64 * 1024) -> None:
         super().__init__(max_head)
@@ -304,9 +357,13 @@ class ResponseReader(_Reader):
             self._fail(HttpError(502, "server sent data after a response to HEAD"))
             return
         try:
+            in_chunk = self._chunk_open
+            n_events = len(self.events)
             self._parser.feed_data(data)
             if self._in_head:
                 self._grow_head(len(data))
+            elif in_chunk and self._chunk_open and len(self.events) == n_events:
+                self._grow_trailer(len(data))
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self.events.append((UPGRADE, data[offset:]))
@@ -354,6 +411,7 @@ class ResponseReader(_Reader):
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
         if head is None or not self._in_head:
+            self._trailer(name, value)
             return
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.max_head:
@@ -404,6 +462,7 @@ class ResponseReader(_Reader):
         self.events.append((DATA, body))
 
     def on_message_complete(self) -> None:
+        self._chunk_open = False
         if not self._in_message:
             return  # the end of a 1xx prelude
         self._in_message = False
