@@ -144,3 +144,20 @@ def test_a_second_instance_on_the_same_port_is_refused(tmp_path, backends, steel
     r = run_with_config(tmp_path, second)
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in r.stderr + r.stdout
+
+
+def test_ctl_over_the_admin_unix_socket(tmp_path, backends, steelyard):
+    """admin.listen: unix:/path; ctl reaches it with --admin unix:/path and through -c, its
+    changes sent as JSON with the Host the API accepts."""
+    a = backends("a")
+    sock = tmp_path / "admin.sock"
+    cfg = base_config(tmp_path, pools={"p": {"servers": [{"address": a.address}]}})
+    cfg["admin"] = {"listen": f"unix:{sock}"}
+    sy = steelyard(cfg)
+    r = run_cli("ctl", "--admin", f"unix:{sock}", "set-state", "p", a.address, "maint")
+    assert r.returncode == 0 and "state maint" in r.stdout, r.stderr
+    r = run_cli("ctl", "-c", str(sy.config_path), "pools")
+    assert r.returncode == 0, r.stderr
+    assert a.address in r.stdout and "maint" in r.stdout
+    r = run_cli("ctl", "--admin", f"unix:{tmp_path / 'nope.sock'}", "pools")
+    assert r.returncode != 0 and "cannot reach the admin API at unix:" in r.stderr

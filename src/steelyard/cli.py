@@ -8,16 +8,18 @@ API of a running instance.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from steelyard.config.load import ConfigError, load_config
 from steelyard.redis.topology import ranges
+
+TIMEOUT = 10.0  # seconds for one admin API call
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -56,40 +58,78 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ctl ---------------------------------------------------------------------------------------
 
 
-def _admin_base(args: argparse.Namespace) -> str:
+def _admin_address(args: argparse.Namespace) -> str:
+    """`--admin`, else the config's admin.listen, else 127.0.0.1:9900."""
     if args.admin:
-        addr = args.admin
-    elif args.config:
+        return str(args.admin)
+    if args.config:
         try:
             addr = load_config(args.config).admin.listen or ""
         except ConfigError as exc:
             raise SystemExit(str(exc)) from None
         if not addr:
             raise SystemExit("the config has no admin.listen")
-    else:
-        addr = "127.0.0.1:9900"
-    return addr if addr.startswith("http") else f"http://{addr}"
+        return addr
+    return "127.0.0.1:9900"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the admin API's unix socket; the Host it sends is `localhost`."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection(address: str) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the admin API at `address` (host:port, http://host:port or
+    unix:/path), and how to name it in an error."""
+    if address.startswith("unix:"):
+        return _UnixConnection(address[len("unix:") :], TIMEOUT), address
+    parts = urllib.parse.urlsplit(address if "://" in address else f"http://{address}")
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(parts.netloc, timeout=TIMEOUT), address
+    return http.client.HTTPConnection(parts.netloc, timeout=TIMEOUT), address
 
 
 def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    url = _admin_base(args) + path
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
+    """One admin API call: JSON in and out (a change must be JSON: the API refuses anything
+    else), the Host the API expects, the token when there is one."""
+    conn, where = _connection(_admin_address(args))
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
     token = args.token or os.environ.get("STEELYARD_TOKEN")
     if token:
-        req.add_header("Authorization", f"Bearer {token}")
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    if data is None and method in ("POST", "PUT", "PATCH"):
+        data = b"{}"
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot reach the admin API at {where}: {exc}") from None
+    except http.client.HTTPException as exc:
+        raise SystemExit(f"error: bad answer from the admin API at {where}: {exc!r}") from None
+    finally:
+        conn.close()
+    if resp.status >= 400:
         try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        raise SystemExit(f"error: {exc.code} {message}") from None
-    except urllib.error.URLError as exc:
-        raise SystemExit(f"error: cannot reach the admin API at {url}: {exc.reason}") from None
+            message = json.loads(raw).get("error", resp.reason)
+        except (ValueError, AttributeError):
+            message = resp.reason
+        raise SystemExit(f"error: {resp.status} {message}")
+    return json.loads(raw or b"null")
 
 
 def _server_path(pool: str, address: str) -> str:
@@ -338,7 +378,10 @@ def _print_migrations(data: dict[str, Any]) -> None:
 
 
 def _admin_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--admin", help="admin address host:port (default: from -c, or :9900)")
+    p.add_argument(
+        "--admin",
+        help="admin address host:port or unix:/path (default: from -c, or 127.0.0.1:9900)",
+    )
     p.add_argument("-c", "--config", help="read admin.listen from this config")
     p.add_argument("--token", help="bearer token (or STEELYARD_TOKEN)")
 

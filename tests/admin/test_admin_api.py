@@ -35,10 +35,13 @@ async def call(
     data: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """Send the path exactly as given (encoded=True) and decode the JSON answer."""
+    """Send the path exactly as given (encoded=True), a body as JSON (as ctl does), and decode
+    the JSON answer."""
     url = URL(admin.url + path, encoded=True)
     if body is not None:
         data = json.dumps(body).encode()
+    if data is not None:
+        headers = {"Content-Type": "application/json", **(headers or {})}
     async with http.request(method, url, data=data, headers=headers) as resp:
         raw = await resp.read()
         if resp.content_type == "application/json":

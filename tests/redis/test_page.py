@@ -1,11 +1,14 @@
 """The Redis dashboard page (GET /ui/redis) as headless Chromium renders it under `steelyard run`:
-the slot map, the groups and proxies tables, slots in flight then moved, and the admin token.
+the slot map, the groups and proxies tables, slots in flight then moved, and the admin token
+(typed into the page's login form: Chromium driven over its DevTools protocol).
 
 Chromium dumps the DOM after the page's first poll; the page marks <body data-ready="1"> once it
 has rendered the API's answers, and a dump without that mark is retried."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -19,7 +22,9 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+from websockets.sync.client import connect as ws_connect
 
+import steelyard.admin
 from fixtures.procs import base_config, free_port, wait_for
 from fixtures.redis_server import RedisServer
 from steelyard.redis.slots import slot_of
@@ -181,7 +186,81 @@ def test_migrating_slots_are_marked_then_moved(tmp_path, redis_servers, steelyar
     assert "No slot is moving" in dom.one(id="migrations").text
 
 
-def test_token_from_the_url_is_sent_on_every_fetch(tmp_path, redis_servers, steelyard):
+class Browser:
+    """Headless Chromium driven over the DevTools protocol, for what --dump-dom cannot do:
+    type into a form and read the page's sessionStorage."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+        flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")]
+        argv = [CHROMIUM, *flags, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                "about:blank"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        active = profile / "DevToolsActivePort"
+
+        def endpoint() -> list[str] | None:
+            lines = active.read_text().split() if active.exists() else []
+            return lines if len(lines) >= 2 else None
+
+        port, path = wait_for(endpoint, 60, "chromium's DevTools port")
+        self.stack = contextlib.ExitStack()
+        self.ws = self.stack.enter_context(
+            ws_connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
+        )
+        self.seq = 0
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str = "") -> Any:
+        self.seq += 1
+        message: dict[str, Any] = {"id": self.seq, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        self.ws.send(json.dumps(message))
+        while True:
+            answer = json.loads(self.ws.recv(timeout=60))
+            if answer.get("id") == self.seq:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    def open(self, url: str) -> str:
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        return str(self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
+                   ["sessionId"])  # fmt: skip
+
+    def eval(self, session: str, expression: str) -> Any:
+        result = self.call("Runtime.evaluate",
+                           {"expression": expression, "returnByValue": True}, session)  # fmt: skip
+        return result["result"].get("value")
+
+    def wait(self, session: str, expression: str, what: str) -> Any:
+        return wait_for(lambda: self.eval(session, expression), 60, what)
+
+    def dom(self, session: str) -> Node:
+        return Dom(self.eval(session, "document.documentElement.outerHTML")).root
+
+    def close(self) -> None:
+        self.stack.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Any:
+    b = Browser(tmp_path)
+    yield b
+    b.close()
+
+
+def test_page_never_reads_the_url(tmp_path):
+    """The token used to come from `?token=`, where history, logs and Referer keep it: the
+    page's script must not look at its location at all."""
+    html = (Path(steelyard.admin.__file__).parent / "static" / "redis.html").read_text()
+    script = html[html.index("<script>") : html.index("</script>")]
+    for word in ("location", "URLSearchParams", "document.URL", "document.referrer", "href"):
+        assert word not in script
+    assert '<form id="login" method="post"' in html  # never a GET that puts it in the URL
+
+
+def test_token_is_typed_in_a_form_and_sent_as_a_header(tmp_path, redis_servers, steelyard, browser):
     sy, *_ = cluster(tmp_path, steelyard, redis_servers, token="t0k")
     # the page itself holds no data: it loads without a token (a browser cannot send one) ...
     with urllib.request.urlopen(f"http://{sy.admin}/ui/redis", timeout=10) as resp:
@@ -191,14 +270,33 @@ def test_token_from_the_url_is_sent_on_every_fetch(tmp_path, redis_servers, stee
         urllib.request.urlopen(f"http://{sy.admin}/api/redis", timeout=10)
     assert refused.value.code == 401
     url = f"http://{sy.admin}/ui/redis"
-    dom = page(f"{url}?token=t0k", tmp_path)
-    assert [c.attrs["data-group"] for c in cells(dom)] == ["1"] * 512 + ["2"] * 512
-    assert dom.one(id="error").text == ""
-
-    def refused_shown() -> Node | None:
-        dom = render(url, tmp_path)  # no ?token=: the page sends no header
-        return dom if "missing bearer token" in dom.one(id="error").text else None
-
-    dom = wait_for(refused_shown, 60, "the refusal shown")
-    assert "hidden" not in dom.one(id="error").attrs
+    # an old bookmark with the token in the URL: ignored, the login form is shown instead
+    old = browser.open(f"{url}?token=t0k")
+    shown = "document.getElementById('error').textContent.includes('missing bearer token')"
+    browser.wait(old, shown, "the refusal shown")
+    dom = browser.dom(old)
+    assert "hidden" not in dom.one(id="login").attrs
     assert "data-ready" not in dom.one("body").attrs
+    assert browser.eval(old, "sessionStorage.length") == 0
+    # a wrong token: refused, asked again
+    tab = browser.open(url)
+    browser.wait(tab, "!document.getElementById('login').hidden", "the login form")
+    browser.eval(tab, "document.getElementById('token').value = 'wrong';"
+                      "document.getElementById('login').requestSubmit()")  # fmt: skip
+    browser.wait(tab, "document.getElementById('error').textContent.includes('invalid token')",
+                 "the refusal shown")  # fmt: skip
+    assert browser.eval(tab, "document.getElementById('login').hidden") is False
+    # the right one: the page renders, the token stays in this tab's sessionStorage only
+    browser.eval(tab, "document.getElementById('token').value = 't0k';"
+                      "document.getElementById('login').requestSubmit()")  # fmt: skip
+    browser.wait(tab, "document.body.dataset.ready === '1'", "the page rendered")
+    dom = browser.dom(tab)
+    assert [c.attrs["data-group"] for c in cells(dom)] == ["1"] * 512 + ["2"] * 512
+    assert dom.one(id="error").text == "" and "hidden" in dom.one(id="login").attrs
+    assert browser.eval(tab, "location.href") == url  # nothing was put into the URL
+    assert browser.eval(tab, "sessionStorage.getItem('steelyard-admin-token')") == "t0k"
+    assert browser.eval(tab, "document.getElementById('token').value") == ""
+    # "Forget token" clears it, and the API refuses the page again
+    browser.eval(tab, "document.getElementById('logout').click()")
+    browser.wait(tab, "!document.getElementById('login').hidden", "the login form again")
+    assert browser.eval(tab, "sessionStorage.length") == 0

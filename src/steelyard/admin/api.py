@@ -21,13 +21,16 @@ Routes (the paths are part of the public contract):
 
 Addresses contain ':' (and '[', ']' for IPv6); they may be sent raw or percent-encoded.
 Every error is `{"error": message}` with its status (principle 6), and every failed request
-is logged with its peer. When a token is configured, every request, /healthz and /metrics
-included, must carry `Authorization: Bearer <token>` (static pages excepted: they hold no data);
-off loopback a token is mandatory.
+is logged with its peer. Before anything else, admin/guard.py refuses what a web page could
+have forged (a foreign Host, a cross-origin change, a change not sent as JSON). When a token is
+configured, every request, /healthz and /metrics included, must carry
+`Authorization: Bearer <token>` (static pages excepted: they hold no data); off loopback (and
+off a unix socket) a token is mandatory. admin/server.py holds the timeouts and the cap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,10 +38,12 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from steelyard.admin.body import json_object, message
+from steelyard.admin.guard import Guard, Refusal
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
+from steelyard.admin.server import AdminHandler, AdminRunner, Limits, UnixSite
 from steelyard.admin.views import add_view
-from steelyard.config.model import is_loopback
+from steelyard.config.model import UNIX_PREFIX, AdminConfig, is_local, is_unix
 from steelyard.core.backend import AdminState, Pool, Server, split_address
 from steelyard.log import log
 
@@ -48,7 +53,7 @@ SHUTDOWN_TIMEOUT = 2.0  # how long stop() waits for requests in flight
 STATES = tuple(s.value for s in AdminState)
 PUT_KEYS = frozenset({"state", "weight"})
 # Static pages hold no data and a browser cannot put a header on a page request: they load
-# without a token, and every API call they make sends the one given in `?token=`.
+# without a token, ask for it in a form, and send it as a header on every API call they make.
 PUBLIC_PAGES = frozenset({"/ui/redis"})
 
 
@@ -129,11 +134,18 @@ def pool_view(pool: Pool) -> dict[str, Any]:
 class ApiError(Exception):
     """An answer with an error status; the middleware turns it into `{"error": message}`."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.close = close  # the connection cannot carry another request (a body cut short)
 
 
 def _error_response(
@@ -152,12 +164,49 @@ def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason.lower()
 
 
+def _guard(guard: Guard, limits: Limits) -> Any:
+    """The first middleware: the headers are in (the header timeout stops), forged requests
+    are refused, and a body must arrive within the body timeout."""
+
+    @web.middleware
+    async def guarded(request: web.Request, handler: Any) -> web.StreamResponse:
+        protocol = request.protocol
+        admin = protocol if isinstance(protocol, AdminHandler) else None
+        if admin is not None:
+            admin.request_started()
+        try:
+            headers = request.headers
+            try:
+                guard.check_host(headers.get("Host"))
+                if request.match_info.http_exception is None:  # else 404/405 say it better
+                    guard.check_change(
+                        request.method, headers.get("Host"), headers.get("Origin"),
+                        request.content_type if "Content-Type" in headers else "",
+                        request.body_exists,
+                    )  # fmt: skip
+            except Refusal as exc:
+                raise ApiError(exc.status, exc.message) from None
+            if request.body_exists:
+                try:
+                    async with asyncio.timeout(limits.body_timeout):
+                        await request.read()  # kept by aiohttp: the route reads it again
+                except TimeoutError:
+                    raise ApiError(408, "request body not received in time", close=True) from None
+            return await handler(request)
+        finally:
+            if admin is not None:
+                admin.request_done()
+
+    return guarded
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    close = False
     try:
         return await handler(request)
     except ApiError as exc:
-        status, message, headers = exc.status, exc.message, exc.headers
+        status, message, headers, close = exc.status, exc.message, exc.headers, exc.close
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -183,7 +232,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         error=message,
         peer=request.remote,
     )
-    return _error_response(status, message, headers)
+    response = _error_response(status, message, headers)
+    if close:
+        response.force_close()
+    return response
 
 
 def _auth(token: str) -> Any:
@@ -285,12 +337,22 @@ def parse_change(body: bytes) -> tuple[str | None, int | None]:
 # application and server ----------------------------------------------------------------------
 
 
-def make_app(controller: Controller, token: str | None, require_token: bool) -> web.Application:
-    """The admin application. `require_token` refuses to build one without a token."""
+def make_app(
+    controller: Controller,
+    token: str | None,
+    require_token: bool,
+    settings: AdminConfig | None = None,
+    listen: str = "127.0.0.1:0",
+) -> web.Application:
+    """The admin application. `require_token` refuses to build one without a token;
+    `settings` gives allowed_hosts, server_networks and the body timeout (defaults otherwise),
+    `listen` the address whose name the Host check accepts."""
     if require_token and not token:
         # The config refuses this too; this guards callers that build the app themselves.
         raise ValueError("admin.token is required when admin.listen is not a loopback address")
-    middlewares = [_errors]
+    settings = settings or AdminConfig()
+    guard = Guard(listen, settings.allowed_hosts)
+    middlewares = [_errors, _guard(guard, limits_of(settings))]
     if token:
         middlewares.append(_auth(token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
@@ -300,7 +362,7 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/api/status", h.status)
     app.router.add_get("/api/pools", h.pools)
-    RedisRoutes(controller, ApiError).add(app)
+    RedisRoutes(controller, ApiError, settings.server_networks).add(app)
     MysqlRoutes(controller, ApiError).add(app)
     add_view(app, "/api/vrrp", controller, "vrrp_view", "vrrp", ApiError)
     add_view(app, "/api/kernel", controller, "kernel_view", "kernel", ApiError)
@@ -310,23 +372,41 @@ def make_app(controller: Controller, token: str | None, require_token: bool) -> 
     return app
 
 
+def limits_of(settings: AdminConfig, max_connections: int | None = None) -> Limits:
+    return Limits(
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.keepalive_timeout,
+        max_connections or settings.max_connections,
+    )
+
+
 @dataclass
 class AdminServer:
-    """A listening admin API; `stop()` closes it."""
+    """A listening admin API; `stop()` closes it (and removes its unix socket file)."""
 
     runner: web.AppRunner
     listen: str
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self.runner.addresses[0][1])
+        """The bound port (useful with port 0); 0 on a unix socket."""
+        address = self.runner.addresses[0]
+        return int(address[1]) if isinstance(address, tuple) else 0
 
     @property
     def url(self) -> str:
+        if is_unix(self.listen):
+            return "http://localhost"  # what a client of the socket names it
         host = self.runner.addresses[0][0]
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (the cap counts these)."""
+        server = self.runner.server
+        return int(getattr(server, "live", 0))
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -341,28 +421,57 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return split_address(listen)
 
 
-async def start_admin(controller: Controller, listen: str, token: str | None) -> AdminServer:
-    """Serve the admin API on `listen` (`host:port`; port 0 picks a free one)."""
-    host, port = _split_listen(listen)
-    loopback = is_loopback(f"[{host}]:1" if ":" in host else f"{host}:1")
-    app = make_app(controller, token, require_token=not loopback)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+async def start_admin(
+    controller: Controller,
+    listen: str,
+    token: str | None,
+    settings: AdminConfig | None = None,
+    max_connections: int | None = None,
+) -> AdminServer:
+    """Serve the admin API on `listen`: `host:port` (port 0 picks a free one) or
+    `unix:/path` (a socket file of mode 0600). `max_connections` lowers the configured cap
+    (the supervisor keeps it well below its file descriptor limit)."""
+    settings = settings or AdminConfig()
+    limits = limits_of(settings, max_connections)
+    local = is_local(listen) if is_unix(listen) else is_local(_any_port(listen))
+    app = make_app(controller, token, not local, settings, listen)
+    runner = AdminRunner(app, limits, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site: web.BaseSite
+    if is_unix(listen):
+        site = UnixSite(runner, listen[len(UNIX_PREFIX) :])
+    else:
+        host, port = _split_listen(listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     server = AdminServer(runner, listen)
-    log("admin_listen", listen=listen, port=server.port, token="set" if token else None)
+    log(
+        "admin_listen",
+        listen=listen,
+        port=server.port or None,
+        token="set" if token else None,
+        max_connections=limits.max_connections,
+    )
+    if not token:
+        log("admin_no_token", "warn", listen=listen,
+            risk="any local user can control this node: set admin.token")  # fmt: skip
     return server
+
+
+def _any_port(listen: str) -> str:
+    head, sep, port = listen.rpartition(":")
+    return f"{head}:1" if sep and port == "0" else listen
 
 
 __all__ = [
     "AdminServer",
     "ApiError",
     "Controller",
+    "limits_of",
     "make_app",
     "parse_change",
     "pool_view",

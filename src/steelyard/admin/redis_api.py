@@ -15,6 +15,10 @@
   GET    /ui/redis                              -> the dashboard page (admin/static/redis.html)
 
 Bodies are checked by pydantic models; a refusal by the cluster model is 409 with its reason.
+Every server address is an IP:port literal (400 otherwise). A server new to the cluster
+(create-group, add-server) must be on a host the cluster already uses or in
+`admin.server_networks` (403 otherwise): the dashboard logs in to it with backend_auth, and
+the password must not go to a listener of the caller's choosing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
 
+from steelyard.config.shared import ServerAddress
 from steelyard.log import log
 from steelyard.redis.dashboard import Dashboard
 from steelyard.redis.model import MAX_GROUP_ID, ModelError
@@ -39,8 +44,8 @@ class _Body(BaseModel):
 
 class NewGroup(_Body):
     id: int = Field(ge=1, le=MAX_GROUP_ID)
-    master: str
-    replicas: list[str] = Field(default_factory=list)
+    master: ServerAddress
+    replicas: list[ServerAddress] = Field(default_factory=list)
     weight: int = Field(1, ge=1, le=1000)
 
 
@@ -49,7 +54,7 @@ class GroupChange(_Body):
 
 
 class ServerBody(_Body):
-    address: str
+    address: ServerAddress
 
 
 class AssignBody(_Body):
@@ -67,9 +72,12 @@ class Empty(_Body):
 
 
 class RedisRoutes:
-    def __init__(self, controller: Any, error: type[Exception]) -> None:
+    def __init__(
+        self, controller: Any, error: type[Exception], networks: list[str] | None = None
+    ) -> None:
         self.controller = controller
         self.error = error  # the API's error type: ApiError(status, message)
+        self.networks = list(networks or [])  # admin.server_networks
 
     def add(self, app: web.Application) -> None:
         r = app.router
@@ -110,6 +118,13 @@ class RedisRoutes:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise self.error(400, f"{where}: {first['msg']}") from None
+
+    def _admit(self, dashboard: Dashboard, addresses: list[str]) -> None:
+        """Refuse a new server the dashboard must not send backend_auth to."""
+        for address in addresses:
+            reason = dashboard.unknown_host(address, self.networks)
+            if reason is not None:
+                raise self.error(403, reason)
 
     def _gid(self, request: web.Request) -> int:
         try:
@@ -160,6 +175,7 @@ class RedisRoutes:
     async def create_group(self, request: web.Request) -> web.Response:
         b: NewGroup = await self._body(request, NewGroup)
         d = self._dashboard()
+        self._admit(d, [b.master, *b.replicas])
         created = d.create_group(b.id, b.master, b.replicas, b.weight)
         await self._do(request, "redis_create_group", created, group=b.id)
         return web.json_response(self._group(b.id), status=201)
@@ -187,6 +203,7 @@ class RedisRoutes:
         gid = self._gid(request)
         b: ServerBody = await self._body(request, ServerBody)
         d = self._dashboard()
+        self._admit(d, [b.address])
         await self._do(request, "redis_add_server", d.add_server(gid, b.address), group=gid)
         return web.json_response(self._group(gid), status=201)
 

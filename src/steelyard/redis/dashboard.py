@@ -16,6 +16,7 @@ progress saved in the store.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,12 +24,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from steelyard.config.redis_model import RedisConfig
+from steelyard.core.backend import split_address
 from steelyard.core.store.base import Store
 from steelyard.log import log
 from steelyard.redis import slotstore
 from steelyard.redis.client import connect
 from steelyard.redis.ha import HealthWatcher
-from steelyard.redis.model import ModelError, Topology
+from steelyard.redis.model import ModelError, Topology, check_address
 from steelyard.redis.mover import Mover, Progress, Servers, describe, saved_holds
 from steelyard.redis.sentinel import SentinelFollower
 from steelyard.redis.topology import ranges
@@ -195,6 +197,27 @@ class Dashboard:
         queued: list[int] = await self.change(lambda t: t.rebalance())
         log("redis_rebalance", slots=ranges(queued) or None, moves=len(queued))
         return queued
+
+    def unknown_host(self, address: str, networks: list[str]) -> str | None:
+        """Why a server new to the cluster must not be used (None when it may): its address
+        is not an IP:port literal, or its host is neither one the cluster's servers (config
+        and runtime) already use nor in `networks`. The dashboard, its health probes and every
+        proxy log in to a server with backend_auth."""
+        try:
+            check_address(address)
+        except ModelError as exc:
+            return str(exc)
+        ip = ipaddress.ip_address(split_address(address)[0])
+        known = [a for g in self.topo.groups.values() for a in g.servers()]
+        known += [a for g in self.cfg.groups for a in (g.master, *g.replicas)]
+        if ip in {_ip(a) for a in known}:
+            return None
+        if any(ip in ipaddress.ip_network(n) for n in networks):
+            return None
+        return (
+            f"{address}: {ip} is not a host of this cluster's servers: add its network to "
+            "admin.server_networks to let the dashboard log in to it with backend_auth"
+        )
 
     def _check(self, fn: Callable[[Topology], Any]) -> None:
         """Raise the model's refusal before touching any server."""
@@ -399,6 +422,13 @@ class Dashboard:
             "history": self.history,
             "error": self.error,
         }
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(split_address(address)[0])
+    except ValueError:  # a name stored before addresses were checked: it admits nothing
+        return None
 
 
 def _replace(topo: Topology, new: Topology) -> None:

@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from steelyard.config.shared import ServerAddress
 from steelyard.redis.slots import SLOTS
 from steelyard.redis.topology import SlotMap, rebalance, shares
 
@@ -25,6 +28,18 @@ MOVE_STATES = ("pending", "locked", "migrating")
 
 class ModelError(ValueError):
     """An operator request the model refuses; the message says why."""
+
+
+_SERVER_ADDRESS: TypeAdapter[str] = TypeAdapter(ServerAddress)
+
+
+def check_address(address: str) -> None:
+    """A server is an IP:port literal, as in the config: a name could later resolve to any
+    listener, which the dashboard and proxies would then send backend_auth to."""
+    try:
+        _SERVER_ADDRESS.validate_python(address)
+    except ValidationError as exc:
+        raise ModelError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
 
 
 @dataclass
@@ -82,6 +97,7 @@ class Topology:
         return g
 
     def _free_address(self, address: str) -> None:
+        check_address(address)
         g = self.group_of(address)
         if g is not None:
             raise ModelError(f"{address} is already in group {g.id}")

@@ -45,6 +45,7 @@ from steelyard.kernel.services import KernelError, KernelServices
 from steelyard.log import log
 from steelyard.mysql.status import MysqlStats
 from steelyard.redis.dashboard import Dashboard
+from steelyard.runtime.fds import admin_connection_cap, raise_fd_limit
 from steelyard.runtime.ipc import Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
@@ -106,6 +107,7 @@ class Supervisor:
         self._slots: dict[tuple[str, str], int] = {}
         self._rows = 1  # the highest worker index ever started + 1
         self.started = time.time()
+        self.fd_limit = raise_fd_limit()
 
     # start / stop -----------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class Supervisor:
             self.redis = Dashboard(cfg.redis, self.store, self.broadcast_redis)
         if cfg.admin.listen:
             try:
-                self.admin = await start_admin(self, cfg.admin.listen, cfg.admin.token)
+                self.admin = await self._start_admin(cfg)
             except OSError as exc:
                 log("admin_listen_error", "error", listen=cfg.admin.listen, cause=str(exc))
                 await self.stop()
@@ -720,6 +722,13 @@ class Supervisor:
         else:
             self.redis.reload(new.redis)
 
+    async def _start_admin(self, cfg: Config) -> Any:
+        """The admin API of `cfg`, its connections capped to a share of the descriptors."""
+        admin = cfg.admin
+        assert admin.listen is not None
+        cap = admin_connection_cap(admin.max_connections, self.fd_limit)
+        return await start_admin(self, admin.listen, admin.token, admin, cap)
+
     async def _swap_admin(self, old: Config, new: Config) -> bool:
         """Move the admin API to the new settings; False (reload refused) if it can't listen."""
         if old.admin == new.admin:
@@ -731,12 +740,12 @@ class Supervisor:
         try:
             fresh = None
             if new.admin.listen:
-                fresh = await start_admin(self, new.admin.listen, new.admin.token)
+                fresh = await self._start_admin(new)
         except OSError as exc:
             log("reload_refused", "error", error=f"admin.listen {new.admin.listen}: {exc}")
             log("reload_failed", "error", errors=1, kept="previous config")
             if self.admin is None and old.admin.listen:
-                self.admin = await start_admin(self, old.admin.listen, old.admin.token)
+                self.admin = await self._start_admin(old)
             return False
         if self.admin is not None:
             await self.admin.stop()
