@@ -12,8 +12,13 @@ per operation. The direct path is one of the two backends alone, the single-serv
 Results go to stdout (markdown), `redis.json` and `redis.png` under --out. Everything binds to
 127.0.0.1.
 
+Big replies: one client's `LRANGE` of a 1M-element list (on both backends, so every path
+finds it), timed from the request to the last element parsed (hiredis), on each path: the
+proxy's framing of a long array reply must stay linear (goal: steelyard <= 3x direct).
+`--big-only` runs this part alone.
+
 Run: `make bench-redis` or `.venv/bin/python bench/redis.py [--duration 5] [--requests N]
-[--repeat 1] [--only direct,twemproxy,steelyard] [--out bench/results]`.
+[--repeat 1] [--only direct,twemproxy,steelyard] [--big-only] [--out bench/results]`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import yaml
 
 from harness import (
@@ -61,6 +67,7 @@ from harness import (
     steelyard_argv,
     tool_version,
     wait_until,
+    write_json,
     write_outputs,
 )
 
@@ -76,6 +83,10 @@ CALIBRATION_START = 2000  # operations per pipeline slot of the first calibratio
 CALIBRATION_MIN_S = 0.5  # a calibration run at least this long gives the rate
 MIN_REQUESTS = 10_000
 CHECK_KEYS = 16  # keys set and read back per path before measuring
+BIG_KEY = b"bench:biglist"
+BIG_ELEMENTS = 1_000_000
+BIG_REPEAT = 3  # LRANGE runs per path; the median counts
+BIG_GOAL = 3.0  # steelyard's time for the big reply <= this many times direct's
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,84 @@ def preload(port: int) -> None:
         raise BenchError(f"preloading the backend on port {port}: {exc}") from exc
     if bad := [r for r in replies if r != "OK"]:
         raise BenchError(f"preloading the backend on port {port}: MSET answered {bad[0]!r}")
+
+
+def preload_big(port: int) -> None:
+    """The 1M-element list of the big-reply measure, on this backend."""
+    batch = 10_000
+    commands = [(b"DEL", BIG_KEY)]
+    for start in range(0, BIG_ELEMENTS, batch):
+        commands.append(
+            (b"RPUSH", BIG_KEY, *(b"element:%d" % i for i in range(start, start + batch)))
+        )
+    try:
+        with Resp(port, timeout=60) as conn:
+            conn.send(*commands)
+            replies = [conn.read() for _ in commands]
+    except OSError as exc:
+        raise BenchError(f"preloading the big list on port {port}: {exc}") from exc
+    if replies[-1] != BIG_ELEMENTS:
+        raise BenchError(f"preloading the big list on port {port}: RPUSH answered {replies[-1]!r}")
+
+
+def time_big_reply(port: int) -> float:
+    """Seconds from sending LRANGE of the big list to its last element parsed."""
+    reader = hiredis.Reader()
+    with socket.create_connection((HOST, port), timeout=120) as sock:
+        started = time.perf_counter()
+        sock.sendall(encode((b"LRANGE", BIG_KEY, b"0", b"-1")))
+        reply = reader.gets()
+        while reply is False:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise BenchError("connection closed mid big reply")
+            reader.feed(data)
+            reply = reader.gets()
+        elapsed = time.perf_counter() - started
+    if (
+        not isinstance(reply, list)
+        or len(reply) != BIG_ELEMENTS
+        or reply[-1] != b"element:%d" % (BIG_ELEMENTS - 1)
+    ):
+        raise BenchError(f"LRANGE of the big list on port {port} answered a wrong reply")
+    return elapsed
+
+
+def run_big(bench: Bench, repeat: int) -> dict[str, Any]:
+    """system -> the big reply's seconds per run and their median; steelyard's ratio."""
+    times: dict[str, list[float]] = {s: [] for s in bench.paths}
+    for rep, system in rotations(list(bench.paths), repeat):
+        for proc in bench.procs.items:
+            proc.check_alive()
+        try:
+            seconds = time_big_reply(bench.paths[system])
+        except (OSError, BenchError) as exc:
+            raise BenchError(f"{system}, big reply: {exc}") from exc
+        print(
+            f"  LRANGE {BIG_ELEMENTS:,} {system:<10} run {rep + 1}/{repeat}: {seconds:.3f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        times[system].append(seconds)
+    median = {s: statistics.median(v) for s, v in times.items() if v}
+    r = median["steelyard"] / median["direct"] if {"steelyard", "direct"} <= median.keys() else None
+    return {
+        "runs_s": times,
+        "median_s": median,
+        "goal": f"LRANGE of {BIG_ELEMENTS:,} elements: steelyard <= {BIG_GOAL:g}x direct's time",
+        "ratio": r,
+        "status": "n/a" if r is None else ("PASS" if r <= BIG_GOAL else "MISS"),
+    }
+
+
+def big_table(big: dict[str, Any]) -> str:
+    median = big["median_s"]
+    systems = [s for s in SYSTEMS if s in median]
+    head = [f"LRANGE {BIG_ELEMENTS:,} (s)", *(COLUMN[s] for s in systems), "steelyard/direct"]
+    row = ["median", *(f"{median[s]:.3f}" for s in systems), fmt_ratio(big["ratio"])]
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(row) + " |"]
+    )
 
 
 def commands_processed(port: int) -> int:
@@ -430,6 +519,7 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
     for proc, port in zip(backends, backend_ports, strict=True):
         wait_until(proc.name, pong(port), [proc])
         preload(port)
+        preload_big(port)
     paths = {"direct": backend_ports[0]}
     if "twemproxy" in systems:
         paths["twemproxy"] = start_twemproxy(procs, backend_ports, next(ports), next(ports))
@@ -648,6 +738,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="requests per measurement on every path instead of --duration's calibrated count",
     )
+    p.add_argument(
+        "--big-only",
+        action="store_true",
+        help="measure only the big reply (LRANGE of a 1M-element list), not redis-benchmark",
+    )
     args = parse_bench_args(p, argv, SYSTEMS)
     if args.requests is not None and args.requests < 1:
         p.error("--requests must be >= 1")
@@ -661,10 +756,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, then print the tables and write the JSON and the chart."""
-    info, started, (runs, calibrations) = run_systems(
-        args.systems, check_tools, machine_info, start_systems,
-        lambda bench: run_all(bench, args.duration, args.requests, args.repeat),
-    )  # fmt: skip
+
+    def measure_all(bench: Bench) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        runs, calibrations = (
+            ([], []) if args.big_only else run_all(bench, args.duration, args.requests, args.repeat)
+        )
+        return runs, calibrations, run_big(bench, max(BIG_REPEAT, args.repeat))
+
+    info, started, (runs, calibrations, big) = run_systems(
+        args.systems, check_tools, machine_info, start_systems, measure_all
+    )
     summary = summarize(runs)
     goals = evaluate_goals(summary)
     report = {
@@ -687,10 +788,16 @@ def run(args: argparse.Namespace) -> int:
         },
         "summary": summary,
         "goals": goals,
+        "big_reply": big,
         "runs": runs,
         "calibrations": calibrations,
     }
-    write_outputs(args.out, "redis", report, plot)
+    if args.big_only:
+        # Not the redis-benchmark results: kept apart, so redis.json keeps the last full run.
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "redis_big.json", report)
+    else:
+        write_outputs(args.out, "redis", report, plot)
     print()
     for tool in ("redis_server", "nutcracker"):
         print(info[tool])
@@ -704,6 +811,10 @@ def run(args: argparse.Namespace) -> int:
         f"-c {CLIENTS} -r {KEYSPACE}; MGET of {MGET_KEYS} keys; "
         f"{how}, median of {args.repeat} run(s) per cell\n"
     )
+    print(big_table(big))
+    print(f"\n| {big['goal']} | {fmt_ratio(big['ratio'])} | {big['status']} |\n")
+    if args.big_only:
+        return 0
     print(table("ops/s", summary["ops_per_sec"], SYSTEMS, ("twemproxy", "direct"), 0))
     print()
     print(table("p99 (ms)", summary["p99_ms"], SYSTEMS, ("twemproxy",), 2))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from steelyard.redis import resp
 from steelyard.redis.resp import FastRequestParser, ReplyFramer, RequestParser, split_inline
@@ -179,6 +183,81 @@ def test_reply_framer(bytewise):
         out += f.feed(data)
     assert out == replies
     assert resp.parse(replies[-1]) == [b"a", [1, None], b"x"]
+
+
+def _long_replies() -> list[bytes]:
+    """Long arrays whose runs of plain bulks are cut by every other shape: nulls, nested
+    arrays, integers, a value holding CRLF, a value that looks like a header, big values."""
+    items = []
+    for i in range(3000):
+        if i % 97 == 5:
+            items.append(b"$-1\r\n")
+        elif i % 89 == 7:
+            items.append(b"*2\r\n$1\r\nf\r\n*1\r\n:7\r\n")
+        elif i % 83 == 9:
+            items.append(b"$6\r\n$2\r\nab\r\n")  # CRLF and a fake header inside the value
+        elif i % 211 == 11:
+            items.append(resp.bulk(b"v" * 70000))  # wider than one try of the run path
+        else:
+            items.append(resp.bulk(b"value:%d" % i))
+    nested = b"*2\r\n" + resp.array(items[:500]) + resp.array(items[500:])
+    return [resp.array(items), b"+OK\r\n", nested, b":1\r\n", resp.bulk(b"x" * 100000)]
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 65536, 1 << 30])
+def test_reply_framer_long_arrays_in_any_chunks(chunk):
+    replies = _long_replies()
+    data = b"".join(replies)
+    f = ReplyFramer()
+    out = []
+    for i in range(0, len(data), chunk):
+        out += f.feed(data[i : i + chunk])
+    assert out == replies
+    parsed = resp.parse(replies[0])
+    assert isinstance(parsed, list) and len(parsed) == 3000
+    assert parsed[1] == b"value:1" and parsed[5] is None and parsed[9] == b"$2\r\nab"
+    assert parsed[7] == [b"f", [7]]
+
+
+def test_reply_framer_resumes_where_the_last_read_stopped():
+    """Each read of a long array reply goes on from the element where the last one stopped:
+    the elements still due shrink read by read (a rescan from the reply's start made a
+    1M-element LRANGE take 8.1 s through the proxy against 0.10 s direct)."""
+    values = [resp.bulk(b"item:%d" % i) for i in range(20000)]
+    data = resp.array(values)
+    f = ReplyFramer()
+    due = []
+    for i in range(0, len(data), 4096):
+        assert f.feed(data[i : i + 4096]) == [] or i + 4096 >= len(data)
+        due.append(f._pending)
+    assert due[-1] == 0
+    assert all(a > b for a, b in itertools.pairwise(due))
+    # halfway through the bytes, about half the elements have been read
+    assert 9000 < due[len(due) // 2] < 11000
+
+
+@given(st.data())
+@settings(max_examples=100, deadline=None)
+def test_reply_framer_frames_any_reply_split_anywhere(data):
+    leaf = st.one_of(
+        st.binary(max_size=40).map(resp.bulk),
+        st.integers(-(10**12), 10**12).map(resp.integer),
+        st.just(b"$-1\r\n"),
+        st.just(b"*-1\r\n"),
+        st.from_regex(rb"\A[a-zA-Z ]{0,10}\Z").map(lambda s: b"+" + s + b"\r\n"),
+        st.from_regex(rb"\A[A-Z]{1,5} [a-z]{0,10}\Z").map(lambda s: b"-" + s + b"\r\n"),
+    )
+    tree = st.recursive(leaf, lambda kids: st.lists(kids, max_size=40).map(resp.array))
+    replies = data.draw(st.lists(tree, min_size=1, max_size=5))
+    stream = b"".join(replies)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    f = ReplyFramer()
+    out = []
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        out += f.feed(stream[last:cut])
+        last = cut
+    assert out == replies
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,10 @@ from steelyard.redis import resp
 
 ReplyCallback = Callable[[bytes], None]
 
+# A reply still incomplete with this many bytes of whole elements read flows on to its client
+# in pieces (when it is the next reply that client is owed) rather than being held whole.
+STREAM_FROM = 256 * 1024
+
 
 class ReplySlot:
     """A client's place in its reply FIFO (see session.py), and the callback that fills it.
@@ -135,6 +139,12 @@ class BackendConn(asyncio.Protocol):
             else:
                 self.fail(f"backend {self.address} sent a reply nobody asked for")
                 return
+        if waiting and self.framer.under_way() >= STREAM_FROM:
+            # A long reply on its way: the client it is for may take its head now, if it is
+            # the next reply that client is owed, instead of the proxy holding it all.
+            head = waiting[0]
+            if head.__class__ is ReplySlot:
+                head.session.stream(head, self.framer)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(f"backend {self.address} closed the connection")
@@ -150,6 +160,13 @@ class BackendConn(asyncio.Protocol):
         waiting, self.waiting = self.waiting, deque()
         self.out = []
         for callback in waiting:
+            if callback.__class__ is ReplySlot:
+                session = callback.session  # type: ignore[attr-defined]
+                if session.streaming is callback:
+                    # Its client has the head of this reply already: the rest will not come,
+                    # and an error now would read as the reply's next element.
+                    session.broken_stream(message)
+                    continue
             if callback not in (self._check_setup, self._got_id):  # == on bound methods
                 callback(error)
 

@@ -323,90 +323,188 @@ def split_inline(line: bytes) -> Command:
 
 
 class ReplyFramer:
-    """Backend bytes -> raw replies (bytes), one per reply, nested arrays included."""
+    """Backend bytes -> raw replies (bytes), one per reply, nested arrays included.
+
+    Resumable: a reply that is not complete yet keeps its scan state (where it starts, how far
+    the scan got, how many elements are still to come) and the next `feed` goes on from there,
+    so a reply of N elements costs O(N) however many reads it arrives in. A rescan from the
+    reply's start on every read was quadratic: a 1M-element LRANGE held the worker for seconds.
+    Nested arrays need no stack: each array header adds its count to the elements still due.
+    """
+
+    __slots__ = ("_batch", "_buf", "_cool", "_miss", "_pending", "_pos", "_start")
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._pos = 0
+        self._pos = 0  # where scanning resumes: the next element (or reply) to read
+        self._start = -1  # where the reply under way starts, -1 between replies
+        self._pending = 0  # elements of the reply under way still to read
+        self._batch = RUN_MIN  # bulks tried at once by the run fast path (grows while it fits)
+        self._cool = 0  # elements to read one by one before the run fast path is tried again
+        self._miss = RUN_MIN  # the next cooling spell: doubles while tries keep failing
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
-        if self._pos and self._pos == len(buf):
+        if self._start < 0 and self._pos and self._pos == len(buf):
             buf.clear()
             self._pos = 0
         buf += data
         out: list[bytes] = []
         pos = self._pos
+        start = self._start
+        pending = self._pending
         n = len(buf)
         find = buf.find
         while pos < n:
-            # Bulk strings and one-line replies inline (most replies); arrays walk their items.
-            kind = buf[pos]
-            if kind == 0x24:  # '$'
-                end = find(b"\r\n", pos)
-                if end < 0:
-                    break
-                try:
-                    size = int(buf[pos + 1 : end])
-                except ValueError:
-                    raise ProtocolError("invalid bulk length from the server") from None
-                stop = end + 4 + size if size >= 0 else end + 2
-                if stop > n:
-                    break
-            elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
-                end = find(b"\r\n", pos)
-                if end < 0:
-                    break
-                stop = end + 2
-            else:
-                stop = _reply_end(buf, pos)
-                if stop < 0:
-                    break
-            out.append(bytes(buf[pos:stop]))
-            pos = stop
+            if start < 0:
+                # Bulk strings and one-line replies inline (most replies); arrays walk on.
+                kind = buf[pos]
+                if kind == 0x24:  # '$'
+                    end = find(b"\r\n", pos)
+                    if end < 0:
+                        break
+                    size = _length(buf, pos, end, "bulk")
+                    stop = end + 4 + size if size >= 0 else end + 2
+                    if stop > n:
+                        break  # resumes at this header: reading it again is O(1)
+                    out.append(bytes(buf[pos:stop]))
+                    pos = stop
+                    continue
+                if kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
+                    end = find(b"\r\n", pos)
+                    if end < 0:
+                        break
+                    out.append(bytes(buf[pos : end + 2]))
+                    pos = end + 2
+                    continue
+                if kind != 0x2A:  # '*'
+                    raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
+                start = pos
+                pending = 1
+            pos, pending = self._elements(buf, pos, pending)
+            if pending:
+                break
+            out.append(bytes(buf[start:pos]))
+            start = -1
+        # Keep the buffer bounded: drop what was forwarded, never the reply under way.
+        keep = start if start >= 0 else pos
+        if keep > 65536 and keep * 2 > n:
+            del buf[:keep]
+            pos -= keep
+            if start >= 0:
+                start = 0
         self._pos = pos
-        if pos > 65536 and pos * 2 > len(buf):
-            del buf[:pos]
-            self._pos = 0
+        self._start = start
+        self._pending = pending
         return out
 
+    def under_way(self) -> int:
+        """Bytes of complete elements of the reply under way not handed out yet."""
+        return self._pos - self._start if self._start >= 0 else 0
 
-def _reply_end(buf: bytearray, pos: int) -> int:
-    """Where the reply starting at `pos` ends, or -1 if it is not complete yet."""
-    pending = 1  # replies still to skip (arrays add their elements)
-    n = len(buf)
-    while pending:
-        if pos >= n:
-            return -1
-        kind = buf[pos]
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            return -1
-        if kind == 0x24:  # '$'
-            try:
-                size = int(buf[pos + 1 : end])
-            except ValueError:
-                raise ProtocolError("invalid bulk length from the server") from None
-            if size < 0:
+    def take_head(self) -> bytes:
+        """The part of the reply under way read so far (whole elements, its header first),
+        to be forwarded before the rest arrives; the reply `feed` returns later is then only
+        what follows. Lets a long reply flow through instead of piling up whole."""
+        start = self._start
+        if start < 0 or self._pos == start:
+            return b""
+        self._start = self._pos
+        return bytes(self._buf[start : self._pos])
+
+    def _elements(self, buf: bytearray, pos: int, pending: int) -> tuple[int, int]:
+        """Read elements from `pos` until none is due or the bytes run out (at an element's
+        start, so the next feed resumes there): (position, elements still due)."""
+        n = len(buf)
+        find = buf.find
+        while pending:
+            if pos >= n:
+                break
+            kind = buf[pos]
+            if kind == 0x24 and pending >= RUN_MIN:
+                if self._cool:
+                    self._cool -= 1
+                else:
+                    pos, skipped = _skip_bulks(buf, pos, min(pending, self._batch))
+                    pending -= skipped
+                    if skipped < RUN_MIN:
+                        # Not a run of plain bulks here (nested arrays, nulls, CRLF inside
+                        # values): element by element for a while, longer after each miss,
+                        # so that tries on a reply of another shape cost next to nothing.
+                        self._batch = RUN_MIN
+                        self._cool = self._miss
+                        self._miss = min(self._miss * 2, RUN_MAX)
+                    else:
+                        self._miss = RUN_MIN
+                        if skipped == self._batch:
+                            self._batch = min(self._batch * 2, RUN_MAX)
+                    if not pending or pos >= n:
+                        break
+                    kind = buf[pos]
+            end = find(b"\r\n", pos)
+            if end < 0:
+                break
+            if kind == 0x24:  # '$'
+                size = _length(buf, pos, end, "bulk")
+                if size >= 0:
+                    if end + 4 + size > n:
+                        break
+                    pos = end + 4 + size
+                else:
+                    pos = end + 2
+            elif kind == 0x2A:  # '*'
+                count = _length(buf, pos, end, "array")
+                pos = end + 2
+                if count > 0:
+                    pending += count
+            elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
                 pos = end + 2
             else:
-                pos = end + 2 + size + 2
-                if pos > n:
-                    return -1
-        elif kind == 0x2A:  # '*'
-            try:
-                count = int(buf[pos + 1 : end])
-            except ValueError:
-                raise ProtocolError("invalid array length from the server") from None
-            pos = end + 2
-            if count > 0:
-                pending += count
-        elif kind in (0x2B, 0x2D, 0x3A):  # + - :
-            pos = end + 2
-        else:
-            raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
-        pending -= 1
-    return pos
+                raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
+            pending -= 1
+        return pos, pending
+
+
+RUN_MIN = 16  # the run fast path is worth its setup from this many bulks on
+RUN_MAX = 8192  # bulks per try at most: bounds the work a try wastes when the run ends
+RUN_BYTES = 128  # bytes looked at per bulk tried: big values are read one by one anyway
+RUN_WINDOW = 256 * 1024  # bytes one try looks at, at most
+_HEADER = b"$%d".__mod__
+_HEADERS = tuple(map(_HEADER, range(RUN_BYTES * 32)))  # the usual ones, made once
+
+
+def _skip_bulks(buf: bytearray, pos: int, count: int) -> tuple[int, int]:
+    """Skip up to `count` complete bulk strings in a row from `pos`, without a Python step per
+    bulk: one split on CRLF, then the headers are compared with `$<length>` of the bodies,
+    all in C. A pair that matches is exactly a complete bulk (header, body, CRLF); the first
+    that does not (a null, an array, a CRLF inside a value, bytes not here yet) ends the run.
+    Returns (position after the run, bulks skipped)."""
+    segment = bytes(buf[pos : pos + min(count * RUN_BYTES, RUN_WINDOW)])
+    tokens = segment.split(b"\r\n", 2 * count)
+    pairs = (len(tokens) - 1) >> 1
+    heads = tokens[0 : 2 * pairs : 2]
+    lengths = list(map(len, tokens[1 : 2 * pairs : 2]))
+    try:
+        wanted = list(map(_HEADERS.__getitem__, lengths))
+    except IndexError:
+        wanted = list(map(_HEADER, lengths))
+    if wanted == heads:
+        # Every pair is a bulk: the run ends where the tokens after the last pair start.
+        rest = tokens[2 * pairs :]
+        return pos + len(segment) - sum(map(len, rest)) - 2 * (len(rest) - 1), pairs
+    pairs = 0
+    for want, head in zip(wanted, heads, strict=True):
+        if want != head:
+            break
+        pairs += 1
+    return pos + sum(map(len, heads[:pairs])) + sum(lengths[:pairs]) + 4 * pairs, pairs
+
+
+def _length(buf: bytearray, pos: int, end: int, what: str) -> int:
+    try:
+        return int(buf[pos + 1 : end])
+    except ValueError:
+        raise ProtocolError(f"invalid {what} length from the server") from None
 
 
 def parse(raw: bytes) -> object:

@@ -746,6 +746,27 @@ class ClientSession(asyncio.Protocol):
 
     # replies ----------------------------------------------------------------------------------
 
+    streaming: ReplySlot | None = None  # the reply whose head was written before its end came
+
+    def stream(self, slot: ReplySlot, framer: resp.ReplyFramer) -> None:
+        """The head of a long reply, read so far, goes out now if `slot` is the next reply
+        this client is owed (earlier ones all written): the reply flows through the proxy
+        instead of piling up in it, and the client starts reading it sooner."""
+        transport = self.transport
+        if transport is None or not self.replies or self.replies[0] is not slot:
+            return
+        self.streaming = slot
+        transport.write(framer.take_head())
+
+    def broken_stream(self, cause: str) -> None:
+        """The backend failed in the middle of a reply whose head this client has: nothing
+        can follow that it would read right, so it is cut off, as a server that dies would."""
+        log("redis_reply_cut", "warn", peer=self.peer, cause=cause)
+        self.streaming = None
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def ready(self) -> None:
         """A reply arrived: write what is ready at the end of this loop turn (one write per
         session per turn, however many of its replies came in)."""
@@ -759,6 +780,8 @@ class ClientSession(asyncio.Protocol):
         out: list[bytes] = []
         while replies and replies[0].data is not None:
             out.append(replies.popleft().data)  # type: ignore[arg-type]
+        if self.streaming is not None and (not replies or replies[0] is not self.streaming):
+            self.streaming = None  # its end is in `out`
         transport = self.transport
         if out and transport is not None:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
