@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
@@ -68,3 +69,57 @@ def test_client_that_never_sends_the_header_is_cut(tmp_path, backends, steelyard
     m = sy.wait_log(r"event=proxy_protocol_error .*cause=\"([^\"]+)\"")
     assert re.search("timeout", m.group(1))
     wait_for(lambda: fd_count(worker) <= baseline, what="fds back to baseline")
+
+
+def connect_from(source: str, port: int) -> socket.socket:
+    """A client connection from `source` (any 127.0.0.0/8 address is this host's)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def refused_unread(s: socket.socket) -> bool:
+    """Closed with nothing sent back: EOF, or a reset (the kernel's answer to a close with
+    our bytes unread)."""
+    try:
+        return recv_all(s) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_header_only_from_the_configured_networks(tmp_path, backends, steelyard):
+    """`accept_proxy_protocol: {from: [...]}`, nginx's set_real_ip_from.
+
+    Before: `accept_proxy_protocol: true` was the only form, so any client that could reach
+    the listener could claim any source address to the servers (and their ACLs or logs).
+    Now a client outside the networks is refused before a byte is read, and logged; one
+    inside is served with its header's addresses passed on.
+    """
+    b = backends("pp", "proxy")
+    cfg, port = setup(
+        tmp_path,
+        b,
+        accept_proxy_protocol={"from": ["10.0.0.0/8", "127.0.0.2/32"]},
+        proxy_protocol="v1",
+    )
+    sy = steelyard(cfg)
+    header = encode_v1(("203.0.113.7", 40000), ("198.51.100.1", 443))
+    with connect_from("127.0.0.1", port) as s:
+        s.sendall(header + b"data\n")
+        assert refused_unread(s)  # and no server was connected to (it would send a line)
+    sy.wait_log(
+        r"event=proxy_protocol_refused listener=front peer=127\.0\.0\.1:\d+ "
+        r"cause=\"source not in accept_proxy_protocol\.from\""
+    )
+    with connect_from("127.0.0.2", port) as s:
+        s.sendall(header + b"data\n")
+        assert recv_line(s) == b"pp 1 src=203.0.113.7:40000 dst=198.51.100.1:443\n"
+        assert recv_line(s) == b"data\n"
+    assert sy.count_log(r"event=proxy_protocol_refused") == 1
+
+    # A reload that widens the networks applies to the next connection.
+    cfg["tcp"][0]["accept_proxy_protocol"] = {"from": ["127.0.0.0/8"]}
+    sy.reload(cfg)
+    with connect_from("127.0.0.1", port) as s:
+        s.sendall(header + b"again\n")
+        assert recv_line(s) == b"pp 1 src=203.0.113.7:40000 dst=198.51.100.1:443\n"
+        assert recv_line(s) == b"again\n"
+    assert sy.count_log(r"event=proxy_protocol_refused") == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import ipaddress
 import os
 import select
 import socket
@@ -31,6 +32,8 @@ from steelyard.tcp.relay import PipePool, Relay
 
 if TYPE_CHECKING:
     from steelyard.config.model import TcpListenerConfig
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Report a connect result to the supervisor (passive health): (pool, server, ok, reason).
 Reporter = Callable[[str, Server, bool, str], None]
@@ -253,6 +256,12 @@ class Session:
         self.flushed = (0, 0)
 
     def start(self) -> None:
+        fe = self.fe
+        if fe.cfg.accept_proxy_protocol and fe.proxy_from and not fe.proxy_trusted(self.src[0]):
+            # Its header could name any address: refused before a byte is read (HAProxy
+            # refuses accept-proxy clients outside the ACL, nginx outside set_real_ip_from).
+            self._drop("proxy_protocol_refused", cause="source not in accept_proxy_protocol.from")
+            return
         self.fe.ctx.poller.register(self.client.fileno(), self._on_client_event)
         if self.fe.cfg.accept_proxy_protocol:
             self.parser = ProxyHeaderParser()
@@ -543,6 +552,14 @@ def _fmt(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _networks(cfg: TcpListenerConfig) -> tuple[IPNetwork, ...]:
+    """The networks PROXY headers are taken from; empty: from anywhere (or not at all)."""
+    accept = cfg.accept_proxy_protocol
+    if isinstance(accept, bool):
+        return ()
+    return tuple(ipaddress.ip_network(net) for net in accept.from_)
+
+
 def _idle_tick(idle_timeout: float) -> float:
     """Sweep often enough to cut idle relays within a quarter of their timeout."""
     return min(1.0, max(idle_timeout / 4, 0.05)) if idle_timeout else 1.0
@@ -563,6 +580,14 @@ class TcpFrontend:
         self._idle_tick = _idle_tick(cfg.idle_timeout)
         self._drained: asyncio.Future[None] | None = None
         self._family = socket.AF_INET
+        self.proxy_from = _networks(cfg)
+
+    def proxy_trusted(self, ip: str) -> bool:
+        """The client at `ip` may send a PROXY header (it is in accept_proxy_protocol.from)."""
+        addr = ipaddress.ip_address(ip)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+        return any(addr in net for net in self.proxy_from)
 
     def start(self) -> None:
         self.sock = make_listener(self.cfg.listen, self.cfg.backlog)
@@ -575,6 +600,7 @@ class TcpFrontend:
         self.cfg = cfg
         self.pool = pool
         self._idle_tick = _idle_tick(cfg.idle_timeout)
+        self.proxy_from = _networks(cfg)
 
     def stop_accepting(self) -> None:
         self.stopping = True
