@@ -10,6 +10,7 @@ that by validating with `context={SKIP_CROSS_CHECK: True}` and reports each prob
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -218,15 +219,73 @@ class TcpListenerConfig(Strict):
     backlog: int = Field(1024, ge=1)
 
 
+UNIX_PREFIX = "unix:"
+MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+def _check_admin_listen(value: object) -> object:
+    """`host:port`, or `unix:/path/to.sock` (a socket file only its owner may use)."""
+    if isinstance(value, str) and value.startswith(UNIX_PREFIX):
+        path = value[len(UNIX_PREFIX) :]
+        if not path or "\0" in path:
+            raise ValueError("unix: needs a socket path, like unix:/run/steelyard.sock")
+        if len(os.fsencode(path)) > MAX_UNIX_PATH:
+            raise ValueError(f"unix socket path {path!r} is longer than {MAX_UNIX_PATH} bytes")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address host:port, like 127.0.0.1:9900, got {value!r}")
+    split_address(value)
+    return value
+
+
+AdminListen = Annotated[str, BeforeValidator(_check_admin_listen)]
+
+
+def _check_host_name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", value):
+        raise ValueError(f"expected a host name like steelyard.example.com, got {value!r}")
+    return value.lower().rstrip(".")
+
+
+def _check_network(value: object) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network like 10.0.0.0/8 or 127.0.0.1/32") from None
+
+
 class AdminConfig(Strict):
-    listen: Address | None = "127.0.0.1:9900"
+    listen: AdminListen | None = "127.0.0.1:9900"
     token: str | None = None
+    # Names a browser may use for this API besides IP literals and `localhost` (the Host check
+    # against DNS rebinding); a name in front of 0.0.0.0 or a reverse proxy belongs here.
+    allowed_hosts: list[Annotated[str, BeforeValidator(_check_host_name)]] = Field(
+        default_factory=list
+    )
+    # Networks a Redis server added at runtime (create-group, add-server) may be in, besides
+    # the hosts of the servers the cluster already has: the dashboard sends backend_auth to it.
+    server_networks: list[Annotated[str, BeforeValidator(_check_network)]] = Field(
+        default_factory=list
+    )
+    header_timeout: Timeout = 10.0  # from a request's first byte to the end of its headers
+    body_timeout: Timeout = 10.0  # to receive a request's body
+    keepalive_timeout: Timeout = 15.0  # an idle connection between requests
+    max_connections: int = Field(256, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> AdminConfig:
-        if self.listen and not self.token and not is_loopback(self.listen):
+        if self.listen and not self.token and not is_local(self.listen):
             raise ValueError("admin.token is required when admin.listen is not a loopback address")
         return self
+
+
+def is_unix(listen: str) -> bool:
+    return listen.startswith(UNIX_PREFIX)
+
+
+def is_local(listen: str) -> bool:
+    """A unix socket or a loopback address: only this host's users can reach it."""
+    return is_unix(listen) or is_loopback(listen)
 
 
 def is_loopback(address: str) -> bool:
@@ -336,7 +395,7 @@ def cross_check(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
                 )
             else:
                 servers[key] = j
-    if cfg.admin.listen:
+    if cfg.admin.listen and not is_unix(cfg.admin.listen):
         listens[split_address(cfg.admin.listen)] = ("admin", "listen")
 
     def claim(listen: str, path: tuple[str | int, ...]) -> None:
@@ -410,6 +469,8 @@ __all__ = [
     "TcpListenerConfig",
     "cross_check",
     "format_path",
+    "is_local",
     "is_loopback",
+    "is_unix",
     "parse_status_ranges",
 ]
