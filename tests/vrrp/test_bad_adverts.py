@@ -1,6 +1,7 @@
 """Malformed or foreign VRRP packets sent to a steelyard node from another host of the lab: a
-TTL other than 255, a bad checksum, a short packet, version 4, another VRID. Each is dropped,
-counted and logged once per source and reason a minute, and the node keeps its role."""
+TTL other than 255, a bad checksum, a short packet, version 4, another VRID, other virtual
+addresses. Each is dropped, counted and logged once per source and reason a minute, and the
+node keeps its role."""
 
 from __future__ import annotations
 
@@ -75,6 +76,49 @@ def test_bad_adverts_are_dropped_counted_and_logged_once(tmp_path, steelyard):
         )
     finally:
         lab.close()
+
+
+def test_adverts_for_other_virtual_addresses_are_dropped(tmp_path, steelyard):
+    """An advert for our VRID and a higher priority, but with another address count or list
+    (a router configured for other VIPs, or a forger who got the VRID right), does not demote
+    the master: dropped as `addresses` with keepalived's reason in the log. The same advert,
+    once the check is turned off (`skip_check_adv_addr`, keepalived's), takes the role: the
+    check is what held."""
+    lab = Lab(tmp_path)
+    try:
+        node = lab.host("lb1", "10.0.0.1/24")
+        intruder = lab.host("x", "10.0.0.9/24")
+        cfg = node_config(tmp_path, priority=150)
+        sy = steelyard(cfg, tmp_path, node.argv())
+        wait_for(lambda: holds_vip(node), what="the node master")
+
+        def send(addresses: tuple[str, ...], count: int = 3) -> None:
+            payload = build(Advert(51, 254, 20, addresses), "10.0.0.9", "224.0.0.18")
+            out = intruder.run(sys.executable, "-c", SENDER, "255", payload.hex(), str(count))
+            assert out.returncode == 0, out.stderr
+
+        send((VIP, "10.0.0.101"))
+        sy.wait_log(r"event=vrrp_advert_dropped .*source=10\.0\.0\.9 reason=addresses .*"
+                    r"detail=.*2 addresses, expected 1", what="the count drop logged")  # fmt: skip
+        send(("10.0.0.101",))
+        wait_for(lambda: view(node, sy)["dropped"].get("addresses") == 6, what="6 drops counted")
+        assert_for(lambda: holds_vip(node), seconds=1.0)
+        inst = view(node, sy)
+        assert (inst["state"], inst["master"], inst["received"]) == ("MASTER", "10.0.0.1", 0)
+        assert inst["dropped"] == {"addresses": 6}
+        assert sy.count_log(r"event=vrrp_advert_dropped .*reason=addresses ") == 1
+
+        cfg["vrrp"]["instances"][0]["skip_check_adv_addr"] = True
+        sy.reload(cfg)
+        send(("10.0.0.101",), count=1)
+        sy.wait_log(r"event=vrrp_state .*old=MASTER new=BACKUP", what="demoted by the advert")
+    finally:
+        lab.close()
+
+
+def view(node, sy) -> dict:
+    (inst,) = json.loads(node.run("curl", "-sf", f"http://{sy.admin}/api/vrrp").stdout)["instances"]
+    return inst
 
 
 def test_without_a_vrrp_section_the_route_says_so(tmp_path, steelyard):

@@ -1,12 +1,21 @@
 """VRRP advertisements: the checksum against RFC 1071's example, v3 with and without the IPv4
 pseudo-header (keepalived's default and `v3_checksum_as_v2`), v2 from RFC 3768 peers, and every
-malformed message dropped with its reason."""
+malformed message dropped with its reason; an advert for other virtual addresses than ours
+dropped as keepalived drops it."""
 
 from __future__ import annotations
 
 import pytest
 
-from steelyard.vrrp.packet import Advert, BadAdvert, build, checksum, parse
+from steelyard.vrrp.packet import (
+    Advert,
+    BadAdvert,
+    build,
+    canonical,
+    check_addresses,
+    checksum,
+    parse,
+)
 
 SRC, DST = "10.0.0.1", "224.0.0.18"
 
@@ -104,3 +113,45 @@ def test_ipv6_adverts_carry_16_byte_addresses_and_the_ipv6_pseudo_header():
         parse(build(Advert(51, 100, 100, ("10.0.0.1",)), "10.0.0.1"), "fe80::1", MULTICAST_V6)
     with pytest.raises(ValueError):
         build(Advert(51, 100, 100, ("fd00::1",), checksum_as_v2=True), "fe80::1", MULTICAST_V6)
+
+
+def addresses_reason(ad: Advert, ours: tuple[str, ...]) -> str:
+    with pytest.raises(BadAdvert) as info:
+        check_addresses(ad, ours)
+    assert info.value.reason == "addresses"
+    return str(info.value)
+
+
+def test_an_advert_must_carry_our_virtual_addresses():
+    ours = ("10.0.0.100", "10.0.0.101")
+    # the same set, in any order, read back from the wire: accepted
+    for theirs in (ours, ours[::-1]):
+        check_addresses(parse(build(Advert(51, 254, 100, theirs), SRC, DST), SRC, DST), ours)
+    # keepalived: "received an invalid ip address count"
+    assert addresses_reason(Advert(51, 254, 100, ("10.0.0.100",)), ours) == (
+        "addresses: 1 addresses, expected 2"
+    )
+    assert addresses_reason(Advert(51, 254, 100, ()), ours) == "addresses: 0 addresses, expected 2"
+    three = ("10.0.0.100", "10.0.0.101", "10.0.0.102")
+    assert addresses_reason(Advert(51, 254, 100, three), ours) == (
+        "addresses: 3 addresses, expected 2"
+    )
+    # keepalived: "ip address associated with VRID not present in MASTER advert"
+    assert addresses_reason(Advert(51, 254, 100, ("10.0.0.100", "10.0.0.109")), ours) == (
+        "addresses: 10.0.0.101 is not in the advert"
+    )
+    # a repeated address does not stand in for a missing one
+    assert addresses_reason(Advert(51, 254, 100, ("10.0.0.100", "10.0.0.100")), ours) == (
+        "addresses: 10.0.0.101 is not in the advert"
+    )
+
+
+def test_ipv6_addresses_are_compared_in_their_canonical_form():
+    ours = canonical(["fd00:0::0100", "FD00::101"])
+    assert ours == ("fd00::100", "fd00::101")
+    ad = parse(build(Advert(51, 254, 100, ("fd00::101", "fd00::100")), "fe80::1", "ff02::12"),
+               "fe80::1", "ff02::12")  # fmt: skip
+    check_addresses(ad, ours)
+    assert addresses_reason(ad, canonical(["fd00::100", "fd00::102"])) == (
+        "addresses: fd00::102 is not in the advert"
+    )

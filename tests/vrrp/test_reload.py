@@ -77,7 +77,8 @@ def test_what_a_reload_may_change_in_place():
 
     track = {"interfaces": [{"name": "lo"}]}
     for change in ({"priority": 50}, {"preempt": False}, {"notify": "/bin/true"},
-                   {"garp": {"count": 2}}, {"track": track}):  # fmt: skip
+                   {"garp": {"count": 2}}, {"track": track},
+                   {"skip_check_adv_addr": True}):  # fmt: skip
         assert reconfigurable(old, with_(**change)), change
     for change in ({"vrid": 52}, {"advert_interval": "2s"}, {"virtual_ips": ["10.0.0.101/24"]},
                    {"unicast_peers": ["10.0.0.2"]}, {"priority": 255}):  # fmt: skip

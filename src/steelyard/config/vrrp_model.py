@@ -67,6 +67,8 @@ class VrrpInstanceConfig(Strict):
     preempt_delay: Duration = 0.0
     notify: str | None = None  # a program run with the instance's name and new state
     checksum_as_v2: bool = False  # RFC 9568 / Cisco / Juniper; keepalived's default is False
+    # accept adverts whose virtual addresses differ from ours (keepalived's skip_check_adv_addr)
+    skip_check_adv_addr: bool = False
     garp: GarpConfig = Field(default_factory=GarpConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
 

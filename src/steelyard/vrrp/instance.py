@@ -4,7 +4,9 @@ virtual IPs added with gratuitous ARP bursts on becoming MASTER and removed on l
 `notify` program run on every transition. Runs in the supervisor, which owns decisions
 (DESIGN.md, "Process model").
 
-Dropped adverts are counted by reason and logged at most once per source and reason a minute.
+Dropped adverts are counted by reason and logged at most once per source and reason a minute
+(droplog.py). An advert for our VRID whose addresses differ from ours (count or list) is
+dropped as `addresses`, as keepalived does, unless `skip_check_adv_addr` is set.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ from steelyard.config.vrrp_model import VrrpInstanceConfig
 from steelyard.core.programs import run_program
 from steelyard.log import log
 from steelyard.vrrp import netif
+from steelyard.vrrp.droplog import DropLog
 from steelyard.vrrp.group import SYNC, SyncGroup
 from steelyard.vrrp.io import VrrpSocket
 from steelyard.vrrp.machine import Action, Became, Machine, Send, Settings, State
-from steelyard.vrrp.packet import MULTICAST_V4, MULTICAST_V6, Advert, build
+from steelyard.vrrp.packet import (
+    MULTICAST_V4,
+    MULTICAST_V6,
+    Advert,
+    BadAdvert,
+    build,
+    canonical,
+    check_addresses,
+)
 from steelyard.vrrp.track import PoolUp, Tracker
-
-LOG_EVERY = 60.0  # seconds between two logs of one drop reason from one source
 
 
 class Instance:
@@ -43,7 +52,8 @@ class Instance:
         self.garp_timers: list[asyncio.TimerHandle] = []
         self.dropped: Counter[str] = Counter()
         self.sent = self.received = self.send_errors = 0
-        self._logged: dict[tuple[str, str], float] = {}
+        self._logged = DropLog()
+        self.vips = canonical(cfg.addresses())  # what a peer's advert must carry
         self.tasks: set[asyncio.Task[None]] = set()
         self.group: SyncGroup | None = None
         self.members: dict[str, Instance] = {}  # the group's instances, by name
@@ -134,16 +144,20 @@ class Instance:
         if self.cfg.unicast_peers and src not in self.cfg.unicast_peers:
             self._drop("peer", src)  # unicast: only the peers named speak for this router
             return
+        if not self.cfg.skip_check_adv_addr:
+            try:
+                check_addresses(ad, self.vips)
+            except BadAdvert as exc:
+                self._drop(exc.reason, src, str(exc))
+                return
         self.received += 1
         self._apply(self.machine.on_advert(ad, src, self.loop.time()))
 
-    def _drop(self, reason: str, src: str) -> None:
+    def _drop(self, reason: str, src: str, detail: str | None = None) -> None:
         self.dropped[reason] += 1
-        now = time.monotonic()
-        if now - self._logged.get((src, reason), -LOG_EVERY) >= LOG_EVERY:
-            self._logged[(src, reason)] = now
+        if self._logged.due(src, reason, time.monotonic()):
             log("vrrp_advert_dropped", "warn", instance=self.cfg.name, source=src, reason=reason,
-                count=self.dropped[reason])  # fmt: skip
+                count=self.dropped[reason], detail=detail)  # fmt: skip
 
     def _tick(self) -> None:
         self.timer = None
@@ -246,7 +260,9 @@ class Instance:
 
 
 # what a reload may change in a running instance; anything else restarts it (Instance.reconfigure)
-RECONFIGURABLE = frozenset({"priority", "preempt", "preempt_delay", "notify", "garp", "track"})
+RECONFIGURABLE = frozenset(
+    {"priority", "preempt", "preempt_delay", "notify", "garp", "track", "skip_check_adv_addr"}
+)
 
 
 def reconfigurable(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:

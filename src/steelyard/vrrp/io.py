@@ -7,6 +7,10 @@ a router is not from this link), the payload must parse; anything else is droppe
 header: the hop limit and the destination come as ancillary data (IPV6_RECVHOPLIMIT,
 IPV6_RECVPKTINFO), and adverts leave from the interface's link-local address, named in each
 send (IPV6_PKTINFO) because the checksum covers it.
+
+One wakeup reads at most READ_BURST packets, then gives the event loop back (the socket is
+still readable, so the reader runs again on the next turn): a flood on the link cannot keep
+the supervisor's loop, which also runs the health checks and the admin API, in this reader.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from steelyard.vrrp.packet import MULTICAST_V4, MULTICAST_V6, PROTOCOL, Advert, BadAdvert, parse
 
 IP_MTU = 65535
+READ_BURST = 32  # packets read per wakeup; a router sends one advert per interval
 # ancillary space for a hop limit (an int) and a packet info (in6_pktinfo: 16 + 4 bytes)
 CMSG_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 
@@ -60,7 +65,7 @@ class VrrpSocket:
         loop.add_reader(s.fileno(), self._read)
 
     def _read(self) -> None:
-        while True:
+        for _ in range(READ_BURST):
             try:
                 data, (src, _) = self.sock.recvfrom(IP_MTU)
             except (BlockingIOError, InterruptedError):
@@ -104,7 +109,7 @@ class VrrpSocket:
         return s
 
     def _read6(self) -> None:
-        while True:
+        for _ in range(READ_BURST):
             try:
                 data, ancillary, _, peer = self.sock.recvmsg(IP_MTU, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):

@@ -11,7 +11,9 @@ checksum always covers the IPv6 pseudo-header; a message's family is its destina
 
 `parse()` raises `BadAdvert` with a reason that names what is wrong (for the counters and the
 rate-limited log); the IP-level checks (TTL 255, the source) belong to the receiver, which
-sees the IP header.
+sees the IP header. `check_addresses()` is the receiver's check that an advert speaks for the
+same virtual addresses as ours (keepalived drops one whose count or list differs: a router
+configured for other addresses, or a forged advert, must not move ours).
 """
 
 from __future__ import annotations
@@ -139,3 +141,21 @@ def parse(data: bytes, src: str = "0.0.0.0", dst: str = MULTICAST_V4) -> Advert:
         raise BadAdvert("checksum", "v2")
     auth = data[HEADER + 4 * count :]
     return Advert(vrid, priority, data[5] * 100, addresses, 2, True, auth)
+
+
+def canonical(addresses: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses written as `parse()` gives them (`fd00::0100` -> `fd00::100`)."""
+    return tuple(str(ipaddress.ip_address(a)) for a in addresses)
+
+
+def check_addresses(advert: Advert, ours: tuple[str, ...]) -> None:
+    """BadAdvert("addresses") unless `advert` carries as many addresses as `ours` (canonical
+    text, as `parse()` gives them) and each of ours is among them, as keepalived checks ("received
+    an invalid ip address count", "ip address associated with VRID not present in MASTER
+    advert")."""
+    if len(advert.addresses) != len(ours):
+        raise BadAdvert("addresses", f"{len(advert.addresses)} addresses, expected {len(ours)}")
+    theirs = set(advert.addresses)
+    for address in ours:
+        if address not in theirs:
+            raise BadAdvert("addresses", f"{address} is not in the advert")
