@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import time
 
 from fixtures.procs import (
     base_config,
@@ -16,6 +18,7 @@ from fixtures.procs import (
     taken_port,
     wait_for,
 )
+from fixtures.web import RawClient
 
 
 def one_listener(tmp_path, servers, **top):
@@ -205,3 +208,86 @@ def test_a_burst_of_sighups_leaves_exactly_the_configured_workers(tmp_path, back
     assert len(sy.worker_pids()) == 3
     tracked = {w["pid"] for w in sy.api("GET", "/api/status")["workers"]}
     assert tracked == set(sy.worker_pids())
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan waits for its new parent to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _orphan_config(tmp_path, echo, web, shutdown_timeout: str):
+    cfg, tcp_port = one_listener(tmp_path, [echo.address], shutdown_timeout=shutdown_timeout)
+    http_port = free_port()
+    cfg["pools"]["web"] = {"servers": [{"address": web.address}]}
+    cfg["http"] = [{"name": "web", "listen": f"127.0.0.1:{http_port}", "routes": [{"pool": "web"}]}]
+    return cfg, tcp_port, http_port
+
+
+def test_supervisor_killed_workers_finish_established_connections(tmp_path, backends, steelyard):
+    """SIGKILL of the supervisor with a TCP relay and an HTTP keep-alive connection open.
+
+    Before: the worker saw its channel close and stopped with a zero timeout, cutting both
+    connections within a second. Now: `supervisor_lost` is logged, the listeners close (new
+    clients are refused, a new supervisor's workers may take the ports), both connections
+    still work several seconds later, and the worker exits once they have ended.
+    """
+    cfg, tcp_port, http_port = _orphan_config(
+        tmp_path, backends("e", "echo"), backends("w", "http"), "60s"
+    )
+    sy = steelyard(cfg)
+    (worker,) = sy.worker_pids()
+    try:
+        relay = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+        relay.sendall(b"one\n")
+        assert recv_line(relay) == b"one\n"
+        web = RawClient(http_port)
+        web.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = web.response()
+        assert r.status == 200 and r.header("connection") is None  # kept alive
+
+        sy.proc.kill()
+        sy.proc.wait(10)
+        wait_for(lambda: "event=supervisor_lost" in sy.log(), what="supervisor_lost logged")
+        assert re.search(r"event=supervisor_lost .*connections=2 shutdown_timeout=60s", sy.log())
+        wait_for(lambda: refused(tcp_port) and refused(http_port), what="listeners closed")
+        # What is tested is that nothing is cut after a while (it was, within a second).
+        time.sleep(3)
+        assert _running(worker)
+        relay.sendall(b"two\n")
+        assert recv_line(relay) == b"two\n"
+        web.send(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = web.response()
+        assert (r.status, r.body) == (200, b"w\n")
+        assert r.header("connection") == "close"  # the last answer on it: no new clients here
+        assert web.closed()
+        web.close()
+        assert _running(worker)  # the relay is still open
+        relay.close()
+        wait_for(lambda: not _running(worker), what="worker exits once its connections ended")
+        assert "event=worker_exit" in sy.log()
+        assert "event=shutdown_cut" not in sy.log()
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_orphaned_worker_cuts_what_is_left_after_shutdown_timeout(tmp_path, backends, steelyard):
+    cfg, tcp_port, _ = _orphan_config(tmp_path, backends("e", "echo"), backends("w", "http"), "2s")
+    sy = steelyard(cfg)
+    (worker,) = sy.worker_pids()
+    try:
+        with connect(tcp_port) as relay:
+            relay.sendall(b"x\n")
+            assert recv_line(relay) == b"x\n"
+            sy.proc.kill()
+            sy.proc.wait(10)
+            assert recv_all(relay) == b""  # cut at the shutdown timeout
+        wait_for(lambda: not _running(worker), what="worker exit")
+        assert re.search(r"event=shutdown_cut .*connections=1", sy.log())
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -176,11 +176,13 @@ class HttpFrontend:
         name = spec.partition(":")[2].lower().encode()
         return header_value(ex.head.headers, name) or b""  # no value: not limited, as nginx
 
-    def stop_accepting(self) -> None:
+    def stop_accepting(self, close_idle: bool = True) -> None:
         self.stopping = True
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if not close_idle:
+            return  # each answers its next request, with Connection: close, or times out
         # Idle client connections go now; busy ones close after their current response.
         for conn in list(self.conns):
             if conn.exchange is None and conn.tunnel is None:

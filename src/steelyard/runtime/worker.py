@@ -67,9 +67,7 @@ class Worker:
             while True:
                 msg = await self.channel.recv()
                 if msg is None:
-                    # The supervisor is gone: nobody will push health any more. Stop cleanly.
-                    log("supervisor_lost", "error", pid=os.getpid())
-                    await self.stop(0)
+                    await self.orphaned()
                     return 1
                 kind = msg.get("t")
                 if kind == "config":
@@ -262,11 +260,34 @@ class Worker:
 
     # stop -------------------------------------------------------------------------------
 
-    async def stop(self, timeout: float) -> None:
+    async def orphaned(self) -> None:
+        """The supervisor is gone (killed, crashed): nobody pushes health, views or primaries
+        any more, and a new supervisor's workers may bind our ports. Stop accepting, and let
+        established TCP relays and HTTP connections (idle keep-alive ones included: a
+        client may be sending on them) finish, up to shutdown_timeout, as a SIGTERM drain
+        would. Redis and MySQL sessions are cut at once, as in any drain: their routing (slot
+        owners, the primary) is the supervisor's to decide and could go stale meanwhile."""
+        timeout = self.cfg.shutdown_timeout if self.cfg is not None else 0.0
+        busy = sum(len(fe.sessions) for fe in [*self.frontends.values(), *self.retired])
+        log(
+            "supervisor_lost",
+            "error",
+            pid=os.getpid(),
+            connections=busy,
+            shutdown_timeout=f"{timeout:g}s",
+        )
+        self.channel.close()  # reports and stats have no reader now
+        await self.stop(timeout, close_idle=False)
+        log("worker_exit", pid=os.getpid(), cause="supervisor lost")
+
+    async def stop(self, timeout: float, close_idle: bool = True) -> None:
         self._stopping = True
         frontends = [*self.frontends.values(), *self.retired]
         for fe in frontends:
-            fe.stop_accepting()
+            if isinstance(fe, HttpFrontend):
+                fe.stop_accepting(close_idle)
+            else:
+                fe.stop_accepting()
         cut = await asyncio.gather(*(fe.drain(timeout) for fe in frontends))
         if sum(cut):
             log("shutdown_cut", "warn", pid=os.getpid(), connections=sum(cut))
