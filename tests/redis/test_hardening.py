@@ -116,3 +116,156 @@ def test_a_million_element_reply_while_other_clients_are_served(tmp_path, steely
     assert replies[0] == replies[2] == resp.bulk(b"still served")
     assert resp.parse(replies[1]) == values
     assert sy.proc.poll() is None
+
+
+# item 2: memory before AUTH, the query buffer ---------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection, then everything read until the proxy closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_unauthenticated_clients_get_redis_limits(tmp_path, steelyard, redis_servers):
+    """With `auth` set, a client that never authenticated streamed a 400 MB bulk and the
+    worker's RSS went from 45 MB to 1.46 GB. Now, as Redis 7: before AUTH a bulk over 16 KiB
+    or a command of more than 10 arguments is refused at its header, with Redis's error, and
+    the connection closed; the worker's RSS stays where it was (measured here: +0 MB over
+    the 64 MB the client pushed). Commands after a successful AUTH in the same packet are read
+    with the limits lifted, as Redis reads them in turn."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, auth="s3cret")
+    worker = sy.worker_pids()[0]
+    wait_for(lambda: client(port, password="s3cret").ping(), what="redis listener")
+    before = rss_kib(worker)
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000000\r\n")
+        assert read_reply(s) == b"-ERR Protocol error: unauthenticated bulk length\r\n"
+        pushed = 0
+        try:
+            while pushed < 64 << 20:
+                s.sendall(b"x" * (1 << 20))
+                pushed += 1 << 20
+        except OSError:
+            pass  # closed by the proxy: what should happen
+    assert rss_kib(worker) - before < 16 * 1024, "the worker buffered the stranger's bulk"
+
+    # the limits, at their edges, with the exact texts
+    assert exchange(port, resp.encode_command([b"x"] * 11)) == (
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    )
+    noauth = b"-NOAUTH Authentication required.\r\n"
+    ten = resp.encode_command([b"GET", *[b"k"] * 9]) + resp.encode_command([b"QUIT"])
+    assert exchange(port, ten) == noauth + b"+OK\r\n"
+    just = resp.encode_command([b"SET", b"k", b"v" * 16384]) + resp.encode_command([b"QUIT"])
+    assert exchange(port, just) == noauth + b"+OK\r\n"
+    over = resp.encode_command([b"SET", b"k", b"v" * 16385])
+    assert exchange(port, over) == b"-ERR Protocol error: unauthenticated bulk length\r\n"
+
+    # AUTH, then a big SET in the same packet: read after the AUTH, with the limits lifted
+    big = b"v" * 100_000
+    pipelined = (
+        resp.encode_command([b"AUTH", b"s3cret"])
+        + resp.encode_command([b"SET", b"big", big])
+        + resp.encode_command([b"GET", b"big"])
+        + resp.encode_command([b"QUIT"])
+    )
+    assert exchange(port, pipelined) == b"+OK\r\n+OK\r\n" + resp.bulk(big) + b"+OK\r\n"
+    # a wrong password keeps the limits
+    wrong = resp.encode_command([b"AUTH", b"nope"]) + over
+    assert exchange(port, wrong) == (
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+        b"-ERR Protocol error: unauthenticated bulk length\r\n"
+    )
+    assert sy.count_log(r"event=redis_protocol_error .*unauthenticated bulk length") >= 2
+    # and the next client is served
+    assert client(port, password="s3cret").get("big") == big
+
+
+def test_query_buffer_limit_closes_the_client(tmp_path, steelyard, redis_servers):
+    """An authenticated client's unread input is capped by client_query_buffer_limit
+    (Redis's client-query-buffer-limit, 1 GB by default): past it the client is closed at
+    once, as Redis closes it, and the worker's memory is given back."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, client_query_buffer_limit="2MiB")
+    wait_for(lambda: client(port).ping(), what="redis listener")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n")
+        closed = False
+        try:
+            for _ in range(10):
+                s.sendall(b"x" * (1 << 20))
+            closed = s.recv(1) == b""
+        except OSError:
+            closed = True
+    assert closed
+    sy.wait_log(r"event=redis_query_buffer_limit .*limit=2097152")
+    # a value under the limit passes, and the next client is served
+    c = client(port)
+    assert c.set("k", b"v" * 1_000_000) and c.get("k") == b"v" * 1_000_000
+
+
+# item 5: idle and unauthenticated clients -----------------------------------------------------
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    s.settimeout(30)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_auth_timeout_closes_clients_that_never_authenticate(tmp_path, steelyard, redis_servers):
+    """10,050 connections that never sent a byte filled max_clients for good. With `auth`
+    set, a client not authenticated `auth_timeout` (10 s by default) after connecting is
+    closed; an authenticated one, connected at the same moment, is not."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, auth="pw", auth_timeout="1s")
+    wait_for(lambda: client(port, password="pw").ping(), what="redis listener")
+    authed = client(port, password="pw")
+    assert authed.ping()
+    strangers = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        assert all(closed_by_peer(s) for s in strangers)
+    finally:
+        for s in strangers:
+            s.close()
+    assert authed.ping()
+    sy.wait_log(r"event=redis_clients_timed_out .*reason=auth clients=")
+
+
+def test_idle_timeout_spares_blocked_and_subscribed_clients(tmp_path, steelyard, redis_servers):
+    """A client silent for `idle_timeout` (30 min by default, as Codis) is closed; one waiting
+    in BLPOP or subscribed is not, as Redis's `timeout` spares them."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, idle_timeout="1s")
+    wait_for(lambda: client(port).ping(), what="redis listener")
+    blocked = socket.create_connection(("127.0.0.1", port), timeout=30)
+    blocked.sendall(resp.encode_command([b"BLPOP", b"queue", b"0"]))
+    subscriber = client(port).pubsub()
+    subscriber.subscribe("news")
+    assert subscriber.get_message(timeout=10)["type"] == "subscribe"
+    # the idle one speaks last: once it is closed, the others were due before it
+    idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+    idle.sendall(b"PING\r\n")
+    assert read_reply(idle) == b"+PONG\r\n"
+    assert closed_by_peer(idle)
+    idle.close()
+    c = client(port)
+    c.rpush("queue", "job")
+    assert resp.parse(read_reply(blocked)) == [b"queue", b"job"]
+    blocked.close()
+    assert c.publish("news", "hello") == 1
+    message = wait_for(lambda: subscriber.get_message(timeout=1), what="the message")
+    assert message["data"] == b"hello"
+    sy.wait_log(r"event=redis_clients_timed_out .*reason=idle clients=1")

@@ -277,3 +277,40 @@ def test_encoders():
     )
     assert resp.integer(-3) == b":-3\r\n" and resp.bulk(None) == b"$-1\r\n"
     assert resp.array([b":1\r\n", b"$1\r\nx\r\n"]) == b"*2\r\n:1\r\n$1\r\nx\r\n"
+
+
+@PARSERS
+def test_guard_before_auth(parser):
+    """Redis 7's limits before AUTH: bulks up to 16 KiB, up to 10 arguments, refused at the
+    header; one command per feed, so what follows an AUTH is read with the guard lifted."""
+    p = parser()
+    p.guard = True
+    ok = resp.encode_command([b"AUTH", b"pw"]) + resp.encode_command([b"x" * 16384] * 10)
+    assert p.feed(ok) == [[b"AUTH", b"pw"]]
+    assert p.feed(b"") == [[b"x" * 16384] * 10]
+    assert p.feed(b"") == []
+    p.guard = False
+    big = resp.encode_command([b"SET", b"k", b"v" * 100_000])
+    assert p.feed(big + resp.encode_command([b"a"] * 11)) == [
+        [b"SET", b"k", b"v" * 100_000],
+        [b"a"] * 11,
+    ]
+    assert p.error is None
+    for data, message in [
+        (b"*11\r\n", "unauthenticated multibulk length"),
+        (b"*1\r\n$16385\r\n", "unauthenticated bulk length"),
+    ]:
+        p = parser()
+        p.guard = True
+        assert p.feed(data) == []
+        assert str(p.error) == message
+
+
+def test_fast_parser_returns_to_the_fast_path_after_auth():
+    p = FastRequestParser()
+    p.guard = True
+    assert p.feed(resp.encode_command([b"AUTH", b"pw"])) == [[b"AUTH", b"pw"]]
+    assert p.slow is not None
+    p.guard = False
+    assert p.feed(resp.encode_command([b"GET", b"k"])) == [[b"GET", b"k"]]
+    assert p.slow is None and p.buffered() == 0

@@ -20,7 +20,13 @@ class RedisProxyConfig(Strict):
     read_from_replicas: bool = False
     max_clients: int = Field(10000, ge=1)
     max_pipeline: int = Field(10000, ge=1)  # requests in flight per client connection
-    idle_timeout: Duration = 0.0  # 0 = never
+    # A client that sent nothing for this long is closed (Redis's `timeout`; 30 min as Codis's
+    # session_recv_timeout), except one blocked in BLPOP and the like or subscribed. 0 = never.
+    idle_timeout: Duration = 1800.0
+    # With `auth` set: a client not authenticated this long after connecting is closed. 0 = never.
+    auth_timeout: Duration = 10.0
+    # One client's unread input at most (Redis's client-query-buffer-limit): closed beyond it.
+    client_query_buffer_limit: Size = Field(1024**3, ge=1024 * 1024)
 
 
 class RedisGroupConfig(Strict):

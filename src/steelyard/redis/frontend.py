@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
+from steelyard.log import log
 from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
 from steelyard.redis.dispatch import fast_table
@@ -105,15 +106,31 @@ class RedisFrontend(ProtocolFrontend):
 
     def _sweep(self) -> None:
         """Close clients idle for `idle_timeout` (Redis's `timeout`): not those waiting in a
-        blocking command or subscribed, whom Redis spares too."""
-        timeout = self.cfg.idle_timeout
-        if timeout > 0:
-            idle_since = self.loop.time() - timeout
-            for session in list(self.sessions):
-                if session.last_read < idle_since and session.idle():
-                    session.closing = True
-                    if session.transport is not None:
-                        session.transport.close()
+        blocking command or subscribed, whom Redis spares too; and, with `auth` set, those
+        not authenticated `auth_timeout` after connecting (they hold a client slot each)."""
+        now = self.loop.time()
+        idle, unauthenticated = self.cfg.idle_timeout, self.cfg.auth_timeout
+        idle_since = now - idle if idle > 0 else -1.0
+        auth_since = now - unauthenticated if unauthenticated > 0 and self.cfg.auth else -1.0
+        closed = {"idle": 0, "auth": 0}
+        for session in list(self.sessions):
+            if session.closing:
+                continue
+            if not session.authed and session.connected < auth_since:
+                reason = "auth"
+            elif session.last_read < idle_since and session.idle():
+                reason = "idle"
+            else:
+                continue
+            closed[reason] += 1
+            session.closing = True
+            if session.transport is not None:
+                session.transport.close()
+        for reason, count in closed.items():
+            if count:
+                # One line per sweep, not per client: thousands may go at once.
+                log("redis_clients_timed_out", "info", listen=self.cfg.listen, reason=reason,
+                    clients=count)  # fmt: skip
         if not self.stopping:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 

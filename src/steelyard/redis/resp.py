@@ -17,6 +17,10 @@ import hiredis
 MAX_INLINE = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
 MAX_MULTIBULK = 1024 * 1024  # Redis refuses more arguments than this
 DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len
+# What Redis 7 accepts from a client that has not authenticated yet: a stranger cannot make
+# it buffer more than a few small arguments.
+UNAUTH_MAX_MULTIBULK = 10
+UNAUTH_MAX_BULK = 16 * 1024
 
 Command = list[bytes]
 
@@ -42,6 +46,9 @@ class RequestParser:
         self._bulk = -1  # length of the bulk being waited for, -1 when reading a header
         self._start = -1  # where the current multibulk starts in the buffer (-1: not kept)
         self.raws: list[bytes | None] = []
+        # Before AUTH: Redis's small limits, and one command per feed, so that the commands
+        # after an AUTH are read with the limits the AUTH lifted (Redis reads them in turn).
+        self.guard = False
 
     error: ProtocolError | None = None  # set once input was malformed; feed returns [] after
 
@@ -73,6 +80,8 @@ class RequestParser:
                         count = _number(buf, pos + 1, end, "invalid multibulk length")
                         if count > MAX_MULTIBULK:
                             raise ProtocolError("invalid multibulk length")
+                        if count > UNAUTH_MAX_MULTIBULK and self.guard:
+                            raise ProtocolError("unauthenticated multibulk length")
                         self._start = pos
                         pos = end + 2
                         if count <= 0:
@@ -95,6 +104,8 @@ class RequestParser:
                         if args:
                             out.append(args)
                             raws.append(None)
+                            if self.guard:
+                                break
                         continue
                 args = self._args
                 while True:
@@ -116,6 +127,8 @@ class RequestParser:
                         size = int(digits)
                         if size > self.max_bulk:
                             raise ProtocolError("invalid bulk length")
+                        if size > UNAUTH_MAX_BULK and self.guard:
+                            raise ProtocolError("unauthenticated bulk length")
                         self._bulk = size
                         pos = end + 2
                     if n - pos < size + 2:
@@ -134,6 +147,8 @@ class RequestParser:
                 raws.append(bytes(buf[self._start : pos]) if self._start >= 0 else None)
                 self._args = []
                 self._argc = -1
+                if self.guard:
+                    break
         except ProtocolError as exc:
             self.error = exc
         self._pos = pos
@@ -143,6 +158,14 @@ class RequestParser:
             self._pos = 0
             self._start = -1  # the command under way is no longer whole: it is encoded again
         return out
+
+    def buffered(self) -> int:
+        """Bytes received and not yet read as commands: the client's query buffer."""
+        return len(self._buf) - self._pos
+
+    def between_commands(self) -> bool:
+        """Nothing of a command is buffered: another parser may take over from here."""
+        return self._argc < 0 and self._pos == len(self._buf) and self.error is None
 
 
 class FastRequestParser:
@@ -171,12 +194,36 @@ class FastRequestParser:
     def error(self) -> ProtocolError | None:
         return self.slow.error if self.slow is not None else None
 
+    @property
+    def guard(self) -> bool:
+        return self.slow is not None and self.slow.guard
+
+    @guard.setter
+    def guard(self, on: bool) -> None:
+        """Before AUTH the exact parser reads, with Redis's limits for strangers (see
+        RequestParser.guard); once lifted, the fast one takes over between two commands."""
+        if on and self.slow is None:
+            self._hand_over(bytes(self._buf[self._pos :]), [], [])
+        if self.slow is not None:
+            self.slow.guard = on
+
+    def buffered(self) -> int:
+        """Bytes received and not yet read as commands: the client's query buffer."""
+        if self.slow is not None:
+            return self.slow.buffered()
+        return len(self._buf) - self._pos
+
     def feed(self, data: bytes) -> list[Command]:
         slow = self.slow
+        if slow is not None and not slow.guard and slow.between_commands():
+            self.slow = slow = None  # back on the fast path
         if slow is not None:
             out = slow.feed(data)
             self.raws = slow.raws
             return out
+        if not data:
+            self.raws = []
+            return []
         buf = self._buf
         pos = self._pos
         if pos == len(buf):
@@ -236,6 +283,7 @@ class FastRequestParser:
     ) -> list[Command]:
         slow = self.slow = RequestParser(self.max_bulk)
         self._buf = bytearray()
+        self._pos = 0
         self.reader = hiredis.Reader()
         out += slow.feed(rest)
         raws += slow.raws

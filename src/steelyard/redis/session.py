@@ -40,9 +40,12 @@ class ClientSession(asyncio.Protocol):
         self.replies: deque[ReplySlot] = deque()
         self.db = 0
         self.authed = fe.cfg.auth is None
+        if not self.authed:
+            self.parser.guard = True  # Redis's limits for strangers until AUTH
         self.closing = False  # QUIT or a protocol error: close once replies are out
         self.paused = False  # reading paused: max_pipeline requests in flight
         self.last_read = 0.0
+        self.connected = 0.0  # when accepted (auth_timeout counts from here)
         self.peer = "-"
         self._flush_scheduled = False
         self.private_conns: dict[tuple[str, int], BackendConn] = {}
@@ -70,14 +73,20 @@ class ClientSession(asyncio.Protocol):
             self.closing = True
             return
         self.fe.sessions.add(self)
-        self.last_read = self.loop.time()
+        self.last_read = self.connected = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
         self.last_read = self.loop.time()
+        if not self.authed:
+            self.read_unauthenticated(data)
+            return
         parser = self.parser
         commands = parser.feed(data)
+        if parser.buffered() > self.fe.cfg.client_query_buffer_limit:
+            self.query_buffer_full()
+            return
         self.fe.commands += len(commands)
         fast, moving, route, replies = self.fast, self.moving, self.route, self.replies
         conns = self.conns
@@ -112,6 +121,41 @@ class ClientSession(asyncio.Protocol):
             self.dispatch(argv)
             if self.closing:
                 break
+        self.after_read()
+
+    def read_unauthenticated(self, data: bytes) -> None:
+        """Before AUTH, one command at a time under Redis's limits for strangers (a bulk over
+        16 KiB or more than 10 arguments is refused, not buffered); what follows a successful
+        AUTH in the same read is read as an authenticated client's."""
+        parser = self.parser
+        while not self.closing:
+            commands = parser.feed(data)
+            data = b""
+            if not commands:
+                break
+            self.fe.commands += 1
+            self.dispatch(commands[0])
+            if self.authed:
+                parser.guard = False
+                if not self.closing:
+                    self.data_received(b"")
+                    return
+        self.after_read()
+
+    def query_buffer_full(self) -> None:
+        """More unread input than client_query_buffer_limit: closed at once, as Redis does."""
+        log(
+            "redis_query_buffer_limit",
+            "warn",
+            peer=self.peer,
+            buffered=self.parser.buffered(),
+            limit=self.fe.cfg.client_query_buffer_limit,
+        )
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def after_read(self) -> None:
         error = self.parser.error
         if error is not None and not self.closing:
             log("redis_protocol_error", "warn", peer=self.peer, cause=str(error))
