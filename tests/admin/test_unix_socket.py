@@ -9,7 +9,7 @@ import signal
 import socket
 import stat
 
-from fixtures.procs import base_config, run_with_config, wait_for
+from fixtures.procs import base_config, refused, run_with_config, wait_for
 
 
 def unix_get(path: os.PathLike[str] | str, target: str, host: str = "localhost") -> bytes:
@@ -63,3 +63,24 @@ def test_a_file_that_is_not_a_socket_is_never_removed(tmp_path):
     assert out.returncode != 0
     assert "exists and is not a socket" in out.stdout + out.stderr
     assert path.read_text() == "keep me"
+
+
+def test_reload_moves_the_api_to_a_socket_and_back(tmp_path, steelyard):
+    """SIGHUP applies admin.listen and allowed_hosts: from TCP to a socket (the port closed,
+    a socket file of mode 0600) and back (the file removed)."""
+    path = tmp_path / "admin.sock"
+    cfg = base_config(tmp_path)
+    sy = steelyard(cfg)
+    port = int(sy.admin.rpartition(":")[2])
+    assert "event=admin_no_token" in sy.log()  # loopback without a token: said plainly
+    tcp = dict(cfg["admin"])
+    cfg["admin"] = {"listen": f"unix:{path}", "allowed_hosts": ["steelyard.internal"]}
+    sy.reload(cfg)
+    wait_for(path.exists, what="the socket file")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert unix_get(path, "/healthz", "steelyard.internal").startswith(b"HTTP/1.1 200")
+    wait_for(lambda: refused(port), what="the TCP port closed")
+    cfg["admin"] = tcp
+    sy.reload(cfg)
+    wait_for(lambda: not path.exists(), what="the socket file removed")
+    assert sy.api("GET", "/healthz") == b"ok"

@@ -456,7 +456,7 @@ async def start_admin(
         token="set" if token else None,
         max_connections=limits.max_connections,
     )
-    if not token:
+    if not token and not is_unix(listen):  # a socket of mode 0600 admits its owner only
         log("admin_no_token", "warn", listen=listen,
             risk="any local user can control this node: set admin.token")  # fmt: skip
     return server
