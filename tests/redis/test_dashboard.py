@@ -151,3 +151,30 @@ def test_assign_and_unassigned_slots(tmp_path, redis_servers, steelyard):
     admin(sy, "assign", "--slots", str(slot), "--group", "2")
     assert r.set(key, "v") and b.command(b"GET", key.encode()) == b"v"
     assert admin(sy, "slots").stdout.splitlines()[2].startswith("2 ")
+
+
+async def test_a_sentinel_master_is_followed_only_as_an_ip_literal(tmp_path):
+    """Sentinel names a new master `host port`: an IPv6 host comes without brackets (taken,
+    bracketed), a name (announce-hostnames) is refused with a log line, the model unchanged:
+    the proxies would send backend_auth to whatever that name resolves to."""
+    from steelyard.config.redis_model import RedisConfig
+    from steelyard.core.store import EmbeddedStore
+    from steelyard.redis.dashboard import Dashboard
+
+    store = EmbeddedStore(tmp_path / "store")
+    pushed: list[dict] = []
+
+    async def broadcast(view: dict) -> None:
+        pushed.append(view)
+
+    cfg = RedisConfig(groups=[{"id": 1, "master": "127.0.0.1:7001"}])
+    d = Dashboard(cfg, store, broadcast)
+    try:
+        await d.follow(1, "redis-b.example:7002", "sentinel view")
+        assert (d.topo.groups[1].master, pushed) == ("127.0.0.1:7001", [])
+        await d.follow(1, "::1:7003", "sentinel view")
+        assert d.topo.groups[1].master == "[::1]:7003"
+        assert d.topo.groups[1].replicas == ["127.0.0.1:7001"]
+        assert pushed[-1]["groups"]["1"]["master"] == "[::1]:7003"
+    finally:
+        store.close()

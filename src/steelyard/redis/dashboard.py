@@ -177,7 +177,19 @@ class Dashboard:
         log("redis_promoted", group=gid, master=address, old=old, reason=reason)
 
     async def follow(self, gid: int, address: str, reason: str) -> None:
-        """A master switch made by someone else (Sentinel): the model and proxies follow."""
+        """A master switch made by someone else (Sentinel): the model and proxies follow.
+        Sentinel writes an IPv6 host without brackets; a name (announce-hostnames) is not
+        followed: servers are IP literals, and the refusal is logged, not raised into the
+        sentinel's listener."""
+        host, _, port = address.rpartition(":")
+        if ":" in host and not host.startswith("["):
+            address = f"[{host}]:{port}"
+        try:
+            check_address(address)
+        except ModelError as exc:
+            log("redis_master_refused", "error", group=gid, master=address, reason=reason,
+                cause=str(exc))  # fmt: skip
+            return
         group = self.topo.groups.get(gid)
         if group is None or group.master == address:
             return
