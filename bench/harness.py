@@ -322,6 +322,37 @@ def run_wrk(
     return float(m.group(1)), raw
 
 
+def wrk_timeouts(raw: dict[str, Any]) -> int:
+    """Requests wrk gave up on (no answer within its 2 s), from run_wrk's raw results."""
+    m = re.search(r"timeout (\d+)", raw.get("socket_errors", ""))
+    return int(m.group(1)) if m else 0
+
+
+# Kernel TCP counters that mean a connection waited on the kernel rather than on a process: an
+# accept queue or SYN queue full, a SYN sent again (after 1 s, then 3 s: past wrk's 2 s timeout),
+# a SYN refused by a TIME_WAIT socket whose last timestamp was newer (PAWS).
+STALL_COUNTERS = (
+    "TcpExtListenOverflows",
+    "TcpExtListenDrops",
+    "TcpExtTCPReqQFullDrop",
+    "TcpExtTCPSynRetrans",
+    "TcpExtPAWSTimewait",
+)
+
+
+def tcp_counters(prefix: Sequence[str] = ()) -> dict[str, int]:
+    """STALL_COUNTERS as they are now (nstat's absolute values; its history file untouched),
+    in the network namespace `prefix` runs in."""
+    data = json.loads(run_tool([*prefix, "nstat", "-asz", "--json"], timeout=10))
+    values = data.get("kernel", data)
+    return {name: int(values.get(name, 0)) for name in STALL_COUNTERS}
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What moved between two tcp_counters() snapshots."""
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (steelyard's supervisor forks its workers)."""
     pids, todo = [], [pid]

@@ -10,7 +10,10 @@ and rs (10.0.0.11: iperf3 and a tiny nginx), on one bridge. Three paths: direct 
 kernel (client to the VIP: DNAT and masquerade by the table steelyard installed) and steelyard
 (client to lb's userspace `tcp` listener, one worker). Bulk throughput with iperf3 (1 and 8
 streams) and connection rate with wrk (`Connection: close`). Results: stdout (markdown),
-`kernel.json` and `kernel.png` under --out.
+`kernel.json` and `kernel.png` under --out. A connection-rate run with wrk timeouts or with a
+SYN dropped, refused or sent again (nstat in each namespace, around each run) fails the
+benchmark (exit 1): such a stall costs a second or more per connection and is a defect to
+find, not noise.
 
 Needs root (namespaces, nftables). Run: `make bench-kernel` or `.venv/bin/python
 bench/kernel.py [--duration 5] [--repeat 1] [--only direct,kernel,steelyard] [--out DIR]`.
@@ -36,6 +39,7 @@ from harness import (
     Procs,
     bench_parser,
     busy_machine_warning,
+    counter_deltas,
     fmt_ratio,
     fmt_value,
     guarded,
@@ -50,9 +54,11 @@ from harness import (
     steelyard_argv,
     steelyard_tcp_config,
     summarize,
+    tcp_counters,
     tool_version,
     wait_until,
     write_outputs,
+    wrk_timeouts,
 )
 
 # the lab's namespaces come from the test fixtures: one implementation of the lab
@@ -62,6 +68,16 @@ from fixtures.netns import Host, Lab
 SYSTEMS = ("direct", "kernel", "steelyard")
 VIP, LB, RS, CLIENT = "10.0.0.100", "10.0.0.1", "10.0.0.11", "10.0.0.50"
 IPERF, WEB = 5201, 8080  # on rs
+# nginx's port for steelyard's userspace path, apart from the kernel path's. The kernel path
+# masquerades to lb's address keeping the client's source ports, so after a connection-rate run
+# rs holds ~30k TIME_WAIT sockets for (lb:port, rs:8080) stamped with the client's TCP
+# timestamps. steelyard's own connections come from lb's address too, with lb's timestamps:
+# one that picked such a port had its SYN refused by rs (PAWS, TcpExtPAWSTimewait), answered
+# by a reset, and sent again 1 s later, twice for some (3 s): the 15-30 wrk timeouts per run
+# that appeared only when steelyard ran after the kernel path. Any node that both masquerades
+# and proxies to the same server port from one address shares this; the lab gives each path
+# its own server port, and `stalled_runs` fails the benchmark if a stall comes back.
+WEB_PROXY = 8081
 PROXY_IPERF, PROXY_WEB = 15201, 18080  # steelyard's userspace listeners on lb
 # where each path's clients connect: (host, iperf port, web port)
 PATHS = {
@@ -141,13 +157,14 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
         server = f"""
     server {{
         listen {WEB} backlog=4096;
+        listen {WEB_PROXY} backlog=4096;
         location / {{ return 200 "ok\\n"; }}
     }}"""
         conf = nginx_conf(procs.workdir, "nginx", server)
         argv = ["nginx", "-p", str(procs.workdir), "-e", "stderr", "-c", str(conf)]
         nginx = procs.start("nginx", rs.argv(*SERVER_CPU, *argv))
-        wait_until("iperf3 and nginx", lambda: listening(rs, IPERF)() and listening(rs, WEB)(),
-                   [iperf, nginx])  # fmt: skip
+        ready = (listening(rs, IPERF), listening(rs, WEB), listening(rs, WEB_PROXY))
+        wait_until("iperf3 and nginx", lambda: all(probe() for probe in ready), [iperf, nginx])
         if "kernel" in systems or "steelyard" in systems:
             start_steelyard(procs, lb)
         bench = Bench(procs, lab, client, lb, rs, systems)
@@ -162,11 +179,12 @@ def start_systems(procs: Procs, systems: list[str]) -> Bench:
 def start_steelyard(procs: Procs, lb: Host) -> None:
     cfg = steelyard_tcp_config(procs.workdir, "127.0.0.1:9900", {
         "iperf": (f"{LB}:{PROXY_IPERF}", f"{RS}:{IPERF}"),
-        "web": (f"{LB}:{PROXY_WEB}", f"{RS}:{WEB}"),
+        "web": (f"{LB}:{PROXY_WEB}", f"{RS}:{WEB_PROXY}"),
     })  # fmt: skip
+    cfg["pools"]["kernel_web"] = {"servers": [{"address": f"{RS}:{WEB}"}]}  # see WEB_PROXY
     cfg["virtual_services"] = [
         {"address": f"{VIP}:{IPERF}", "protocol": "tcp", "pool": "iperf"},
-        {"address": f"{VIP}:80", "protocol": "tcp", "pool": "web"},
+        {"address": f"{VIP}:80", "protocol": "tcp", "pool": "kernel_web"},
     ]
     path = procs.workdir / "steelyard.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -188,7 +206,30 @@ def measure(bench: Bench, metric: Metric, system: str, duration: float) -> tuple
         # iperf3 reopens its listener after every test: wait for it
         wait_until("iperf3 server", listening(bench.rs, IPERF), bench.procs.items)
         return run_iperf(iperf, metric.streams, duration, host=host, prefix=prefix)
-    return run_wrk(web, duration, host=host, prefix=prefix)
+    hosts = {"client": bench.client, "lb": bench.lb, "rs": bench.rs}
+    before = {name: tcp_counters(h.argv()) for name, h in hosts.items()}
+    value, raw = run_wrk(web, duration, host=host, prefix=prefix)
+    stalls = {}
+    for name, h in hosts.items():
+        if moved := counter_deltas(before[name], tcp_counters(h.argv())):
+            stalls[name] = moved
+    if stalls:
+        raw["tcp_stalls"] = stalls  # per namespace, see STALL_COUNTERS
+    return value, raw
+
+
+def stalled_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """Connection-rate runs in which a connection waited on the kernel: wrk timeouts, or SYNs
+    dropped, refused or sent again in any namespace. Each is a defect of a path or of the lab
+    (see WEB_PROXY), not noise to take a median over."""
+    problems = []
+    for run in runs:
+        raw = run["raw"]
+        timeouts, stalls = wrk_timeouts(raw), raw.get("tcp_stalls")
+        if run["metric"] == "conn_rate" and (timeouts or stalls):
+            problems.append(f"{run['system']} run {run['rep'] + 1}: {timeouts} wrk timeouts, "
+                            f"kernel counters {stalls or {}}")  # fmt: skip
+    return problems
 
 
 def run_all(bench: Bench, duration: float, repeat: int) -> list[dict[str, Any]]:
@@ -251,7 +292,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def check_tools(systems: list[str]) -> None:
-    require_tools(["iperf3", "wrk", "nginx", "nft", "ip", "ss", "curl", "taskset"])
+    require_tools(["iperf3", "wrk", "nginx", "nft", "ip", "ss", "curl", "taskset", "nstat"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -264,12 +305,13 @@ def run(args: argparse.Namespace) -> int:
         lambda bench: run_all(bench, args.duration, args.repeat),
     )  # fmt: skip
     summary = summarize(runs)
+    stalled = stalled_runs(runs)
     report = {
         "timestamp": started, "machine": info,
         "settings": {"duration_s": args.duration, "repeat": args.repeat,
                      "systems": args.systems, "wrk": "-t1 -c50 -H 'Connection: close'",
                      "iperf3_streams": [1, 8]},
-        "summary": summary, "runs": runs,
+        "summary": summary, "stalled_runs": stalled, "runs": runs,
     }  # fmt: skip
     write_outputs(args.out, "kernel", report, plot)
     print()
@@ -278,6 +320,11 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(summary))
     if busy := busy_machine_warning(info):
         print(f"\nnote: {busy}")
+    if stalled:
+        print("\ncheck failed: connections waited on the kernel (SYN drops, retries, refusals):")
+        for line in stalled:
+            print(f"  {line}")
+        return 1
     return 0
 
 
