@@ -7,83 +7,22 @@ has rendered the API's answers, and a dump without that mark is retried."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import signal
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from collections import Counter
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_py
-from websockets.sync.client import connect as ws_connect
 
 import steelyard.admin
+from fixtures.browser import Browser, Node, render
 from fixtures.procs import base_config, free_port, wait_for
 from fixtures.redis_server import RedisServer
 from steelyard.redis.slots import slot_of
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=3000"]  # fmt: skip
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-
-
-class Node:
-    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
-        self.tag, self.attrs, self.text = tag, attrs, ""
-        self.inner: list[Node] = []  # every descendant, in document order
-
-    def all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list[Node]:
-        """Descendants by tag, class and attributes (data_group= matches data-group)."""
-        want = {k.replace("_", "-"): v for k, v in attrs.items()}.items()
-        return [n for n in self.inner if n.matches(tag, cls) and want <= n.attrs.items()]
-
-    def matches(self, tag: str | None, cls: str | None) -> bool:
-        return tag in (None, self.tag) and cls in (None, *self.attrs.get("class", "").split())
-
-    def one(self, tag: str | None = None, **attrs: str) -> Node:
-        (node,) = self.all(tag, **attrs)
-        return node
-
-
-class Dom(HTMLParser):
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        for open_node in self.stack:
-            open_node.inner.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        while len(self.stack) > 1 and self.stack.pop().tag != tag:
-            pass
-
-    def handle_data(self, data: str) -> None:
-        for open_node in self.stack:
-            open_node.text += data
-
-
-def render(url: str, tmp_path: Path) -> Node:
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    argv = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return Dom(out.stdout).root
 
 
 def page(url: str, tmp_path: Path) -> Node:
@@ -184,63 +123,6 @@ def test_migrating_slots_are_marked_then_moved(tmp_path, redis_servers, steelyar
     (entry,) = dom.one(id="history").all("li")
     assert "slots 0-9 from group 1" in entry.text and f"{len(moving)} keys moved" in entry.text
     assert "No slot is moving" in dom.one(id="migrations").text
-
-
-class Browser:
-    """Headless Chromium driven over the DevTools protocol, for what --dump-dom cannot do:
-    type into a form and read the page's sessionStorage."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
-        flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")]
-        argv = [CHROMIUM, *flags, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                "about:blank"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = profile / "DevToolsActivePort"
-
-        def endpoint() -> list[str] | None:
-            lines = active.read_text().split() if active.exists() else []
-            return lines if len(lines) >= 2 else None
-
-        port, path = wait_for(endpoint, 60, "chromium's DevTools port")
-        self.stack = contextlib.ExitStack()
-        self.ws = self.stack.enter_context(
-            ws_connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
-        )
-        self.seq = 0
-
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str = "") -> Any:
-        self.seq += 1
-        message: dict[str, Any] = {"id": self.seq, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        self.ws.send(json.dumps(message))
-        while True:
-            answer = json.loads(self.ws.recv(timeout=60))
-            if answer.get("id") == self.seq:
-                assert "error" not in answer, answer
-                return answer["result"]
-
-    def open(self, url: str) -> str:
-        target = self.call("Target.createTarget", {"url": url})["targetId"]
-        return str(self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
-                   ["sessionId"])  # fmt: skip
-
-    def eval(self, session: str, expression: str) -> Any:
-        result = self.call("Runtime.evaluate",
-                           {"expression": expression, "returnByValue": True}, session)  # fmt: skip
-        return result["result"].get("value")
-
-    def wait(self, session: str, expression: str, what: str) -> Any:
-        return wait_for(lambda: self.eval(session, expression), 60, what)
-
-    def dom(self, session: str) -> Node:
-        return Dom(self.eval(session, "document.documentElement.outerHTML")).root
-
-    def close(self) -> None:
-        self.stack.close()
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
