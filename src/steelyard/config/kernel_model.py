@@ -36,6 +36,8 @@ class VirtualServiceConfig(Strict):
     # programs (argv) run when the quorum is lost / back, with STEELYARD_SERVICE=address
     quorum_down: list[str] | None = Field(None, min_length=1)
     quorum_up: list[str] | None = Field(None, min_length=1)
+    # killed with their process group past this (keepalived's script timeouts: 10 s)
+    script_timeout: Duration = Field(10.0, gt=0)
 
     @field_validator("address", "sorry_server")
     @classmethod

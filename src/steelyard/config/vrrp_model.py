@@ -66,6 +66,9 @@ class VrrpInstanceConfig(Strict):
     preempt: bool = True
     preempt_delay: Duration = 0.0
     notify: str | None = None  # a program run with the instance's name and new state
+    # notify programs (this instance's, and its sync group's when its change settles the group)
+    # are killed with their process group past this (keepalived's script timeouts: 10 s)
+    script_timeout: Duration = Field(10.0, gt=0)
     checksum_as_v2: bool = False  # RFC 9568 / Cisco / Juniper; keepalived's default is False
     # accept adverts whose virtual addresses differ from ours (keepalived's skip_check_adv_addr)
     skip_check_adv_addr: bool = False

@@ -200,8 +200,8 @@ class KernelServices:
             sorry_server=cfg.sorry_server if lost else None)  # fmt: skip
         program = cfg.quorum_down if lost else cfg.quorum_up
         if program:
-            run = run_program(program, "kernel_script_failed", {"STEELYARD_SERVICE": cfg.address},
-                              service=cfg.address)  # fmt: skip
+            run = run_program(program, "kernel_script_failed", cfg.script_timeout,
+                              {"STEELYARD_SERVICE": cfg.address}, service=cfg.address)  # fmt: skip
             task = asyncio.get_running_loop().create_task(run)
             self._scripts.add(task)
             task.add_done_callback(self._scripts.discard)

@@ -186,8 +186,8 @@ class Instance:
             if settled is not None and self.group.notify:
                 # `notify GROUP STATE` once the whole group is in its new state
                 self._run(run_program([self.group.notify, self.group.name, settled.value],
-                                      "vrrp_notify_failed", group=self.group.name,
-                                      state=settled.value))  # fmt: skip
+                                      "vrrp_notify_failed", self.cfg.script_timeout,
+                                      group=self.group.name, state=settled.value))  # fmt: skip
 
     def _send(self, priority: int) -> None:
         if self.sock is None:
@@ -223,7 +223,8 @@ class Instance:
         if cfg.notify:
             # `notify NAME STATE`, as keepalived's notify script
             self._run(run_program([cfg.notify, cfg.name, change.new.value], "vrrp_notify_failed",
-                                  instance=cfg.name, state=change.new.value))  # fmt: skip
+                                  cfg.script_timeout, instance=cfg.name,
+                                  state=change.new.value))  # fmt: skip
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self.loop.create_task(coro)
@@ -261,7 +262,16 @@ class Instance:
 
 # what a reload may change in a running instance; anything else restarts it (Instance.reconfigure)
 RECONFIGURABLE = frozenset(
-    {"priority", "preempt", "preempt_delay", "notify", "garp", "track", "skip_check_adv_addr"}
+    {
+        "priority",
+        "preempt",
+        "preempt_delay",
+        "notify",
+        "script_timeout",
+        "garp",
+        "track",
+        "skip_check_adv_addr",
+    }
 )
 
 

@@ -5,6 +5,10 @@ as keepalived's `track_interface` and `track_script` do.
 
 `Tracker.verdict()` is the pure part: from the current states, the faults and the priority
 change. `run()` polls them on the event loop and calls back when the verdict changes.
+
+A script runs in a process group of its own and is killed with every child it started when it
+runs past its `timeout` (a failed run) or when the tracker stops: a script whose child holds
+its output or sleeps on does not keep running beside the next one.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from steelyard.config.units import format_duration
 from steelyard.config.vrrp_model import TrackConfig, TrackScript
+from steelyard.core.programs import wait_or_kill
 from steelyard.log import log
 
 OnChange = Callable[[set[str], int], None]  # faults, priority change
@@ -46,6 +52,7 @@ class ScriptState:
         self.up = True  # until the first runs say otherwise (fall failures in a row)
         self.ok_streak = 0
         self.fail_streak = 0
+        self.timed_out = False  # the last run was killed at the timeout (logged once a streak)
 
     def result(self, ok: bool) -> None:
         if ok:
@@ -136,26 +143,31 @@ class Tracker:
     async def _script(self, state: ScriptState) -> None:
         cfg = state.cfg
         while True:
-            ok = await run_script(cfg.command, cfg.timeout)
+            code = await run_script(cfg.command, cfg.timeout)
+            if code is None and not state.timed_out:
+                log("vrrp_track_timeout", "warn", instance=self.instance, script=cfg.name,
+                    timeout=format_duration(cfg.timeout),
+                    action="killed with its process group")  # fmt: skip
+            state.timed_out = code is None
             was = state.up
-            state.result(ok)
+            state.result(code == 0)
             if state.up != was:
                 log("vrrp_track", instance=self.instance, script=cfg.name, up=state.up)
             self.changed()
             await asyncio.sleep(cfg.interval)
 
 
-async def run_script(command: list[str], timeout: float) -> bool:
-    """Exit status 0 within the timeout: up."""
+async def run_script(command: list[str], timeout: float) -> int | None:
+    """The script's exit status (0: up), 127 when it cannot be started (as a shell says), None
+    when it ran past `timeout` and was killed with its process group."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
     except OSError:
-        return False
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout) == 0
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False
+        return 127
+    return await wait_or_kill(proc, timeout)

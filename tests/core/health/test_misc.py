@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.processes import read_pids, sh, wait_gone
 from steelyard.config.load import check_config_text
 from steelyard.config.model import PoolConfig
 from steelyard.core.backend import Pool, Server
@@ -21,46 +22,8 @@ from steelyard.core.health.state import CheckResult
 HOST, PORT = "10.0.0.7", 8080
 
 
-def sh(script: str, *args: str) -> list[str]:
-    return ["sh", "-c", script, "sh", *args]
-
-
 async def run(command: list[str], timeout: float = 5.0, dynamic: bool = False) -> CheckResult:
     return await check_misc(command, timeout, dynamic, HOST, PORT)
-
-
-def alive(pid: int) -> bool:
-    """True while pid runs. A zombie counts as gone: it was killed, and who reaps an orphan
-    (init, a container's pid 1) is not ours to wait for."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.parent.parent.exists():
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return False
-        return state != "Z"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def wait_gone(pid: int, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still running"
-        await asyncio.sleep(0.02)
-
-
-async def read_pids(path: Path, count: int, within: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while True:
-        lines = path.read_text().split() if path.exists() else []
-        if len(lines) >= count:
-            return [int(p) for p in lines[:count]]
-        assert time.monotonic() < deadline, f"{path} has {lines}"
-        await asyncio.sleep(0.02)
 
 
 # exit statuses -------------------------------------------------------------------------------

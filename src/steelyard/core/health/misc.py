@@ -13,11 +13,12 @@ pool. The last line of its stderr goes into the detail ("exit 1: replica lags 30
 that is where a script says why it failed.
 
 It runs in a session of its own, so on timeout (or when the monitor stops) SIGKILL goes to the
-whole process group: a script's children (`curl`, `sleep`) must not outlive the probe and pile
-up at every interval. stderr goes through a pipe of our own rather than asyncio's: with an
-asyncio pipe, `Process.wait()` (Python 3.11) also waits for every holder of the pipe, so a
-daemon that a script started outside its group would hang the probe for good. Here only the
-command's own exit is awaited, and its stderr is whatever reached the pipe by then.
+whole process group (core/programs.py, as for every operator's program): a script's children
+(`curl`, `sleep`) must not outlive the probe and pile up at every interval. stderr goes
+through a pipe of our own rather than asyncio's: with an asyncio pipe, `Process.wait()`
+(Python 3.11) also waits for every holder of the pipe, so a daemon that a script started
+outside its group would hang the probe for good. Here only the command's own exit is awaited,
+and its stderr is whatever reached the pipe by then.
 
 Like every checker it never raises: a program that cannot be started, a timeout or a signal all
 become a failed `CheckResult` with an operator's note for a detail.
@@ -33,13 +34,13 @@ from typing import Any
 from steelyard.config.units import format_duration
 from steelyard.core.health.state import CheckResult
 from steelyard.core.health.tcp import describe_error
+from steelyard.core.programs import kill_group, reap
 
 STDERR_KEEP = 4096  # bytes of stderr kept: the end is what the detail shows
 DETAIL_MAX = 200  # characters of the last stderr line put into the detail
 # After the exit, how long to wait for the end of stderr: normally it comes at once (the writer
 # is gone); only a process that escaped the group and holds the pipe makes this wait run out.
 STDERR_GRACE = 0.1
-REAP_TIMEOUT = 1.0  # a SIGKILLed process exits at once unless stuck in the kernel (D state)
 
 
 class _Tail(asyncio.Protocol):
@@ -75,22 +76,6 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is gone already
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Wait for a killed command's exit, bounded so that a stuck one cannot stop the probes."""
-    try:
-        async with asyncio.timeout(REAP_TIMEOUT):
-            await proc.wait()
-    except TimeoutError:
-        pass
 
 
 def verdict(code: int, dynamic: bool) -> tuple[bool, dict[str, Any] | None]:
@@ -146,20 +131,20 @@ async def check_misc(
             async with asyncio.timeout(timeout):
                 code = await proc.wait()
         except TimeoutError:
-            _kill_group(proc.pid)
-            await _reap(proc)
+            kill_group(proc.pid)
+            await reap(proc)
             return CheckResult(
                 False, f"timeout after {format_duration(timeout)}", loop.time() - started
             )
         duration = loop.time() - started
         await asyncio.wait([tail.done], timeout=STDERR_GRACE)
     except Exception as exc:  # the pipe could not be watched: do not leave the command behind
-        _kill_group(proc.pid)
-        await _reap(proc)
+        kill_group(proc.pid)
+        await reap(proc)
         return CheckResult(False, f"checker error: {describe_error(exc)}", loop.time() - started)
     except BaseException:  # cancelled (monitor stopping): the command must not outlive the probe
-        _kill_group(proc.pid)
-        await _reap(proc)
+        kill_group(proc.pid)
+        await reap(proc)
         raise
     finally:
         # The transport owns the pipe once connected; before that, nobody does.
