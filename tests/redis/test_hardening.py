@@ -220,11 +220,14 @@ def test_query_buffer_limit_closes_the_client(tmp_path, steelyard, redis_servers
 
 
 def closed_by_peer(s: socket.socket) -> bool:
+    """True once the proxy closes `s` (what it sent before is read and dropped)."""
     s.settimeout(30)
     try:
-        return s.recv(1) == b""
+        while s.recv(1 << 20):
+            pass
     except ConnectionResetError:
-        return True
+        pass
+    return True
 
 
 def test_auth_timeout_closes_clients_that_never_authenticate(tmp_path, steelyard, redis_servers):
@@ -269,3 +272,67 @@ def test_idle_timeout_spares_blocked_and_subscribed_clients(tmp_path, steelyard,
     message = wait_for(lambda: subscriber.get_message(timeout=1), what="the message")
     assert message["data"] == b"hello"
     sy.wait_log(r"event=redis_clients_timed_out .*reason=idle clients=1")
+
+
+# item 11: clients that never read their replies -------------------------------------------------
+
+
+def test_a_client_that_never_reads_is_bounded_and_closed(tmp_path, steelyard, redis_servers):
+    """A client pipelining GETs of a 100 KB value without ever reading grew the worker
+    without bound (each reply kept for it). Now past client_output_buffer_limit.hard (here
+    16 MiB) it is closed and its replies dropped (measured: worker RSS +~20 MB, against
+    +500 MB of replies asked for at once). Its input is also paused while more than 1 MiB of
+    replies wait for it, so a client asking a little at a time stays near that. Another client
+    is served meanwhile and after."""
+    limit = {"hard": "16MiB", "soft": 0}
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, client_output_buffer_limit=limit)
+    worker = sy.worker_pids()[0]
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    value = b"v" * 100_000
+    c.set("big", value)
+    before = rss_kib(worker)
+    get = resp.encode_command([b"GET", b"big"])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        try:
+            s.sendall(get * 5000)  # 500 MB of replies asked for in one go
+        except OSError:
+            pass  # closed by the proxy while sending
+        sy.wait_log(r"event=redis_output_buffer_limit .*limit=hard bytes=16777216")
+        assert c.get("big") == value  # served while the other is still connected
+        assert closed_by_peer(s)
+    assert rss_kib(worker) - before < 128 * 1024, "the worker kept the unread replies"
+    assert client(port).get("big") == value
+
+
+def test_soft_output_limit_closes_after_its_seconds(tmp_path, steelyard, redis_servers):
+    """Over client_output_buffer_limit.soft for soft_seconds (Redis's normal/pubsub classes:
+    soft limit with seconds), a client that does not read is closed; one that reads the same
+    reply is not."""
+    limit = {"hard": 0, "soft": "2MiB", "soft_seconds": "1s"}
+    sy, port, a, _ = start(tmp_path, steelyard, redis_servers, client_output_buffer_limit=limit)
+    big = key_on(1, "list")
+    direct = redis_py.Redis(port=a.port, protocol=2)
+    values = [b"element:%d:" % i + b"x" * 50 for i in range(300_000)]  # a reply of ~20 MB
+    direct.rpush(big, *values)
+    wait_for(lambda: client(port).ping(), what="redis listener")
+    lrange = resp.encode_command([b"LRANGE", big.encode(), b"0", b"-1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(lrange)
+        sy.wait_log(r"event=redis_output_buffer_limit .*limit=soft bytes=2097152")
+        got = b""
+        try:
+            while chunk := s.recv(1 << 20):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        assert resp.ReplyFramer().feed(got) == [], "the reply came whole despite the limit"
+    assert resp.parse(read_reply_of(port, lrange)) == values
+
+
+def read_reply_of(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(command)
+        return read_reply(s)

@@ -13,6 +13,18 @@ from steelyard.config.shared import Address, Duration, ServerAddress, Size, Stri
 MAX_GROUP_ID = 9999  # as Codis
 
 
+class OutputBufferLimit(Strict):
+    """Redis's client-output-buffer-limit for one client's replies not yet sent: past `hard`
+    it is closed at once, past `soft` for `soft_seconds` too. 0 = no limit. Redis leaves
+    normal clients unlimited; here a client that never reads would grow the worker without
+    bound, so it is limited, loosely enough that the largest value Redis allows (512 MB)
+    still reaches a client that reads it at a normal pace."""
+
+    hard: Size = 512 * 1024**2
+    soft: Size = 128 * 1024**2
+    soft_seconds: Duration = 60.0
+
+
 class RedisProxyConfig(Strict):
     listen: Address
     auth: str | None = None  # what clients must send with AUTH (None: no AUTH needed)
@@ -27,6 +39,7 @@ class RedisProxyConfig(Strict):
     auth_timeout: Duration = 10.0
     # One client's unread input at most (Redis's client-query-buffer-limit): closed beyond it.
     client_query_buffer_limit: Size = Field(1024**3, ge=1024 * 1024)
+    client_output_buffer_limit: OutputBufferLimit = Field(default_factory=OutputBufferLimit)
 
 
 class RedisGroupConfig(Strict):

@@ -116,6 +116,10 @@ class RedisFrontend(ProtocolFrontend):
         for session in list(self.sessions):
             if session.closing:
                 continue
+            if session.write_blocked:
+                session.check_output()  # over the soft limit for long enough?
+                if session.closing:
+                    continue
             if not session.authed and session.connected < auth_since:
                 reason = "auth"
             elif session.last_read < idle_since and session.idle():

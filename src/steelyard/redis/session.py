@@ -44,6 +44,8 @@ class ClientSession(asyncio.Protocol):
             self.parser.guard = True  # Redis's limits for strangers until AUTH
         self.closing = False  # QUIT or a protocol error: close once replies are out
         self.paused = False  # reading paused: max_pipeline requests in flight
+        self.write_blocked = False  # reading paused: replies piling up unread (see below)
+        self.soft_since = 0.0  # when its unsent replies went over the soft limit
         self.last_read = 0.0
         self.connected = 0.0  # when accepted (auth_timeout counts from here)
         self.peer = "-"
@@ -74,6 +76,7 @@ class ClientSession(asyncio.Protocol):
             return
         self.fe.sessions.add(self)
         self.last_read = self.connected = self.loop.time()
+        self.transport.set_write_buffer_limits(high=PAUSE_READING_AT, low=PAUSE_READING_AT // 4)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -168,6 +171,49 @@ class ClientSession(asyncio.Protocol):
             # Too many requests in flight: read no more until most are answered.
             self.transport.pause_reading()
             self.paused = True
+
+    # A client that does not read its replies: its input is paused while more than
+    # PAUSE_READING_AT of them wait to be sent, so it cannot ask for more; what it asked for
+    # already is bounded by client_output_buffer_limit, past which it is closed. The backend
+    # connections are not paused for it: they are shared, and would stall every other client.
+
+    def pause_writing(self) -> None:
+        self.write_blocked = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.check_output()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self.soft_since = 0.0
+        if not self.paused and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def check_output(self) -> None:
+        """Close the client when its unsent replies are over the hard limit, or over the soft
+        one for soft_seconds (Redis's client-output-buffer-limit)."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        size = transport.get_write_buffer_size()
+        limit = self.fe.cfg.client_output_buffer_limit
+        if limit.hard and size > limit.hard:
+            self.output_overflow(size, "hard", limit.hard)
+        elif limit.soft and size > limit.soft:
+            now = self.loop.time()
+            if not self.soft_since:
+                self.soft_since = now
+            elif now - self.soft_since >= limit.soft_seconds:
+                self.output_overflow(size, "soft", limit.soft)
+        else:
+            self.soft_since = 0.0
+
+    def output_overflow(self, size: int, kind: str, limit: int) -> None:
+        log("redis_output_buffer_limit", "warn", peer=self.peer, buffered=size, limit=kind,
+            bytes=limit)  # fmt: skip
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()  # its unsent replies are dropped with it
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -801,6 +847,8 @@ class ClientSession(asyncio.Protocol):
             return
         self.streaming = slot
         transport.write(framer.take_head())
+        if self.write_blocked:
+            self.check_output()
 
     def broken_stream(self, cause: str) -> None:
         """The backend failed in the middle of a reply whose head this client has: nothing
@@ -829,9 +877,13 @@ class ClientSession(asyncio.Protocol):
         transport = self.transport
         if out and transport is not None:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self.write_blocked:
+                self.check_output()
+                transport = self.transport
             if self.paused and len(replies) <= self.fe.cfg.max_pipeline // 2:
                 self.paused = False
-                transport.resume_reading()
+                if not self.write_blocked and transport is not None:
+                    transport.resume_reading()
         if self.closing and not replies and transport is not None:
             transport.close()
 
@@ -853,6 +905,9 @@ TIMED_OUT = (b"*-1\r\n", b"$-1\r\n")
 # A replica's answers that mean "ask the master": our own connection errors, a replica still
 # loading its data, or one that lost its master with replica-serve-stale-data off.
 REPLICA_UNFIT = (b"-ERR backend ", b"-LOADING", b"-MASTERDOWN")
+
+# Unsent replies past which the client's input is paused until they drain to a quarter.
+PAUSE_READING_AT = 1024 * 1024
 
 SCAN_GROUP_BITS = 14  # enough for the 9999 groups a config may name
 SCAN_GROUP_MASK = (1 << SCAN_GROUP_BITS) - 1
