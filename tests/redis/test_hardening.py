@@ -336,3 +336,40 @@ def read_reply_of(port: int, command: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(command)
         return read_reply(s)
+
+
+# item 12: AUTH -------------------------------------------------------------------------------
+
+
+def test_auth_and_hello_check_the_user_name(tmp_path, steelyard, redis_servers):
+    """`HELLO 2 AUTH <any user> <password>` authenticated whatever the user name; now, as for
+    AUTH, only `default` (the proxy's one user) with the password does, and both are compared
+    in constant time. Redis's texts for each answer."""
+    _, port, *_ = start(tmp_path, steelyard, redis_servers, auth="s3cret")
+    wait_for(lambda: client(port, password="s3cret").ping(), what="redis listener")
+    wrongpass = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+
+    def session(*commands: list[bytes]) -> bytes:
+        return exchange(port, b"".join(map(resp.encode_command, [*commands, [b"QUIT"]])))
+
+    noauth = b"-NOAUTH Authentication required.\r\n"
+    get = [b"GET", b"k"]
+    assert session([b"HELLO", b"2", b"AUTH", b"bob", b"s3cret"], get) == (
+        wrongpass + noauth + b"+OK\r\n"
+    )
+    assert session([b"AUTH", b"bob", b"s3cret"], get) == wrongpass + noauth + b"+OK\r\n"
+    assert session([b"AUTH", b"default", b"s3cre"], get) == wrongpass + noauth + b"+OK\r\n"
+    assert session([b"AUTH", b"s3cret!"], get) == wrongpass + noauth + b"+OK\r\n"
+    assert session([b"AUTH", b"a", b"b", b"c"]) == b"-ERR syntax error\r\n+OK\r\n"
+    assert session([b"AUTH", b"default", b"s3cret"], get) == b"+OK\r\n$-1\r\n+OK\r\n"
+    assert session([b"AUTH", b"s3cret"], get) == b"+OK\r\n$-1\r\n+OK\r\n"
+    hello = resp.parse(read_reply_of(port, resp.encode_command(
+        [b"HELLO", b"2", b"AUTH", b"default", b"s3cret"])))  # fmt: skip
+    assert isinstance(hello, list) and hello[:2] == [b"server", b"redis"]
+    # redis-py with a user name, as it sends it
+    assert client(port, username="default", password="s3cret").ping()
+    try:
+        client(port, username="bob", password="s3cret").ping()
+        raise AssertionError("bob got in")
+    except redis_py.AuthenticationError:
+        pass

@@ -9,6 +9,7 @@ split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answe
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -788,8 +789,8 @@ class ClientSession(asyncio.Protocol):
         i = 0
         while i < len(args):
             option = args[i].upper()
-            if option == b"AUTH" and i + 2 < len(args) + 0 and len(args) >= i + 3:
-                if self.fe.cfg.auth is None or args[i + 2] != self.fe.cfg.auth.encode():
+            if option == b"AUTH" and len(args) >= i + 3:
+                if not self.credentials_ok(args[i + 1], args[i + 2]):
                     self.answer(
                         resp.error("WRONGPASS invalid username-password pair or user is disabled.")
                     )
@@ -817,22 +818,31 @@ class ClientSession(asyncio.Protocol):
         self.answer(resp.array(fields))
 
     def auth(self, argv: list[bytes]) -> None:
-        want = self.fe.cfg.auth
-        password = argv[-1]
-        if want is None:
+        if len(argv) > 3:
+            self.answer(resp.error("ERR syntax error"))
+        elif self.fe.cfg.auth is None:
             self.answer(
                 resp.error(
                     "ERR AUTH <password> called without any password configured for the default "
                     "user. Are you sure your configuration is correct?"
                 )
             )
-        elif len(argv) == 3 and argv[1] != b"default":
-            self.answer(resp.error("WRONGPASS invalid username-password pair or user is disabled."))
-        elif password == want.encode():
+        elif self.credentials_ok(argv[1] if len(argv) == 3 else b"default", argv[-1]):
             self.authed = True
             self.answer(resp.OK)
         else:
             self.answer(resp.error("WRONGPASS invalid username-password pair or user is disabled."))
+
+    def credentials_ok(self, user: bytes, password: bytes) -> bool:
+        """The proxy has one user, `default`, with the listener's `auth` as its password.
+        Both are compared in full, in constant time, so that the time of an answer does not
+        tell how much of a guess was right."""
+        want = self.fe.cfg.auth
+        if want is None:
+            return False
+        user_ok = hmac.compare_digest(user, b"default")
+        password_ok = hmac.compare_digest(password, want.encode())
+        return user_ok & password_ok
 
     # replies ----------------------------------------------------------------------------------
 
