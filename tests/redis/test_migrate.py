@@ -15,6 +15,7 @@ import pytest
 import redis as redis_py
 
 from fixtures.procs import base_config, free_port, wait_for
+from steelyard.redis.mover import saved_holds
 from steelyard.redis.slots import slot_of
 
 
@@ -413,3 +414,15 @@ def test_big_key_holds_survive_a_supervisor_killed_mid_copy(tmp_path, redis_serv
     assert rb.lindex(key, -1) == b"late"
     assert rb.keys(b"steelyard:importing:*") == []
     assert sy.count_log(r"event=redis_big_key_moved") == 1  # copied in chunks, once
+
+
+def test_saved_holds_are_read_back_or_refused():
+    assert saved_holds({"source": 1}) == {}  # progress saved before holds were kept in it
+    assert saved_holds({"held": {"7": ["{t}big", "{t}other"], "9": []}}) == {
+        7: ["{t}big", "{t}other"]
+    }
+    for bad in ({"held": ["k"]}, {"held": {"7": "k"}}, {"held": {"7": [1]}}):
+        with pytest.raises(TypeError):
+            saved_holds(bad)
+    with pytest.raises(ValueError):
+        saved_holds({"held": {"seven": ["k"]}})
