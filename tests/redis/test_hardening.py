@@ -373,3 +373,83 @@ def test_auth_and_hello_check_the_user_name(tmp_path, steelyard, redis_servers):
         raise AssertionError("bob got in")
     except redis_py.AuthenticationError:
         pass
+
+
+# item 9: scripts ---------------------------------------------------------------------------------
+
+# The backend ACL the README gives: the proxy's user (`default`, which backend_auth logs in as)
+# may not run what the proxy refuses its clients, so neither may a script run through the
+# proxy; the control plane's commands (REPLICAOF, MIGRATE, SCAN, INFO, ...) stay allowed.
+BACKEND_ACL = (
+    "default on >backend-secret ~* &* +@all -flushall -flushdb -keys -config -debug -shutdown "
+    "-swapdb -save -bgsave -bgrewriteaof -move -randomkey -cluster -failover -module -acl "
+    "-script -function -latency -slowlog -monitor"
+)
+ADMIN_ACL = "admin on >admin-secret ~* &* +@all"
+
+FLUSH_SCRIPT = [b"EVAL", b"return redis.call('FLUSHALL')", b"1", b"k"]
+
+
+def test_eval_of_flushall_is_stopped_by_the_backend_acl(tmp_path, steelyard, redis_servers):
+    """`EVAL "return redis.call('FLUSHALL')" 1 k` emptied a backend through the proxy, which
+    refuses FLUSHALL itself: a script runs any command its server lets the proxy's user run.
+    With `scripts: allow` (the default, as Codis), the backend ACL of the README is the guard:
+    the EVAL gets the server's ACL error (redis-server 7.0: "The user executing the script
+    can't run this command"; NOPERM in later releases) and every key stays."""
+    a = redis_servers("--user", *BACKEND_ACL.split(), "--user", *ADMIN_ACL.split())
+    b = redis_servers("--user", *BACKEND_ACL.split(), "--user", *ADMIN_ACL.split())
+    port = free_port()
+    cfg = config(tmp_path, port, a, b, backend_auth="backend-secret")
+    sy = steelyard(cfg)
+    sy.wait_log(r"event=redis_slots_seeded")
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    for i in range(20):
+        c.set(f"key{i}", i)
+    raw = read_reply_of(port, resp.encode_command(FLUSH_SCRIPT))
+    # redis-server 7.0's answer for a command its ACL denies a script (NOPERM outside one)
+    assert raw.startswith(
+        b"-ERR The user executing the script can't run this command or subcommand script: "
+    ), raw
+    assert c.mget([f"key{i}" for i in range(20)]) == [str(i).encode() for i in range(20)]
+    admin = [redis_py.Redis(port=s.port, username="admin", password="admin-secret") for s in (a, b)]
+    assert sum(s.dbsize() for s in admin) == 20
+    # scripts within the policy still run
+    assert c.eval("return redis.call('GET', KEYS[1])", 1, "key3") == b"3"
+
+
+def test_scripts_deny_refuses_every_script_command(tmp_path, steelyard, redis_servers):
+    """`scripts: deny`: EVAL, EVALSHA, FCALL and their _RO forms are refused by the proxy
+    (the keys stay), in a transaction too; the next command is served."""
+    a, b = redis_servers(), redis_servers()
+    port = free_port()
+    cfg = config(tmp_path, port, a, b)
+    cfg["redis"]["scripts"] = "deny"
+    steelyard(cfg)
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    c.set("k", "v")
+    for name, args in [
+        (b"EVAL", FLUSH_SCRIPT[1:]),
+        (b"EVAL_RO", [b"return 1", b"1", b"k"]),
+        (b"EVALSHA", [b"0" * 40, b"1", b"k"]),
+        (b"EVALSHA_RO", [b"0" * 40, b"1", b"k"]),
+        (b"FCALL", [b"f", b"1", b"k"]),
+        (b"FCALL_RO", [b"f", b"1", b"k"]),
+    ]:
+        raw = read_reply_of(port, resp.encode_command([name, *args]))
+        want = f"-ERR command '{name.decode()}' is not supported by the proxy (scripts: deny)"
+        assert raw == want.encode() + b"\r\n"
+    tx = (
+        resp.encode_command([b"MULTI"])
+        + resp.encode_command(FLUSH_SCRIPT)
+        + resp.encode_command([b"EXEC"])
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(tx)
+        framer, replies = resp.ReplyFramer(), []
+        while len(replies) < 3:
+            replies += framer.feed(s.recv(65536))
+    assert replies[0] == b"+OK\r\n" and replies[1].startswith(b"-ERR command 'EVAL'")
+    assert replies[2].startswith(b"-EXECABORT")
+    assert c.get("k") == b"v" and a.command(b"DBSIZE") + b.command(b"DBSIZE") == 1

@@ -6,6 +6,8 @@ created or removed, slots moved) live there and the config only seeds what the s
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from steelyard.config.shared import Address, Duration, ServerAddress, Size, Strict
@@ -77,6 +79,10 @@ class RedisConfig(Strict):
     groups: list[RedisGroupConfig] = Field(default_factory=list)
     databases: int = Field(16, ge=1, le=16)
     allow_fanout: bool = False  # KEYS, FLUSHDB, FLUSHALL across every group
+    # EVAL, EVALSHA, FCALL and their _RO forms: `allow` (as Codis) forwards them to the keys'
+    # group, where a script may call any command the backend user may run, including those
+    # the proxy refuses (FLUSHALL): the backend's ACL is the real guard. `deny` refuses them.
+    scripts: Literal["allow", "deny"] = "allow"
     max_bulk_bytes: Size = 512 * 1024 * 1024
     big_key_bytes: Size = 64 * 1024 * 1024  # copied in chunks when moved
     migrate_batch: int = Field(100, ge=1, le=10000)  # keys per MIGRATE

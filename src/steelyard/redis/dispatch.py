@@ -66,6 +66,10 @@ UNSUPPORTED = frozenset(
 )  # fmt: skip
 
 
+# Commands that run a script on a server: `scripts: deny` refuses them.
+SCRIPTS = frozenset({"eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro"})
+
+
 def not_supported(name: str) -> str:
     return f"ERR command '{name.upper()}' is not supported by the proxy"
 

@@ -18,7 +18,14 @@ from zlib import crc32
 from steelyard.log import log
 from steelyard.redis import pubsub, resp
 from steelyard.redis.backend import ReplySlot
-from steelyard.redis.dispatch import CROSSSLOT, Decision, Kind, classify, not_supported
+from steelyard.redis.dispatch import (
+    CROSSSLOT,
+    SCRIPTS,
+    Decision,
+    Kind,
+    classify,
+    not_supported,
+)
 from steelyard.redis.slots import SLOTS, slot_of
 
 if TYPE_CHECKING:
@@ -245,6 +252,10 @@ class ClientSession(asyncio.Protocol):
             )
             return
         decision = classify(argv, self.fe.table)
+        if decision.name in SCRIPTS and self.fe.redis.scripts == "deny":
+            decision = Decision(
+                Kind.ERROR, decision.name, error=not_supported(decision.name) + " (scripts: deny)"
+            )
         kind = decision.kind
         if kind is Kind.PUBSUB:
             self.pubsub(argv, decision.name)
