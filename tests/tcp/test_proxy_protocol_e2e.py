@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
+from types import SimpleNamespace
 
 import pytest
 
-from fixtures.procs import base_config, connect, fd_count, free_port, recv_all, recv_line, wait_for
+from fixtures.procs import (
+    base_config,
+    connect,
+    fd_count,
+    free_port,
+    recv_all,
+    recv_line,
+    run_with_config,
+    wait_for,
+)
+from steelyard.tcp.frontend import in_networks
 from steelyard.tcp.proxy_protocol import encode_v1, encode_v2
 
 
@@ -123,3 +135,37 @@ def test_header_only_from_the_configured_networks(tmp_path, backends, steelyard)
         assert recv_line(s) == b"pp 1 src=203.0.113.7:40000 dst=198.51.100.1:443\n"
         assert recv_line(s) == b"again\n"
     assert sy.count_log(r"event=proxy_protocol_refused") == 1
+
+
+@pytest.mark.parametrize(
+    ("ip", "trusted"),
+    [
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),  # an IPv4 client of a dual-stack listener
+        ("127.0.0.1", False),
+        ("::ffff:127.0.0.1", False),
+        ("fd00::5", True),
+        ("fd01::5", False),
+    ],
+)
+def test_source_networks_match_ipv4_and_ipv6(ip, trusted):
+    networks = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/16"))
+    assert in_networks(ip, networks) is trusted
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"from": ["10.0.0.0/33"]}, "is not a network like"),
+        ({"from": []}, "needs at least 1 entry"),
+        ({"networks": ["10.0.0.0/8"]}, "networks"),
+        ("sometimes", "expected true or false"),
+    ],
+)
+def test_accept_proxy_protocol_bad_values_are_config_errors(tmp_path, value, error):
+    server = SimpleNamespace(address="127.0.0.1:1")
+    cfg, _ = setup(tmp_path, server, accept_proxy_protocol=value)
+    out = run_with_config(tmp_path, cfg)
+    assert out.returncode != 0
+    assert "tcp[0].accept_proxy_protocol" in out.stderr + out.stdout
+    assert error in out.stderr + out.stdout

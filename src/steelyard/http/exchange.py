@@ -290,8 +290,6 @@ class Exchange:
             set_=route.set_request,
         )
         self.request_id = rid
-        if head.host is not None and head.version == "1.0":
-            pass
         if head.host is None:
             headers.insert(0, (b"Host", (self.server.address if self.server else "").encode()))
         if head.chunked:

@@ -552,6 +552,13 @@ def _fmt(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+    return any(addr in net for net in networks)
+
+
 def _networks(cfg: TcpListenerConfig) -> tuple[IPNetwork, ...]:
     """The networks PROXY headers are taken from; empty: from anywhere (or not at all)."""
     accept = cfg.accept_proxy_protocol
@@ -584,10 +591,7 @@ class TcpFrontend:
 
     def proxy_trusted(self, ip: str) -> bool:
         """The client at `ip` may send a PROXY header (it is in accept_proxy_protocol.from)."""
-        addr = ipaddress.ip_address(ip)
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
-        return any(addr in net for net in self.proxy_from)
+        return in_networks(ip, self.proxy_from)
 
     def start(self) -> None:
         self.sock = make_listener(self.cfg.listen, self.cfg.backlog)
