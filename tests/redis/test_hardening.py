@@ -453,3 +453,86 @@ def test_scripts_deny_refuses_every_script_command(tmp_path, steelyard, redis_se
     assert replies[0] == b"+OK\r\n" and replies[1].startswith(b"-ERR command 'EVAL'")
     assert replies[2].startswith(b"-EXECABORT")
     assert c.get("k") == b"v" and a.command(b"DBSIZE") + b.command(b"DBSIZE") == 1
+
+
+# a long reply cut by its server -------------------------------------------------------------
+
+
+class HalfReplyServer:
+    """Answers any command with the first part of a 1M-element array, then closes: a server
+    that dies in the middle of a long reply, at a byte a real one cannot be stopped at."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.head = b"*1000000\r\n" + b"".join(resp.bulk(b"e%d" % i) for i in range(100_000))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(65536):
+                    conn.sendall(self.head)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_long_reply_cut_by_its_server_cuts_its_client(redis_servers):
+    """A long reply flows to its client in pieces; when its server dies half-way, the client
+    already has the head of an array that will never end, and an error reply now would be
+    read as its next element: the client is cut off (as by the server itself, logged as
+    redis_reply_cut), and every other client is served on."""
+    import uvloop
+
+    from steelyard.config.redis_model import RedisConfig
+    from steelyard.redis.frontend import RedisFrontend
+
+    fake, real = HalfReplyServer(), redis_servers()
+    port = free_port()
+    cfg = RedisConfig.model_validate(
+        {
+            "proxies": [{"listen": f"127.0.0.1:{port}"}],
+            "groups": [{"id": 1, "master": fake.address}, {"id": 2, "master": real.address}],
+        }
+    )
+    loop = uvloop.new_event_loop()
+    fe = RedisFrontend(cfg.proxies[0], cfg, loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    loop.call_soon_threadsafe(fe.start)
+    try:
+        c = client(port)
+        wait_for(lambda: _pings(c), what="proxy listening")
+        other = key_on(2, "other")
+        c.set(other, "served")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(resp.encode_command([b"LRANGE", key_on(1).encode(), b"0", b"-1"]))
+            got = b""
+            try:
+                while chunk := s.recv(1 << 20):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+        # the head came through, cut at an element's end; no error text after it
+        assert got and fake.head.startswith(got) and len(got) >= 256 * 1024
+        assert resp.ReplyFramer().feed(got) == []
+        assert c.get(other) == b"served"
+    finally:
+        fake.close()
+        loop.call_soon_threadsafe(fe.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _pings(c: redis_py.Redis) -> bool:
+    try:
+        return bool(c.ping())
+    except redis_py.ConnectionError:
+        return False
