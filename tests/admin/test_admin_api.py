@@ -378,3 +378,16 @@ def test_parse_change() -> None:
     assert parse_change(b'{"state": "drain"}') == ("drain", None)
     assert parse_change(b'{"weight": 0}') == (None, 0)
     assert parse_change(b'{"state": "maint", "weight": 1000}') == ("maint", 1000)
+
+
+async def test_every_answer_is_uncached_unsniffed_unframed(
+    http: aiohttp.ClientSession, admin: AdminServer
+) -> None:
+    for method, path in (("GET", "/api/pools"), ("GET", "/nope"), ("PUT", SERVER)):
+        async with http.request(method, URL(admin.url + path, encoded=True)) as resp:
+            assert resp.status in (200, 404, 415)
+            assert resp.headers["Cache-Control"] == "no-store"
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert resp.headers["Referrer-Policy"] == "no-referrer"
+            assert "Content-Security-Policy" not in resp.headers  # JSON: no page to police

@@ -147,6 +147,9 @@ def test_token_is_typed_in_a_form_and_sent_as_a_header(tmp_path, redis_servers, 
     # the page itself holds no data: it loads without a token (a browser cannot send one) ...
     with urllib.request.urlopen(f"http://{sy.admin}/ui/redis", timeout=10) as resp:
         assert resp.status == 200 and b'id="slots"' in resp.read()
+        policy = resp.headers["Content-Security-Policy"]  # the page renders under it below
+        assert "frame-ancestors 'none'" in policy and "form-action 'none'" in policy
+        assert "connect-src 'self'" in policy and resp.headers["X-Frame-Options"] == "DENY"
     # ... while the API it calls still needs it
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://{sy.admin}/api/redis", timeout=10)

@@ -200,6 +200,28 @@ def _guard(guard: Guard, limits: Limits) -> Any:
     return guarded
 
 
+# Every answer: never cached, never sniffed into a script, never framed, no Referer out.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# The dashboard page: its own inline script and style, requests to this API only, and no form
+# that could ever submit (the login form is handled by the script, never sent).
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     close = False
@@ -356,6 +378,7 @@ def make_app(
     if token:
         middlewares.append(_auth(token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_security_headers)
     h = _Handlers(controller)
     server_path = "/api/pools/{pool}/servers/{address}"
     app.router.add_get("/healthz", h.healthz)
