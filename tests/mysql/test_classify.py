@@ -118,3 +118,90 @@ def test_statements_differing_in_literals_share_one_cache_entry():
     assert _classify.cache_info().hits == before.hits + 1
     assert classify(b"SELECT id FROM t1 WHERE id=1 FOR UPDATE").route is Route.PRIMARY
     assert classify(b"SELECT GET_LOCK(@l1, 10)").pins == "GET_LOCK"
+
+
+@pytest.mark.parametrize(
+    ("sql", "parts"),
+    [
+        ("SELECT 1; DELETE FROM t", ["SELECT 1", " DELETE FROM t"]),
+        ("SELECT 1;", ["SELECT 1"]),
+        ("SELECT ';', \";\", `a;b` FROM t", ["SELECT ';', \";\", `a;b` FROM t"]),
+        ("SELECT 1 -- ;\n; SELECT 2", ["SELECT 1 -- ;\n", " SELECT 2"]),
+        ("SELECT 1 # ;\n", ["SELECT 1 # ;\n"]),
+        ("SELECT 1 /* ; */", ["SELECT 1 /* ; */"]),
+        ("SELECT 1--;", ["SELECT 1--"]),  # `--` without a space is two minuses
+        ("SELECT 1 /*!; DELETE FROM t */", ["SELECT 1    ", " DELETE FROM t   "]),
+        ("/*M!100000 DELETE FROM t*/", ["           DELETE FROM t  "]),
+        ("SELECT 'it''s;'; SELECT 2", ["SELECT 'it''s;'", " SELECT 2"]),
+        ("SELECT 'unterminated; DELETE FROM t", ["SELECT 'unterminated; DELETE FROM t"]),
+        (" ; ;SELECT 1", ["SELECT 1"]),
+    ],
+)
+def test_split_reads_statements_as_the_server_does(sql, parts):
+    from steelyard.mysql.split import split
+
+    assert split(sql.encode()) == [p.encode() for p in parts]
+
+
+def test_backslashes_are_read_both_ways():
+    """`'\\'` closes a literal under NO_BACKSLASH_ESCAPES: the statements hidden that way
+    count too (the session may have set that sql_mode, even in the same text)."""
+    from steelyard.mysql.split import split, statements
+
+    sql = b"SELECT '\\'; DELETE FROM t; -- '"
+    assert split(sql) == [sql]
+    assert split(sql, backslash=False) == [b"SELECT '\\'", b" DELETE FROM t"]
+    assert len(statements(sql)) == 3
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1; DELETE FROM t",
+        "SELECT 1; UPDATE t SET a = 1",
+        "/*!DELETE FROM t*/",
+        "SELECT 1 /*!; DELETE FROM t */",
+        "DELETE FROM t /* WHERE */",
+        "DELETE FROM t -- WHERE\n",
+        "SELECT '\\'; DELETE FROM t; -- '",
+        "DELETE FROM t ORDER BY '\\'' WHERE 1 -- '",  # no WHERE under NO_BACKSLASH_ESCAPES
+    ],
+)
+def test_the_firewall_sees_every_statement(sql):
+    st = classify(sql.encode())
+    assert st.unbounded_write and st.route is PRIMARY and st.keyword in ("DELETE", "UPDATE")
+
+
+def test_multi_statements_route_and_pin_by_all_their_statements():
+    reads = classify(b"SELECT 1; SELECT 2")
+    assert reads.route is REPLICA and reads.several and reads.pins is None and not reads.dirties
+    write = classify(b"SELECT 1; INSERT INTO t VALUES (1)")
+    assert write.route is PRIMARY and write.pins is None and not write.dirties
+    for sql in (b"SELECT 1; USE other", b"SELECT 1; SET time_zone = '+01:00'", b"SELECT 1; BEGIN",
+                b"SELECT 1; CREATE TEMPORARY TABLE x (a INT)", b"SELECT 1; CALL p()"):  # fmt: skip
+        st = classify(sql)
+        assert st.route is PRIMARY and st.pins and st.dirties, sql
+    assert classify(b"SELECT 1; SET @x = 1").pins == "a user variable"
+    # one statement and a trailing semicolon: still one, its session effects followed
+    assert classify(b"USE shop;").database == "shop" and not classify(b"USE shop;").several
+    assert classify(b"SET NAMES utf8mb4;").sets
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["CALL p()", "EXECUTE IMMEDIATE 'SET @a = 1'", "EXECUTE s", "DO RELEASE_LOCK('x')",
+     "HANDLER t OPEN", "XA START 'x'", "SET @a = 1", "PREPARE s FROM 'SELECT 1'",
+     "CREATE TEMPORARY TABLE x (a INT)", "SELECT /* it's */ @x := 5, 'a'",
+     "SET SESSION session_track_state_change = OFF", ""],
+)  # fmt: skip
+def test_what_leaves_state_the_session_does_not_follow(sql):
+    assert classify(sql.encode()).dirties
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT 1", "INSERT INTO t VALUES (1)", "SET NAMES utf8", "USE db", "BEGIN", "COMMIT",
+     "LOCK TABLES t READ", "UNLOCK TABLES", "SELECT GET_LOCK('a', 1)", "SET autocommit = 0"],
+)  # fmt: skip
+def test_what_the_session_follows_itself(sql):
+    assert not classify(sql.encode()).dirties

@@ -47,6 +47,11 @@ class MysqlListenerConfig(Strict):
     # what clients are told; None: the primary's own version (clients adapt to the server)
     server_version: str | None = None
     max_clients: int = Field(10000, ge=1)
+    # a client that has not logged in by then is cut off (MariaDB's connect_timeout)
+    login_timeout: Duration = Field(10.0, gt=0)
+    # a logged-in client that sends no command for this long is closed (MariaDB's
+    # wait_timeout, 8 hours); 0: never
+    idle_timeout: Duration = Field(28800.0, ge=0)
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
     tls: MysqlTlsConfig | None = None  # TLS for clients (CLIENT_SSL), as MySQL's own
 

@@ -9,8 +9,15 @@ answer the proxy reads itself (state sync, prepares, the causal-read wait) go th
 
 A connection carries the state the last session left on it (current database, SET
 statements, the statements prepared on it); `sync()` brings it to another session's state
-with COM_INIT_DB and the session's SETs replayed. Connections that broke or whose state cannot
-be known are closed rather than returned.
+with COM_INIT_DB and the session's SETs replayed. A connection on which a session may have
+left state the proxy does not follow (`dirty`: user variables, temporary tables, a routine,
+a multi-statement, or the server's SERVER_SESSION_STATE_CHANGED where the statement does not
+explain it) is reset with COM_RESET_CONNECTION (its database read back, session tracking
+turned on again) before it goes back to the pool; connections that broke are closed.
+
+Where the client asked for CLIENT_SESSION_TRACK, its backend connections ask for it too and turn
+on `session_track_state_change`: the server then flags every change of user variables,
+temporary tables, prepared statements and session variables in its OK packets.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 
+from steelyard.log import log
 from steelyard.mysql.client import Client, MySQLError, read_result
-from steelyard.mysql.protocol.constants import Command, Status
+from steelyard.mysql.protocol.constants import Capability, Command, Status
 from steelyard.mysql.protocol.packets import PacketReader, frame
 from steelyard.mysql.protocol.response import ResponseTracker
 from steelyard.mysql.protocol.scanner import AnswerScanner
@@ -32,6 +40,8 @@ OnAnswer = Callable[[ResponseTracker | None, Exception | None], None]
 _CLEAN_MASK = int(Status.IN_TRANS | Status.AUTOCOMMIT)
 _CLEAN = int(Status.AUTOCOMMIT)  # autocommit on, no transaction open
 MAX_STATEMENTS = 64  # statements kept prepared on one connection (oldest closed first)
+_SESSION_TRACK = int(Capability.SESSION_TRACK)
+TRACK_CHANGES = b"SET SESSION session_track_state_change = ON"
 
 
 class Prepared:
@@ -57,6 +67,8 @@ class BackendConn(asyncio.Protocol):
         # (database, SQL) -> the statement prepared on it for that text
         self.statements: OrderedDict[tuple[str | None, bytes], Prepared] = OrderedDict()
         self.broken = False
+        self.dirty = False  # may carry state a session left that the proxy does not follow
+        self.thread_id = 0  # the server's id of the connection (CONNECTION_ID())
         self.replica = False  # a connection to a server of the replicas pool
         # the exchange under way: raw bytes to `sink`, or packets to `on_packet`
         self.scanner: AnswerScanner | None = None  # set while an answer passes through
@@ -80,6 +92,13 @@ class BackendConn(asyncio.Protocol):
         transport = client.writer.transport
         conn = cls(address, client.capabilities, transport)  # type: ignore[arg-type]
         conn.server_version = client.greeting.server_version if client.greeting else ""
+        conn.thread_id = client.greeting.connection_id if client.greeting else 0
+        if client.capabilities & _SESSION_TRACK:
+            try:
+                await client.query(TRACK_CHANGES.decode())
+            except BaseException:
+                client.close()
+                raise
         transport.set_protocol(conn)  # the stream reader has nothing buffered after the OK
         # A StreamWriter closes its transport when it is collected: it lives as long as we do.
         conn.login_stream = client.writer
@@ -215,10 +234,26 @@ class BackendConn(asyncio.Protocol):
         return row[0] if row else None
 
     def in_sync(self, db: str | None, sets: tuple[bytes, ...]) -> bool:
-        return (not db or db == self.db) and sets == self.sets
+        # exactly the session's database: one without any must not see the last session's
+        return db == self.db and sets == self.sets and not self.dirty
+
+    async def reset(self) -> None:
+        """Undo whatever a session left (COM_RESET_CONNECTION: user variables, temporary
+        tables, prepared statements, session variables, locks, an open transaction); the
+        database stays, and is read back as it may have changed unseen."""
+        await self.quiet(Command.RESET_CONNECTION, b"")
+        self.statements.clear()
+        self.sets = ()
+        db = await self.value(b"SELECT DATABASE()")
+        self.db = db.decode() if db else None
+        if self.capabilities & _SESSION_TRACK:
+            await self.quiet(Command.QUERY, TRACK_CHANGES)
+        self.dirty = False
 
     async def sync(self, db: str | None, sets: tuple[bytes, ...]) -> None:
         """Bring this connection to a session's database and session variables."""
+        if self.dirty:
+            await self.reset()
         if db and db != self.db:
             await self.quiet(Command.INIT_DB, db.encode())
             self.db = db
@@ -226,9 +261,7 @@ class BackendConn(asyncio.Protocol):
             if self.sets[: len(sets)] != sets[: len(self.sets)] or len(sets) < len(self.sets):
                 # Other SETs than the session's: start from a clean session (database kept),
                 # which also closes the statements prepared on it.
-                await self.quiet(Command.RESET_CONNECTION, b"")
-                self.statements.clear()
-                self.sets = ()
+                await self.reset()
             for stmt in sets[len(self.sets) :]:
                 await self.quiet(Command.QUERY, stmt)
             self.sets = sets
@@ -285,6 +318,8 @@ class ServerPool:
         self.on_result: Callable[[bool, str], None] | None = None  # passive health reports
         self.connects = 0  # logins made, ever
 
+    resetting: set[asyncio.Task[None]] | None = None  # connections being reset in the background
+
     def take(self, db: str | None, sets: tuple[bytes, ...]) -> BackendConn | None:
         """An idle connection already in a session's state, without waiting; or None."""
         idle = self.idle
@@ -298,11 +333,19 @@ class ServerPool:
             return None
         return None
 
-    async def acquire(self) -> BackendConn:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.broken:
+    async def acquire(self, db: str | None = None) -> BackendConn:
+        """An idle connection that can be brought to `db` (COM_INIT_DB cannot leave a database:
+        a session without one gets a connection without one), else a new one."""
+        idle = self.idle
+        for i in range(len(idle) - 1, -1, -1):
+            conn = idle[i]
+            if conn.broken:
+                del idle[i]
+            elif db is not None or conn.db is None:
+                del idle[i]
                 return conn
+        if idle and len(idle) >= self.size:
+            idle.pop(0).close()  # all in other databases: make room for the one made now
         try:
             conn = await BackendConn.connect(
                 self.address, self.user, self.password, self.capabilities
@@ -325,8 +368,36 @@ class ServerPool:
 
     def release(self, conn: BackendConn, status: int | None) -> None:
         """Back to the pool, if it is clean: no transaction left open, autocommit on."""
+        if conn.dirty:
+            self.recycle(conn)
+            return
         clean = status is not None and status & _CLEAN_MASK == _CLEAN
         if conn.broken or not clean or len(self.idle) >= self.size or self.closed:
+            conn.close()
+            return
+        self.idle.append(conn)
+
+    def recycle(self, conn: BackendConn) -> None:
+        """Back to the pool after a reset (in the background), whatever its session left on
+        it; closed if it breaks, or if the pool has no room for it."""
+        if conn.broken or self.closed or len(self.idle) >= self.size:
+            conn.close()
+            return
+        if self.resetting is None:
+            self.resetting = set()
+        task = asyncio.get_running_loop().create_task(self._recycle(conn))
+        self.resetting.add(task)
+        task.add_done_callback(self.resetting.discard)
+
+    async def _recycle(self, conn: BackendConn) -> None:
+        try:
+            await conn.reset()
+        except (OSError, ConnectionError, Malformed, MySQLError) as exc:
+            log("mysql_reset_failed", "warn", server=self.address, cause=str(exc))
+            conn.close()
+            return
+        log("mysql_connection_reset", "debug", server=self.address, id=conn.thread_id)
+        if conn.broken or self.closed or len(self.idle) >= self.size:
             conn.close()
             return
         self.idle.append(conn)

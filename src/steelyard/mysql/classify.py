@@ -14,8 +14,19 @@ markers that matter:
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
   PREPARE. The session layer applies the rules; this module only names the facts.
 
-Results are cached by the statement text (digest of the first 512 bytes plus the length, as
-the same statements recur).
+Results are cached by the statement text with its literals blanked (the same statements recur
+with other values).
+
+A text that may hold several statements (a `;` or an executable comment `/*! ... */` outside
+literals, see split.py), or whose reading depends on NO_BACKSLASH_ESCAPES (a backslash), is
+classified by every statement in it: a replica only if all of them are plain reads, the
+firewall's concern if any of them is, and pinned to its connection if any of them changes the
+session (MaxScale's strict_multi_stmt): the proxy cannot follow which of them ran.
+
+`dirties` names what the proxy cannot follow: state a statement may leave on the connection
+that the session does not track (user variables, temporary tables, text PREPARE, stored
+routines, unknown statements, a multi-statement changing the session). Such a connection
+stays with its session and is reset before another client gets it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+
+from steelyard.mysql.split import mask, may_hold_several, split
 
 
 class Route(Enum):
@@ -48,6 +61,8 @@ class Statement:
     pins: str | None = None  # why the session must keep its connection, if it must
     unpins: bool = False  # UNLOCK TABLES, DROP TEMPORARY TABLE ..., RELEASE_ALL_LOCKS
     unbounded_write: bool = False  # UPDATE or DELETE without WHERE (the firewall's concern)
+    dirties: bool = False  # may leave state on the connection the session does not track
+    several: bool = False  # a multi-statement
 
     @property
     def changes_session(self) -> bool:
@@ -56,6 +71,18 @@ class Statement:
 
 
 READS = frozenset({"SELECT", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "HELP", "WITH"})
+# Statements that leave no session state but what the session tracks itself (transactions and
+# autocommit by the status flags, USE and SET by their text, LOCK and GET_LOCK by their pins);
+# anything else may (CALL, EXECUTE, DO, HANDLER, XA, a keyword not listed here).
+FOLLOWED = READS | frozenset({
+    "INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT",
+    "RELEASE", "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "ANALYZE", "OPTIMIZE", "CHECK",
+    "CHECKSUM", "REPAIR", "GRANT", "REVOKE", "LOCK", "UNLOCK", "USE", "SET", "VALUES", "TABLE",
+})  # fmt: skip
+# pins whose state cannot move to another connection nor be undone by the session's text
+DIRTY_PINS = frozenset({"a temporary table", "a user variable", "a text PREPARE",
+                        "SQL_CALC_FOUND_ROWS", "session tracking turned off"})  # fmt: skip
+_COMMENTS = re.compile(rb"/\*.*?\*/|--[\x00-\x20][^\n]*|--$|#[^\n]*", re.S)
 _COMMENT_OR_SPACE = re.compile(rb"(?:\s+|/\*.*?\*/|--[ \t][^\n]*(?:\n|$)|#[^\n]*(?:\n|$))*", re.S)
 _WORD = re.compile(rb"[A-Za-z_]+")
 _HINT = re.compile(rb"/\*\s*(master|slave)\s*\*/", re.I)
@@ -72,27 +99,39 @@ _GET_LOCK = re.compile(rb"\bGET_LOCK\s*\(", re.I)
 _RELEASE_ALL = re.compile(rb"\bRELEASE_ALL_LOCKS\s*\(", re.I)
 _CALC = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
 _WHERE = re.compile(rb"\bWHERE\b", re.I)
+_SESSION_TRACK = re.compile(rb"\bsession_track_", re.I)
 _AUTOCOMMIT = re.compile(rb"^\s*(?:@@(?:SESSION\.|LOCAL\.)?|SESSION\s+|LOCAL\s+)?autocommit\s*"
                          rb"(?::?=)\s*(\w+)\s*$", re.I)  # fmt: skip
 _LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`", re.S)
 
 
 def _strip_literals(sql: bytes) -> bytes:
-    """The text with string literals and quoted names blanked, so markers inside them don't
-    count (`SELECT 'FOR UPDATE'` is a plain read)."""
-    return _LITERAL.sub(b"''", sql)
+    """The text with string literals and quoted names blanked and comments removed, so markers
+    inside them don't count (`SELECT 'FOR UPDATE'` is a plain read, `DELETE FROM t /* WHERE */`
+    has no WHERE)."""
+    return _COMMENTS.sub(b" ", mask(sql))
 
 
 _NUMBER = re.compile(rb"\b\d+\b")
 
 
 def classify(sql: bytes) -> Statement:
-    """What a statement means for routing, cached by its digest: literals never change the
-    answer, so `WHERE id=1` and `WHERE id=2` are one cache entry (SET and USE, whose values
-    matter, are classified from their own text)."""
+    """What a statement (or several) means for routing and pooling."""
+    if may_hold_several(sql) or b"\\" in sql:
+        return _careful(sql)
+    return _one(sql)
+
+
+def _one(sql: bytes) -> Statement:
+    """One statement, cached by its digest: literals never change the answer, so `WHERE id=1`
+    and `WHERE id=2` are one cache entry (SET and USE, whose values matter, are classified
+    from their own text)."""
     sql = sql[:4096]
     if b"'" in sql or b'"' in sql or b"`" in sql:
-        key = _NUMBER.sub(b"0", _LITERAL.sub(b"''", sql))
+        if b"/*" in sql or b"#" in sql or b"--" in sql:
+            key = _NUMBER.sub(b"0", mask(sql))  # a quote in a comment is no literal
+        else:
+            key = _NUMBER.sub(b"0", _LITERAL.sub(b"''", sql))
     else:
         # No quotes: dropping every digit (in C) is enough, and no routing marker has one.
         key = sql.translate(None, b"0123456789")
@@ -100,6 +139,46 @@ def classify(sql: bytes) -> Statement:
     if st.keyword in ("SET", "USE"):
         return _classify(sql)
     return st
+
+
+def _careful(sql: bytes) -> Statement:
+    """Several statements, or one whose reading depends on the session's sql_mode: every
+    statement of every reading counts (see split.py)."""
+    parts = split(sql)
+    found = [_one(p) for p in parts]
+    several = len(parts) > 1
+    if b"\\" in sql:  # the reading without backslash escapes (NO_BACKSLASH_ESCAPES)
+        other = split(sql, backslash=False)
+        several = several or len(other) > 1
+        found += [_classify(_NUMBER.sub(b"0", mask(p[:4096], backslash=False))) for p in other]
+    if not found:
+        return _one(b"")
+    if not several:
+        first = found[0]  # one statement: its own session effects, the strictest of its readings
+        return Statement(
+            _route(found), first.keyword, tx=first.tx, autocommit=first.autocommit,
+            database=first.database, sets=first.sets,
+            pins=next((s.pins for s in found if s.pins), None), unpins=first.unpins,
+            unbounded_write=any(s.unbounded_write for s in found),
+            dirties=any(s.dirties for s in found),
+        )  # fmt: skip
+    changes = any(
+        s.dirties or s.pins or s.unpins or s.sets or s.database is not None
+        or s.autocommit is not None or s.tx is not Tx.NONE
+        for s in found
+    )  # fmt: skip
+    offending = next((s for s in found if s.unbounded_write), found[0])
+    pins = next((s.pins for s in found if s.pins), None)
+    if changes and pins is None:
+        pins = "a multi-statement changing the session"
+    return Statement(
+        _route(found), offending.keyword, pins=pins,
+        unbounded_write=offending.unbounded_write, dirties=changes, several=True,
+    )  # fmt: skip
+
+
+def _route(found: list[Statement]) -> Route:
+    return Route.REPLICA if all(s.route is Route.REPLICA for s in found) else Route.PRIMARY
 
 
 @lru_cache(maxsize=4096)
@@ -128,9 +207,9 @@ def _classify(sql: bytes) -> Statement:
     if keyword == "UNLOCK":
         return Statement(Route.PRIMARY, keyword, unpins=True)
     if keyword == "PREPARE":
-        return Statement(Route.PRIMARY, keyword, pins="a text PREPARE")
+        return Statement(Route.PRIMARY, keyword, pins="a text PREPARE", dirties=True)
     if keyword == "CREATE" and words[:1] == ["TEMPORARY"]:
-        return Statement(Route.PRIMARY, keyword, pins="a temporary table")
+        return Statement(Route.PRIMARY, keyword, pins="a temporary table", dirties=True)
     if keyword == "DROP" and words[:1] == ["TEMPORARY"]:
         return Statement(Route.PRIMARY, keyword, unpins=True)
 
@@ -158,7 +237,10 @@ def _classify(sql: bytes) -> Statement:
         route = Route.REPLICA
     if pins is not None:
         route = Route.PRIMARY
-    return Statement(route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded)
+    dirties = pins in DIRTY_PINS or keyword not in FOLLOWED
+    return Statement(
+        route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded, dirties=dirties
+    )
 
 
 def _leading_space_end(sql: bytes) -> int:
@@ -192,5 +274,8 @@ def _set(sql: bytes, rest_at: int, body: bytes) -> Statement:
             return Statement(Route.PRIMARY, "SET", autocommit=False, sets=True)
         if value in (b"1", b"ON", b"TRUE"):
             return Statement(Route.PRIMARY, "SET", autocommit=True, sets=True)
-    pins = "a user variable" if _USER_VAR.search(body) else None
-    return Statement(Route.PRIMARY, "SET", sets=True, pins=pins)
+    if _SESSION_TRACK.search(body):  # the server's proof of state changes, turned off or on
+        return Statement(Route.PRIMARY, "SET", pins="session tracking turned off", dirties=True)
+    if _USER_VAR.search(body):
+        return Statement(Route.PRIMARY, "SET", sets=True, pins="a user variable", dirties=True)
+    return Statement(Route.PRIMARY, "SET", sets=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -165,7 +166,12 @@ class MysqlFrontend(ProtocolFrontend):
     def account(self) -> None:
         """Called every second by the worker: counters are kept as commands end, and idle
         connections to servers taken out of service (drain, maint, ejected, down) are closed,
-        so the server sees them go."""
+        so the server sees them go; clients past their login or idle timeout are closed."""
+        now = time.monotonic()
+        for session in [s for s in self.sessions if s.expired(now)]:
+            which = session.expired(now)
+            if which is not None:
+                session.time_out(which)
         for pool in self.backend_pools.values():
             if not pool.idle:
                 continue

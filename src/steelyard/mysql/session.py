@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ SERVER_CAPS = (
     | Capability.PLUGIN_AUTH
     | Capability.CONNECT_ATTRS
     | Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | Capability.SESSION_TRACK
     | Capability.DEPRECATE_EOF
 )
 BACKEND_BASE = (
@@ -93,6 +95,7 @@ SHAPING = int(
     | Capability.MULTI_STATEMENTS
     | Capability.MULTI_RESULTS
     | Capability.PS_MULTI_RESULTS
+    | Capability.SESSION_TRACK
     | Capability.DEPRECATE_EOF
 )
 CONNECT_ATTEMPTS = 3  # servers tried for a new backend connection before the client is told
@@ -101,6 +104,9 @@ PASSED = frozenset({Command.INIT_DB, Command.FIELD_LIST, Command.STATISTICS, Com
 SSL_REQUEST_HEADER = b"\x20\x00\x00\x01"  # a 32-byte packet, sequence id 1: an SSLRequest
 LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (prepare + execute at once)
 CURSOR_FLAGS = 0x07  # COM_STMT_EXECUTE flags asking for a cursor
+# The largest packet read before the client has logged in: a login (attributes included) is a
+# few hundred bytes, and nothing else is buffered for a client nobody knows yet.
+LOGIN_PACKET_LIMIT = 16 * 1024
 
 # Status flags as plain ints: IntFlag arithmetic costs microseconds on the data path.
 AUTOCOMMIT, IN_TRANS = int(Status.AUTOCOMMIT), int(Status.IN_TRANS)
@@ -112,12 +118,15 @@ After = Callable[[BackendConn, ResponseTracker], None]
 class ClientStatement:
     """A statement the client prepared: what it takes to run it on any connection."""
 
-    __slots__ = ("db", "long_data", "params", "route", "sql", "too_long", "types")
+    __slots__ = ("db", "dirties", "long_data", "params", "route", "sql", "too_long", "types")
 
-    def __init__(self, sql: bytes, db: str | None, route: Route, params: int) -> None:
+    def __init__(
+        self, sql: bytes, db: str | None, route: Route, params: int, dirties: bool = False
+    ) -> None:
         self.sql = sql
         self.db = db  # the database it was prepared in (its table names mean tables there)
         self.route = route
+        self.dirties = dirties  # running it may leave state the session does not follow
         self.params = params
         self.types: bytes | None = None  # parameter types from the last execution that sent them
         self.long_data: dict[int, bytearray] = {}  # COM_STMT_SEND_LONG_DATA, until executed
@@ -129,7 +138,8 @@ class MysqlSession(asyncio.Protocol):
         self.fe = fe
         self.cfg = fe.cfg
         self.transport: asyncio.Transport | None = None
-        self.packets = PacketReader(self.cfg.max_allowed_packet)
+        self.packets = PacketReader(LOGIN_PACKET_LIMIT)  # max_allowed_packet once logged in
+        self.started = self.last_active = time.monotonic()  # (the login and idle timeouts)
         self.salt = auth.scramble()
         self.peer = "-"
         self.host = ""
@@ -162,6 +172,9 @@ class MysqlSession(asyncio.Protocol):
         self.after: After | None = None
         self.statement: Statement | None = None
         self.executing = 0  # the client statement id being executed or fetched
+        # the command under way may leave state on its connection the session cannot follow
+        self.dirtying = False
+        self.explained = False  # ... or changes state the session follows (USE, SET)
 
     # connection -------------------------------------------------------------------------------
 
@@ -193,10 +206,12 @@ class MysqlSession(asyncio.Protocol):
             self.fe.users_left(self.user)
         if self.task is not None:
             self.task.cancel()
-        for conn in (self.held, self.active):
-            if conn is not None:
-                conn.close()  # mid-answer, or holding a transaction: it dies with its client
+        active, held = self.active, self.held
         self.held = self.active = None
+        if active is not None:
+            active.close()  # mid-answer: what is left on the wire is unknown
+        if held is not None and held is not active:
+            self.recycle(held)  # a transaction, locks, session state: undone before reuse
 
     def pause_writing(self) -> None:
         if self.active is not None:
@@ -219,7 +234,28 @@ class MysqlSession(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def expired(self, now: float) -> str | None:
+        """Which timeout the session ran out of, if any (checked every second by the
+        listener, so no timer is kept per connection)."""
+        if self.busy and self.authed:
+            self.last_active = now  # a command under way is no idle time
+            return None
+        if not self.authed and self.changing_from is None:
+            if now - self.started > self.cfg.login_timeout:  # a trickle of bytes counts not
+                return "login_timeout"
+        elif self.cfg.idle_timeout and now - self.last_active > self.cfg.idle_timeout:
+            return "idle_timeout"
+        return None
+
+    def time_out(self, which: str) -> None:
+        """Closed without a word, as MariaDB does on connect_timeout and wait_timeout."""
+        log("mysql_timeout", "info", peer=self.peer, user=self.user or None, timeout=which)
+        if self.transport is not None:
+            self.transport.abort()
+        self.connection_lost(None)
+
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         if not self.authed and data[:4] == SSL_REQUEST_HEADER and not self.packets.buffered():
             # The client's TLS ClientHello may be in this read too: it is not a packet.
             end = HEADER + handshake.SSL_REQUEST_LEN
@@ -293,6 +329,7 @@ class MysqlSession(asyncio.Protocol):
         """The command under way is answered: the next one may start."""
         self.busy = False
         self.after = self.statement = None
+        self.dirtying = self.explained = False
         if self.queue:
             self.pump()
 
@@ -403,6 +440,7 @@ class MysqlSession(asyncio.Protocol):
             )
             return
         self.authed = True
+        self.packets.max_packet = self.cfg.max_allowed_packet
         if plugin == auth.SHA2:
             seq = self.write(handshake.more_data(bytes((auth.FAST_AUTH_SUCCESS,))), seq)
         self.login_seq = seq
@@ -515,6 +553,8 @@ class MysqlSession(asyncio.Protocol):
                 # multi-statements on or off: a connection's own setting, it cannot move
                 self.pinned = self.pinned or "COM_SET_OPTION"
             self.after = self.after_init_db if command == Command.INIT_DB else None
+            self.dirtying = command == Command.SET_OPTION
+            self.explained = command == Command.INIT_DB
             self.start(payload, Route.PRIMARY)
         elif command == Command.STMT_PREPARE:
             self.prepare_now(payload[1:])
@@ -537,7 +577,7 @@ class MysqlSession(asyncio.Protocol):
         self.cursors.clear()
         if self.held is not None:
             held, self.held = self.held, None
-            held.close()
+            self.recycle(held)
 
     def query(self, payload: bytes) -> None:
         st = classify(payload[1:])
@@ -550,6 +590,8 @@ class MysqlSession(asyncio.Protocol):
             return
         if st.pins:
             self.pinned = self.pinned or st.pins
+        self.dirtying = st.dirties
+        self.explained = st.changes_session or st.autocommit is not None
         if st.changes_session:
             self.statement = st
             self.sql = payload[1:]
@@ -580,7 +622,10 @@ class MysqlSession(asyncio.Protocol):
 
     def keeps(self) -> bool:
         """Whether the session keeps its connection between commands."""
-        return self.in_tx or not self.autocommit or self.pinned is not None or bool(self.cursors)
+        return (
+            self.in_tx or not self.autocommit or self.pinned is not None or bool(self.cursors)
+            or (self.held is not None and self.held.dirty)
+        )  # fmt: skip
 
     # running a command on a connection ---------------------------------------------------------
 
@@ -680,6 +725,10 @@ class MysqlSession(asyncio.Protocol):
             self.autocommit = bool(t.status & AUTOCOMMIT)
         if t.error is not None:
             self.fe.stats.server_errors += 1
+        if self.dirtying or (t.changed and not self.explained):
+            # state the session cannot bring to another connection: this one stays with it,
+            # and is reset before anyone else gets it
+            conn.dirty = True
         if self.after is not None:
             self.after(conn, t)
         if (
@@ -693,7 +742,7 @@ class MysqlSession(asyncio.Protocol):
 
     def settle(self, conn: BackendConn, status: int | None = None) -> None:
         """Keep the connection for the session's next command, or give it back."""
-        if self.keeps():
+        if conn.dirty or self.keeps():
             self.held = conn
         else:
             self.held = None
@@ -727,7 +776,7 @@ class MysqlSession(asyncio.Protocol):
         return primary
 
     async def borrow(self, route: Route) -> BackendConn:
-        return await self.fe.server_pool(route, self.caps).acquire()
+        return await self.fe.server_pool(route, self.caps).acquire(self.db)
 
     async def connect(self, route: Route, pool: ServerPool | None) -> BackendConn:
         """A connection from `pool` (or the server the route picks); a server that cannot be
@@ -736,7 +785,7 @@ class MysqlSession(asyncio.Protocol):
             if pool is None:
                 pool = self.fe.server_pool(route, self.caps)
             try:
-                return await pool.acquire()
+                return await pool.acquire(self.db)
             except (OSError, ConnectionError, TimeoutError):
                 if attempt == CONNECT_ATTEMPTS - 1:
                     raise
@@ -748,6 +797,13 @@ class MysqlSession(asyncio.Protocol):
             conn.close()
         else:
             conn.pool.release(conn, status)
+
+    def recycle(self, conn: BackendConn) -> None:
+        """A connection the session kept, reset before it serves anyone else."""
+        if conn.pool is None:
+            conn.close()
+        else:
+            conn.pool.recycle(conn)
 
     # prepared statements ----------------------------------------------------------------------
 
@@ -789,7 +845,9 @@ class MysqlSession(asyncio.Protocol):
         cid = next(self.stmt_ids) & 0xFFFFFFFF
         if st.pins:  # the statement's text pins when it runs, as it would as a query
             self.pinned = self.pinned or st.pins
-        self.statements[cid] = ClientStatement(sql, conn.db, st.route, prepared.params)
+        self.statements[cid] = ClientStatement(
+            sql, conn.db, st.route, prepared.params, st.dirties or st.changes_session
+        )
         self.last_prepared = cid
         first, *rest = prepared.answer
         seq = self.write(first[:1] + cid.to_bytes(4, "little") + first[5:], 1)
@@ -835,6 +893,7 @@ class MysqlSession(asyncio.Protocol):
             return
         self.executing = cid
         self.after = self.after_execute
+        self.dirtying = stmt.dirties
         self.cursor_asked = bool(body[0] & CURSOR_FLAGS)
         # a cursor keeps its connection, on which the session's writes must work too
         route = Route.PRIMARY if self.cursor_asked else stmt.route

@@ -43,6 +43,7 @@ _PARAMS_EOF = 5
 _DONE = 6
 _MORE_RESULTS = int(Status.MORE_RESULTS_EXISTS)  # plain ints: IntFlag arithmetic is slow
 _CURSOR_EXISTS = int(Status.CURSOR_EXISTS)
+_STATE_CHANGED = int(Status.SESSION_STATE_CHANGED)
 # commands and capabilities as plain ints, compared on every answer
 _FETCH, _PREPARE = int(Command.STMT_FETCH), int(Command.STMT_PREPARE)
 _STATISTICS, _FIELD_LIST = int(Command.STATISTICS), int(Command.FIELD_LIST)
@@ -66,8 +67,8 @@ def is_end(payload: bytes) -> bool:
 
 class ResponseTracker:
     __slots__ = (
-        "capabilities", "columns", "command", "eof_follows", "error", "params", "results",
-        "state", "statement", "status",
+        "capabilities", "changed", "columns", "command", "eof_follows", "error", "params",
+        "results", "state", "statement", "status",
     )  # fmt: skip
 
     def __init__(self, command: int, capabilities: int) -> None:
@@ -88,6 +89,8 @@ class ResponseTracker:
         self.error: messages.Err | None = None
         self.statement: tuple[int, int, int] | None = None  # prepare: (id, columns, params)
         self.results = 0  # result sets and OKs seen (several with multi-statements)
+        # SERVER_SESSION_STATE_CHANGED in any OK or end of the answer (with CLIENT_SESSION_TRACK)
+        self.changed = False
 
     @property
     def done(self) -> bool:
@@ -111,6 +114,8 @@ class ResponseTracker:
         """An OK or end of a result: the answer continues if more results exist."""
         self.status = status
         self.results += 1
+        if status & _STATE_CHANGED:
+            self.changed = True
         if status & _MORE_RESULTS:
             self.state = _FIRST
             return False
@@ -186,6 +191,8 @@ class ResponseTracker:
         """The answer ended with one OK or result set and this status (read by a scanner)."""
         self.status = status
         self.results += 1
+        if status & _STATE_CHANGED:
+            self.changed = True
         self.state = _DONE
 
     def _after_definitions(self, which: int) -> bool:
