@@ -198,6 +198,12 @@ def _long_replies() -> list[bytes]:
             items.append(b"$6\r\n$2\r\nab\r\n")  # CRLF and a fake header inside the value
         elif i % 211 == 11:
             items.append(resp.bulk(b"v" * 70000))  # wider than one try of the run path
+        elif i % 79 == 3:
+            items.append(resp.bulk(b"a\rb"))  # a CR alone inside a value
+        elif i % 73 == 4:
+            items.append(resp.bulk(b"w" * (999 + i % 2)))  # either side of the run's widest
+        elif i % 71 == 2:
+            items.append(b"$0\r\n\r\n")
         else:
             items.append(resp.bulk(b"value:%d" % i))
     nested = b"*2\r\n" + resp.array(items[:500]) + resp.array(items[500:])

@@ -12,6 +12,8 @@ raw bytes) so that the proxy forwards them without rebuilding them; replies that
 
 from __future__ import annotations
 
+import re
+
 import hiredis
 
 MAX_INLINE = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
@@ -380,14 +382,13 @@ class ReplyFramer:
     Nested arrays need no stack: each array header adds its count to the elements still due.
     """
 
-    __slots__ = ("_batch", "_buf", "_cool", "_miss", "_pending", "_pos", "_start")
+    __slots__ = ("_buf", "_cool", "_miss", "_pending", "_pos", "_start")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # where scanning resumes: the next element (or reply) to read
         self._start = -1  # where the reply under way starts, -1 between replies
         self._pending = 0  # elements of the reply under way still to read
-        self._batch = RUN_MIN  # bulks tried at once by the run fast path (grows while it fits)
         self._cool = 0  # elements to read one by one before the run fast path is tried again
         self._miss = RUN_MIN  # the next cooling spell: doubles while tries keep failing
 
@@ -473,19 +474,16 @@ class ReplyFramer:
                 if self._cool:
                     self._cool -= 1
                 else:
-                    pos, skipped = _skip_bulks(buf, pos, min(pending, self._batch))
+                    pos, skipped = _skip_bulks(buf, pos, pending)
                     pending -= skipped
                     if skipped < RUN_MIN:
-                        # Not a run of plain bulks here (nested arrays, nulls, CRLF inside
-                        # values): element by element for a while, longer after each miss,
-                        # so that tries on a reply of another shape cost next to nothing.
-                        self._batch = RUN_MIN
+                        # Not a run of plain bulks here (nested arrays, nulls, CR in values,
+                        # the reply's last elements): element by element for a while, longer
+                        # after each miss, so tries on a reply of another shape cost little.
                         self._cool = self._miss
                         self._miss = min(self._miss * 2, RUN_MAX)
                     else:
                         self._miss = RUN_MIN
-                        if skipped == self._batch:
-                            self._batch = min(self._batch * 2, RUN_MAX)
                     if not pending or pos >= n:
                         break
                     kind = buf[pos]
@@ -513,39 +511,39 @@ class ReplyFramer:
         return pos, pending
 
 
-RUN_MIN = 16  # the run fast path is worth its setup from this many bulks on
-RUN_MAX = 8192  # bulks per try at most: bounds the work a try wastes when the run ends
-RUN_BYTES = 128  # bytes looked at per bulk tried: big values are read one by one anyway
-RUN_WINDOW = 256 * 1024  # bytes one try looks at, at most
-_HEADER = b"$%d".__mod__
-_HEADERS = tuple(map(_HEADER, range(RUN_BYTES * 32)))  # the usual ones, made once
+RUN_MIN = 16  # the run fast path is worth its call from this many bulks on
+RUN_MAX = 8192  # bulks per try at most: one try holds the loop for well under a millisecond
+RUN_DIGITS = 3  # bulks of up to 999 bytes are run; bigger ones are read one by one anyway
+
+
+def _length_trie(digits: str) -> str:
+    """The regex for the rest of a bulk whose length starts with `digits`: either the length
+    ends here (CRLF, then exactly that many bytes, none a CR) or another digit follows. A
+    trie, so that matching a header costs a step per digit, not a try per length."""
+    branches = [rf"\r\n[^\r]{{{int(digits)}}}"]
+    if digits != "0" and len(digits) < RUN_DIGITS:
+        branches += [d + _length_trie(digits + d) for d in "0123456789"]
+    return "(?:" + "|".join(branches) + ")"
+
+
+# Up to RUN_MAX whole bulk strings in a row, matched in C. A match is exactly a bulk (its
+# header, that many bytes, CRLF); without CR in the bodies each bulk holds two CRLFs, so
+# counting CRLFs over the match counts the bulks.
+_BULK_RUN = re.compile(
+    (r"(?:\$(?:" + "|".join(d + _length_trie(d) for d in "0123456789") + r")\r\n)"
+     + f"{{0,{RUN_MAX}}}").encode()
+)  # fmt: skip
 
 
 def _skip_bulks(buf: bytearray, pos: int, count: int) -> tuple[int, int]:
-    """Skip up to `count` complete bulk strings in a row from `pos`, without a Python step per
-    bulk: one split on CRLF, then the headers are compared with `$<length>` of the bodies,
-    all in C. A pair that matches is exactly a complete bulk (header, body, CRLF); the first
-    that does not (a null, an array, a CRLF inside a value, bytes not here yet) ends the run.
-    Returns (position after the run, bulks skipped)."""
-    segment = bytes(buf[pos : pos + min(count * RUN_BYTES, RUN_WINDOW)])
-    tokens = segment.split(b"\r\n", 2 * count)
-    pairs = (len(tokens) - 1) >> 1
-    heads = tokens[0 : 2 * pairs : 2]
-    lengths = list(map(len, tokens[1 : 2 * pairs : 2]))
-    try:
-        wanted = list(map(_HEADERS.__getitem__, lengths))
-    except IndexError:
-        wanted = list(map(_HEADER, lengths))
-    if wanted == heads:
-        # Every pair is a bulk: the run ends where the tokens after the last pair start.
-        rest = tokens[2 * pairs :]
-        return pos + len(segment) - sum(map(len, rest)) - 2 * (len(rest) - 1), pairs
-    pairs = 0
-    for want, head in zip(wanted, heads, strict=True):
-        if want != head:
-            break
-        pairs += 1
-    return pos + sum(map(len, heads[:pairs])) + sum(lengths[:pairs]) + 4 * pairs, pairs
+    """Skip the complete bulk strings in a row from `pos`, at most `count` (the elements the
+    reply still has: what follows belongs to the next replies), without a Python step per
+    bulk. Returns (position after them, how many)."""
+    end = _BULK_RUN.match(buf, pos).end()  # type: ignore[union-attr]  # {0,N} always matches
+    skipped = buf.count(b"\r\n", pos, end) >> 1
+    if skipped > count:
+        return pos, 0  # the run goes on into the next replies: the rest one by one
+    return end, skipped
 
 
 def _length(buf: bytearray, pos: int, end: int, what: str) -> int:
