@@ -234,3 +234,88 @@ def test_mysql_connector_with_caching_sha2_and_prepared_statements(proxy):
     assert plain.fetchall()[0][0] in (2, 3)
     conn.close()
     assert one(connect(port), "/*master*/ SELECT @@server_id") == 1
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_long_data_for_a_parameter_the_statement_lacks(proxy):
+    """The attack (issue 12, before the fix): COM_STMT_SEND_LONG_DATA for parameter 5 of a
+    statement without parameters was kept, unchecked; 30 x 10 MB of it grew the worker by
+    320 MB. Now nothing of it is kept (the worker grows by the packet being read: +30 MB
+    measured here), and the execution gets MariaDB's own answer (compared with a MariaDB
+    answering directly): 1210, after which the statement runs again."""
+    port, primary, _, sy = proxy
+    via = client(port)
+    direct = RawClient(primary.port, USER, PASSWORD)
+    (worker,) = sy.worker_pids()
+    answers = []
+    for c in (direct, via):
+        stmt, _, params = prepare(c, "SELECT 'no parameters'")
+        assert params == 0
+        c.send(b"\x18" + stmt.to_bytes(4, "little") + (5).to_bytes(2, "little") + b"x" * 100)
+        for _ in range(2):  # until the statement is reset
+            t, _ = execute(c, stmt, [])
+            answers.append((t.error.code, t.error.sqlstate, t.error.message))
+        t, _ = c.exchange(Command.STMT_RESET, stmt.to_bytes(4, "little"))
+        assert t.error is None
+        assert execute(c, stmt, [])[1] == [["no parameters"]]
+    assert answers == [(1210, "HY000", "Incorrect arguments to mysqld_stmt_send_long_data")] * 4
+    direct.close()
+    stmt, _, _ = prepare(via, "SELECT 'no parameters'")
+    before = rss_kib(worker)
+    chunk = b"x" * (10 << 20)
+    for _ in range(30):
+        via.send(b"\x18" + stmt.to_bytes(4, "little") + (5).to_bytes(2, "little") + chunk)
+    via.exchange(Command.PING)  # every long data packet was read by now
+    grown = rss_kib(worker) - before
+    assert grown < 100 << 10, f"the worker grew by {grown} KiB"
+    t, _ = execute(via, stmt, [])
+    assert t.error is not None and t.error.code == 1210
+    via.exchange(Command.PING)
+    via.close()
+
+
+@pytest.mark.parametrize("proxy", [{"max_allowed_packet": 4096}], indirect=True)
+def test_long_data_of_all_statements_together_is_capped(proxy):
+    """Long data is kept until the execution: a session's statements together keep at most
+    max_allowed_packet of it; the one going over is refused at its execution (1153)."""
+    port, *_ = proxy
+    c = client(port)
+    first, _, _ = prepare(c, "SELECT CAST(? AS CHAR)")
+    second, _, _ = prepare(c, "SELECT CAST(? AS CHAR)")
+    for stmt in (first, second):
+        c.send(b"\x18" + stmt.to_bytes(4, "little") + b"\x00\x00" + b"x" * 3000)
+    t, _ = execute(c, second, [None], params=1)
+    assert (t.error.code, t.error.message) == (
+        1153, "Parameter of prepared statement which is set through mysql_send_long_data() "
+        "is longer than 'max_allowed_packet' bytes",
+    )  # fmt: skip
+    t, got = execute(c, first, [None], params=1)
+    assert t.error is None and got == [["x" * 3000]]
+    c.close()
+
+
+@pytest.mark.parametrize("proxy", [{"max_prepared_stmt_count": 3}], indirect=True)
+def test_prepared_statements_per_session_are_capped(proxy):
+    """max_prepared_stmt_count per session: the one over it gets MariaDB's 1461; a statement
+    closed makes room; another session has its own count."""
+    port, *_ = proxy
+    c = client(port)
+    ids = [prepare(c, f"SELECT {i}")[0] for i in range(3)]
+    t, _ = c.exchange(Command.STMT_PREPARE, b"SELECT 4")
+    assert (t.error.code, t.error.sqlstate, t.error.message) == (
+        1461, "42000",
+        "Can't create more than max_prepared_stmt_count statements (current value: 3)",
+    )  # fmt: skip
+    c.send(b"\x19" + ids[0].to_bytes(4, "little"))  # COM_STMT_CLOSE: no answer
+    assert prepare(c, "SELECT 4")[0] > ids[-1]
+    other = client(port)
+    assert prepare(other, "SELECT 1")[0] == 1
+    other.close()
+    c.close()

@@ -12,6 +12,7 @@ the lock-out is cheap to reproduce.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pymysql
@@ -21,6 +22,8 @@ from fixtures.mariadb import PASSWORD, USER
 from fixtures.mysql_client import RawClient
 from fixtures.procs import base_config, free_port, wait_for
 from steelyard.mysql.protocol import messages
+from steelyard.mysql.protocol.constants import Command
+from steelyard.mysql.protocol.response import ResponseTracker
 
 
 def start(tmp_path, steelyard, primary, **listener):
@@ -136,3 +139,45 @@ def test_a_large_packet_before_login_is_refused(tmp_path, steelyard, mariadb):
         c.execute("SELECT LENGTH(%s)", ("x" * (1 << 20),))
         assert c.fetchone() == (1 << 20,)
     conn.close()
+
+
+def status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+def answer(c: RawClient, command: int) -> tuple[ResponseTracker, list[bytes]]:
+    """The answer to a command sent earlier."""
+    tracker = ResponseTracker(command, c.capabilities)
+    packets = []
+    while not tracker.done:
+        packets.append(c.read()[1])
+        tracker.feed(packets[-1])
+    return tracker, packets
+
+
+def test_pipelined_commands_behind_a_slow_one_are_not_read_ahead(tmp_path, steelyard, mariadb):
+    """A client that sends 64 MB of commands behind a slow one without reading any answer:
+    the proxy reads about 1 MiB ahead and then stops reading it (the kernel's buffers hold the
+    rest) instead of queueing all of it in the worker; then every command is answered, in
+    order. Measured: the worker's peak RSS grew by 3 MB (+67 MB with the queue unbounded)."""
+    port, sy = start(tmp_path, steelyard, mariadb)
+    (worker,) = sy.worker_pids()
+    c = RawClient(port, "app", "pw")
+    before = status_kib(worker, "VmRSS")
+    sql = b"\x03SELECT LENGTH('" + b"x" * (1 << 20) + b"')"
+    sender = threading.Thread(target=lambda: [c.send(p) for p in [b"\x03SELECT SLEEP(2)"]
+                                              + [sql] * 64])  # fmt: skip
+    sender.start()
+    t, _ = answer(c, Command.QUERY)  # SLEEP(2)
+    assert t.error is None
+    for _ in range(64):
+        t, packets = answer(c, Command.QUERY)
+        assert t.error is None and str(1 << 20).encode() in packets[-2], packets[-2][:20]
+    sender.join()
+    grown = status_kib(worker, "VmHWM") - before
+    assert grown < 40 << 10, f"the worker's peak grew by {grown} KiB"
+    c.close()

@@ -47,6 +47,9 @@ class MysqlListenerConfig(Strict):
     # what clients are told; None: the primary's own version (clients adapt to the server)
     server_version: str | None = None
     max_clients: int = Field(10000, ge=1)
+    # statements one client may keep prepared (MariaDB's max_prepared_stmt_count is for the
+    # whole server, 16382)
+    max_prepared_stmt_count: int = Field(1024, ge=1)
     # a client that has not logged in by then is cut off (MariaDB's connect_timeout)
     login_timeout: Duration = Field(10.0, gt=0)
     # a logged-in client that sends no command for this long is closed (MariaDB's

@@ -41,6 +41,7 @@ from steelyard.mysql.protocol.constants import (
     ER_HANDSHAKE_ERROR,
     ER_HOST_NOT_PRIVILEGED,
     ER_MALFORMED_PACKET,
+    ER_MAX_PREPARED_STMT_COUNT_REACHED,
     ER_NET_PACKET_TOO_LARGE,
     ER_NET_PACKETS_OUT_OF_ORDER,
     ER_SECURE_TRANSPORT_REQUIRED,
@@ -49,6 +50,7 @@ from steelyard.mysql.protocol.constants import (
     ER_UNKNOWN_COM_ERROR,
     ER_UNKNOWN_ERROR,
     ER_UNKNOWN_STMT_HANDLER,
+    ER_WRONG_ARGUMENTS,
     MAX_PAYLOAD,
     UTF8MB4_GENERAL_CI,
     Capability,
@@ -107,6 +109,8 @@ CURSOR_FLAGS = 0x07  # COM_STMT_EXECUTE flags asking for a cursor
 # The largest packet read before the client has logged in: a login (attributes included) is a
 # few hundred bytes, and nothing else is buffered for a client nobody knows yet.
 LOGIN_PACKET_LIMIT = 16 * 1024
+# Commands read ahead of the one under way (pipelined) before the client is read no more.
+QUEUE_LIMIT = 1 << 20
 
 # Status flags as plain ints: IntFlag arithmetic costs microseconds on the data path.
 AUTOCOMMIT, IN_TRANS = int(Status.AUTOCOMMIT), int(Status.IN_TRANS)
@@ -118,7 +122,9 @@ After = Callable[[BackendConn, ResponseTracker], None]
 class ClientStatement:
     """A statement the client prepared: what it takes to run it on any connection."""
 
-    __slots__ = ("db", "dirties", "long_data", "params", "route", "sql", "too_long", "types")
+    __slots__ = (
+        "bad_param", "db", "dirties", "long_data", "params", "route", "sql", "too_long", "types"
+    )  # fmt: skip
 
     def __init__(
         self, sql: bytes, db: str | None, route: Route, params: int, dirties: bool = False
@@ -131,6 +137,7 @@ class ClientStatement:
         self.types: bytes | None = None  # parameter types from the last execution that sent them
         self.long_data: dict[int, bytearray] = {}  # COM_STMT_SEND_LONG_DATA, until executed
         self.too_long = False
+        self.bad_param = False  # long data for a parameter it does not have (told at execute)
 
 
 class MysqlSession(asyncio.Protocol):
@@ -149,6 +156,8 @@ class MysqlSession(asyncio.Protocol):
         self.lost = False
         # commands waiting: payload, and the packet as it came when it came whole in one read
         self.queue: deque[tuple[bytes, bytes | None]] = deque()
+        self.queued = 0  # bytes in the queue
+        self.read_paused = False
         self.whole_limit = min(MAX_PAYLOAD, self.cfg.max_allowed_packet + 1)
         self.framed: bytes | None = None  # the command under way, as it came
         self.busy = True  # a command is under way (or the login): the next ones wait
@@ -163,6 +172,7 @@ class MysqlSession(asyncio.Protocol):
         self.held: BackendConn | None = None
         self.active: BackendConn | None = None  # running this session's command now
         self.statements: dict[int, ClientStatement] = {}
+        self.long_bytes = 0  # long data kept for all its statements (max_allowed_packet at most)
         self.stmt_ids = itertools.count(1)
         self.last_prepared = 0
         self.cursors: set[int] = set()  # statements with an open cursor (on the held connection)
@@ -267,8 +277,10 @@ class MysqlSession(asyncio.Protocol):
                 # One whole command, as clients send them: it goes on as it came.
                 if self.busy or self.queue:
                     self.queue.append((data[HEADER:], data))
+                    self.queued += length
                     if not self.busy:
                         self.pump()
+                    self.check_queue()
                 elif self.transport is not None:
                     self.busy = True
                     self.framed = data
@@ -295,8 +307,21 @@ class MysqlSession(asyncio.Protocol):
                 return
             else:
                 self.queue.append((payload, None))
+                self.queued += len(payload)
         if not self.busy:
             self.pump()
+        self.check_queue()
+
+    def check_queue(self) -> None:
+        """Stop reading a client whose pipelined commands pile up behind a slow one; read it
+        again once they have run."""
+        if self.queued > QUEUE_LIMIT:
+            if not self.read_paused and self.transport is not None:
+                self.read_paused = True
+                self.transport.pause_reading()
+        elif self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a step that must wait; it ends the command itself (done(), or a handover to a
@@ -321,9 +346,12 @@ class MysqlSession(asyncio.Protocol):
             while self.queue and not self.busy and self.transport is not None:
                 self.busy = True
                 payload, self.framed = self.queue.popleft()
+                self.queued -= len(payload)
                 self.command(payload)
         finally:
             self.pumping = False
+        if self.read_paused:
+            self.check_queue()
 
     def done(self) -> None:
         """The command under way is answered: the next one may start."""
@@ -574,6 +602,7 @@ class MysqlSession(asyncio.Protocol):
     def reset_state(self) -> None:
         self.sets, self.autocommit, self.in_tx, self.pinned = self.login_sets, True, False, None
         self.statements.clear()
+        self.long_bytes = 0
         self.cursors.clear()
         if self.held is not None:
             held, self.held = self.held, None
@@ -809,6 +838,14 @@ class MysqlSession(asyncio.Protocol):
 
     def prepare_now(self, sql: bytes) -> None:
         """A statement already prepared on the connection at hand is answered at once."""
+        limit = self.cfg.max_prepared_stmt_count
+        if len(self.statements) >= limit:
+            self.reply_error(
+                ER_MAX_PREPARED_STMT_COUNT_REACHED,
+                "Can't create more than max_prepared_stmt_count statements "
+                f"(current value: {limit})",
+            )
+            return
         st = classify(sql)
         conn = self.ready(st.route)
         if conn is not None:
@@ -882,9 +919,15 @@ class MysqlSession(asyncio.Protocol):
         if body is None:
             self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
             return
+        if stmt.bad_param:  # until COM_STMT_RESET, as MariaDB
+            self.drop_long_data(stmt)
+            stmt.bad_param = True
+            self.reply_error(
+                ER_WRONG_ARGUMENTS, "Incorrect arguments to mysqld_stmt_send_long_data"
+            )
+            return
         if stmt.too_long:
-            stmt.long_data.clear()
-            stmt.too_long = False
+            self.drop_long_data(stmt)
             self.reply_error(
                 ER_NET_PACKET_TOO_LARGE,
                 "Parameter of prepared statement which is set through mysql_send_long_data() "
@@ -947,8 +990,14 @@ class MysqlSession(asyncio.Protocol):
             frame(head + param.to_bytes(2, "little") + bytes(data), 0)[0]
             for param, data in stmt.long_data.items()
         )
-        stmt.long_data.clear()
+        self.drop_long_data(stmt)
         return out
+
+    def drop_long_data(self, stmt: ClientStatement) -> None:
+        for data in stmt.long_data.values():
+            self.long_bytes -= len(data)
+        stmt.long_data.clear()
+        stmt.too_long = stmt.bad_param = False
 
     def after_execute(self, conn: BackendConn, t: ResponseTracker) -> None:
         if self.cursor_asked and t.error is None and t.status and t.status & CURSOR_EXISTS:
@@ -985,16 +1034,24 @@ class MysqlSession(asyncio.Protocol):
             stmt = self.statements.get(cid)
             if stmt is not None and len(payload) >= 7:  # no answer; errors wait for execute
                 param = int.from_bytes(payload[5:7], "little")
-                buf = stmt.long_data.setdefault(param, bytearray())
-                if len(buf) + len(payload) - 7 > self.cfg.max_allowed_packet:
-                    stmt.too_long = True
-                else:
-                    buf += payload[7:]
+                size = len(payload) - 7
+                if param >= stmt.params:
+                    self.drop_long_data(stmt)  # the execution is refused: nothing is kept
+                    stmt.bad_param = True
+                elif stmt.too_long or self.long_bytes + size > self.cfg.max_allowed_packet:
+                    bad = stmt.bad_param
+                    self.drop_long_data(stmt)
+                    stmt.too_long, stmt.bad_param = True, bad
+                elif not stmt.bad_param:
+                    stmt.long_data.setdefault(param, bytearray()).extend(payload[7:])
+                    self.long_bytes += size
             self.done()
             return
         if command == Command.STMT_CLOSE:
             cid = int.from_bytes(payload[1:5], "little")
             stmt = self.statements.pop(cid, None)
+            if stmt is not None:
+                self.drop_long_data(stmt)
             if stmt is not None and cid in self.cursors:
                 self.spawn(self.close_cursor(cid, stmt, answer=False))
                 return
@@ -1004,8 +1061,7 @@ class MysqlSession(asyncio.Protocol):
         if found is None:
             return
         cid, stmt = found
-        stmt.long_data.clear()
-        stmt.too_long = False
+        self.drop_long_data(stmt)
         if cid in self.cursors:
             self.spawn(self.close_cursor(cid, stmt, answer=True))
             return
