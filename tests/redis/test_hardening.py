@@ -276,6 +276,28 @@ def test_idle_timeout_spares_blocked_and_subscribed_clients(tmp_path, steelyard,
     sy.wait_log(r"event=redis_clients_timed_out .*reason=idle clients=1")
 
 
+def test_idle_timeout_closes_a_client_that_stopped_reading(tmp_path, steelyard, redis_servers):
+    """An idle client with replies it never read is closed too, its replies dropped: a
+    graceful close would wait for it to read them, holding the connection for good."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, idle_timeout="1s")
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    value = b"v" * 8_000_000
+    c.set("big", value)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(resp.encode_command([b"GET", b"big"]))
+        sy.wait_log(r"event=redis_clients_timed_out .*reason=idle clients=")
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < len(value), "the whole reply was kept for the idle client"
+    assert client(port).get("big") == value
+
+
 # item 11: clients that never read their replies -------------------------------------------------
 
 

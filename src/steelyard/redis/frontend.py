@@ -128,8 +128,13 @@ class RedisFrontend(ProtocolFrontend):
                 continue
             closed[reason] += 1
             session.closing = True
-            if session.transport is not None:
-                session.transport.close()
+            transport = session.transport
+            if transport is not None:
+                # What it has not read is dropped: a close would wait for it forever.
+                if transport.get_write_buffer_size():
+                    transport.abort()
+                else:
+                    transport.close()
         for reason, count in closed.items():
             if count:
                 # One line per sweep, not per client: thousands may go at once.
