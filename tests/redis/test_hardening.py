@@ -120,6 +120,26 @@ def test_a_million_element_reply_while_other_clients_are_served(tmp_path, steely
     assert sy.proc.poll() is None
 
 
+def test_a_big_value_flows_through(tmp_path, steelyard, redis_servers):
+    """A 200 MB value is passed on to its client as it comes from the server (not held whole,
+    then copied, first): byte for byte, and the reply after it in its place."""
+    sy, port, a, _ = start(tmp_path, steelyard, redis_servers)
+    key = key_on(1, "value")
+    value = bytes(range(256)) * (200 * 4096)  # every byte value, CRLFs inside
+    redis_py.Redis(port=a.port).set(key, value)
+    wait_for(lambda: client(port).ping(), what="redis listener")
+    got = bytearray()
+    want = resp.bulk(value) + b"+PONG\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(resp.encode_command([b"GET", key.encode()]) + b"PING\r\n")
+        while len(got) < len(want):
+            chunk = s.recv(4 << 20)
+            assert chunk, "closed mid-value"
+            got += chunk
+    assert got == want
+    assert sy.proc.poll() is None
+
+
 # item 2: memory before AUTH, the query buffer ---------------------------------------------------
 
 

@@ -242,6 +242,35 @@ def test_reply_framer_resumes_where_the_last_read_stopped():
     assert 9000 < due[len(due) // 2] < 11000
 
 
+@pytest.mark.parametrize("chunk", [1000, 65536, 300_000])
+def test_reply_framer_hands_out_heads_of_long_replies(chunk):
+    """take_head hands out what has been read of the reply under way (a long array, or a
+    big value read through as it comes); the reply returned later is the rest; together they
+    are the stream as the server sent it, and every reply ends where it should."""
+    big = resp.bulk(bytes(range(256)) * 4000)  # 1 MB, CRLFs inside
+    replies = [
+        big,
+        b"+OK\r\n",
+        resp.array([resp.bulk(b"x" * 200_000), b":1\r\n", big, resp.bulk(b"tail")]),
+        resp.array([resp.bulk(b"e%d" % i) for i in range(50_000)]),
+        resp.bulk(b"small"),
+    ]
+    data = b"".join(replies)
+    f = ReplyFramer()
+    pieces: list[bytes] = []  # one per reply: its heads, then its rest
+    current = b""
+    for i in range(0, len(data), chunk):
+        for rest in f.feed(data[i : i + chunk]):
+            pieces.append(current + rest)
+            current = b""
+        if f.under_way() > 0:
+            head = f.take_head()
+            assert head and f.under_way() == 0
+            current += head
+    assert current == b""
+    assert pieces == replies
+
+
 @given(st.data())
 @settings(max_examples=100, deadline=None)
 def test_reply_framer_frames_any_reply_split_anywhere(data):

@@ -18,8 +18,8 @@ from steelyard.redis import resp
 
 ReplyCallback = Callable[[bytes], None]
 
-# A reply still incomplete with this many bytes of whole elements read flows on to its client
-# in pieces (when it is the next reply that client is owed) rather than being held whole.
+# A reply still incomplete with this many bytes read flows on to its client in pieces (when it
+# is the next reply that client is owed) rather than being held whole.
 STREAM_FROM = 256 * 1024
 
 

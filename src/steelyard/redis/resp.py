@@ -380,9 +380,11 @@ class ReplyFramer:
     so a reply of N elements costs O(N) however many reads it arrives in. A rescan from the
     reply's start on every read was quadratic: a 1M-element LRANGE held the worker for seconds.
     Nested arrays need no stack: each array header adds its count to the elements still due.
+    A big bulk string (BIG_BULK or more) is read through as it comes, its end remembered, so
+    that its head too can be handed out (`take_head`) before the rest has arrived.
     """
 
-    __slots__ = ("_buf", "_cool", "_miss", "_pending", "_pos", "_start")
+    __slots__ = ("_buf", "_bulk_end", "_cool", "_miss", "_pending", "_pos", "_start")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -391,6 +393,7 @@ class ReplyFramer:
         self._pending = 0  # elements of the reply under way still to read
         self._cool = 0  # elements to read one by one before the run fast path is tried again
         self._miss = RUN_MIN  # the next cooling spell: doubles while tries keep failing
+        self._bulk_end = -1  # where the big bulk being read through ends, -1 outside one
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
@@ -414,19 +417,21 @@ class ReplyFramer:
                         break
                     size = _length(buf, pos, end, "bulk")
                     stop = end + 4 + size if size >= 0 else end + 2
-                    if stop > n:
+                    if stop <= n:
+                        out.append(bytes(buf[pos:stop]))
+                        pos = stop
+                        continue
+                    if size < BIG_BULK:
                         break  # resumes at this header: reading it again is O(1)
-                    out.append(bytes(buf[pos:stop]))
-                    pos = stop
-                    continue
-                if kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
+                    # else a big value: read through like an array's element, as it comes
+                elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
                     end = find(b"\r\n", pos)
                     if end < 0:
                         break
                     out.append(bytes(buf[pos : end + 2]))
                     pos = end + 2
                     continue
-                if kind != 0x2A:  # '*'
+                elif kind != 0x2A:  # '*'
                     raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
                 start = pos
                 pending = 1
@@ -442,19 +447,22 @@ class ReplyFramer:
             pos -= keep
             if start >= 0:
                 start = 0
+            if self._bulk_end >= 0:
+                self._bulk_end -= keep
         self._pos = pos
         self._start = start
         self._pending = pending
         return out
 
     def under_way(self) -> int:
-        """Bytes of complete elements of the reply under way not handed out yet."""
+        """Bytes of the reply under way read (whole elements, or into a big bulk) and not
+        handed out yet."""
         return self._pos - self._start if self._start >= 0 else 0
 
     def take_head(self) -> bytes:
-        """The part of the reply under way read so far (whole elements, its header first),
-        to be forwarded before the rest arrives; the reply `feed` returns later is then only
-        what follows. Lets a long reply flow through instead of piling up whole."""
+        """The part of the reply under way read so far (its header first), to be forwarded
+        before the rest arrives; the reply `feed` returns later is then only what follows.
+        Lets a long reply or a big value flow through instead of piling up whole."""
         start = self._start
         if start < 0 or self._pos == start:
             return b""
@@ -463,9 +471,16 @@ class ReplyFramer:
 
     def _elements(self, buf: bytearray, pos: int, pending: int) -> tuple[int, int]:
         """Read elements from `pos` until none is due or the bytes run out (at an element's
-        start, so the next feed resumes there): (position, elements still due)."""
+        start, or inside a big bulk), so the next feed resumes there: (position, elements
+        still due)."""
         n = len(buf)
         find = buf.find
+        if self._bulk_end >= 0:  # inside a big bulk
+            if self._bulk_end > n:
+                return n, pending
+            pos = self._bulk_end
+            self._bulk_end = -1
+            pending -= 1
         while pending:
             if pos >= n:
                 break
@@ -494,6 +509,9 @@ class ReplyFramer:
                 size = _length(buf, pos, end, "bulk")
                 if size >= 0:
                     if end + 4 + size > n:
+                        if size >= BIG_BULK:
+                            self._bulk_end = end + 4 + size
+                            pos = n
                         break
                     pos = end + 4 + size
                 else:
@@ -512,6 +530,7 @@ class ReplyFramer:
 
 
 RUN_MIN = 16  # the run fast path is worth its call from this many bulks on
+BIG_BULK = 64 * 1024  # a bulk this big is read through as it comes, not held until whole
 RUN_MAX = 8192  # bulks per try at most: one try holds the loop for well under a millisecond
 RUN_DIGITS = 3  # bulks of up to 999 bytes are run; bigger ones are read one by one anyway
 
