@@ -26,7 +26,7 @@ from pydantic import (
 
 from steelyard.config.http_model import HttpListenerConfig
 from steelyard.config.kernel_model import VirtualServiceConfig
-from steelyard.config.mysql_model import MysqlConfig
+from steelyard.config.mysql_model import MysqlBackendTlsConfig, MysqlConfig
 from steelyard.config.redis_model import RedisConfig
 from steelyard.config.shared import (
     Address,
@@ -82,6 +82,8 @@ class HealthConfig(Strict):
     # fails its check (and leaves read rotation). Set from a mysql listener's
     # max_replication_lag for its replicas pool; 0 = not checked.
     max_replication_lag: Duration = 0.0
+    # mysql checker: TLS to the server; set from a mysql listener's backend_tls
+    tls: MysqlBackendTlsConfig | None = None
     # misc checker (Keepalived's MISC_CHECK): the program and its arguments as a list, run
     # without a shell so that no quoting rules stand between the config and the argv. Numbers
     # must be quoted ("5"): YAML reads 010 as 8, so guessing the string would run another argv.
@@ -362,6 +364,8 @@ class Config(Strict):
                 if hc is not None and hc.kind == "mysql":
                     if not hc.user:
                         hc.user, hc.password = lst.backend_user, lst.backend_password
+                    if hc.tls is None:
+                        hc.tls = lst.backend_tls
                     if name == lst.replicas and not hc.max_replication_lag:
                         hc.max_replication_lag = lst.max_replication_lag
         return self

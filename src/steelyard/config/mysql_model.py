@@ -9,6 +9,7 @@ listener's `backend_user`.
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from pydantic import Field, field_validator, model_validator
 
@@ -29,6 +30,30 @@ class FirewallConfig(Strict):
 class MysqlTlsConfig(TlsConfig):
     # refuse clients that do not ask for TLS (MySQL's require_secure_transport)
     required: bool = False
+
+
+class MysqlBackendTlsConfig(Strict):
+    """TLS from the proxy to its MySQL servers (ProxySQL's use_ssl): the login and every
+    statement inside it."""
+
+    verify: bool = True  # the server's certificate, against `ca` (else the system's CAs)
+    ca: str | None = None
+    cert: str | None = None  # a client certificate, for users that REQUIRE X509
+    key: str | None = None
+    server_name: str | None = None  # the name the certificate must show; default its host
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"{v}: no such file")
+        return v
+
+    @model_validator(mode="after")
+    def _pair(self) -> MysqlBackendTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
 
 
 class MysqlListenerConfig(Strict):
@@ -57,6 +82,7 @@ class MysqlListenerConfig(Strict):
     idle_timeout: Duration = Field(28800.0, ge=0)
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
     tls: MysqlTlsConfig | None = None  # TLS for clients (CLIENT_SSL), as MySQL's own
+    backend_tls: MysqlBackendTlsConfig | None = None  # TLS to the servers; None: cleartext
 
     @field_validator("allow")
     @classmethod

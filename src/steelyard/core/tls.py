@@ -62,14 +62,18 @@ def server_context(cfg: TlsConfig, alpn: list[str] | None = None) -> ssl.SSLCont
 
 
 def client_context(
-    verify: bool, ca: str | None = None, alpn: list[str] | None = None
-) -> ssl.SSLContext:
+    verify: bool, ca: str | None = None, alpn: list[str] | None = None,
+    cert: str | None = None, key: str | None = None,
+) -> ssl.SSLContext:  # fmt: skip
+    """`cert` and `key`: a client certificate shown to servers that ask for one."""
     ctx = ssl.create_default_context(cafile=ca)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if alpn:
         ctx.set_alpn_protocols(alpn)
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
     return ctx
 
 

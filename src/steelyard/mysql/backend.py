@@ -23,6 +23,7 @@ temporary tables, prepared statements and session variables in its OK packets.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -86,9 +87,12 @@ class BackendConn(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, address: str, user: str, password: str, capabilities: int
-    ) -> BackendConn:
-        client = await Client.connect(address, user, password, capabilities=capabilities)
+        cls, address: str, user: str, password: str, capabilities: int,
+        tls: ssl.SSLContext | None = None, server_name: str | None = None,
+    ) -> BackendConn:  # fmt: skip
+        client = await Client.connect(
+            address, user, password, capabilities=capabilities, tls=tls, server_name=server_name
+        )
         transport = client.writer.transport
         conn = cls(address, client.capabilities, transport)  # type: ignore[arg-type]
         conn.server_version = client.greeting.server_version if client.greeting else ""
@@ -315,6 +319,8 @@ class ServerPool:
         self.open = 0  # connections open: idle, or lent to a session
         self.failing = False  # the last login attempt failed
         self.pool_name = ""  # the config pool its server is in
+        self.tls: ssl.SSLContext | None = None  # TLS to the server (backend_tls)
+        self.server_name: str | None = None
         self.on_result: Callable[[bool, str], None] | None = None  # passive health reports
         self.connects = 0  # logins made, ever
 
@@ -348,8 +354,9 @@ class ServerPool:
             idle.pop(0).close()  # all in other databases: make room for the one made now
         try:
             conn = await BackendConn.connect(
-                self.address, self.user, self.password, self.capabilities
-            )
+                self.address, self.user, self.password, self.capabilities, self.tls,
+                self.server_name,
+            )  # fmt: skip
         except (OSError, ConnectionError, TimeoutError) as exc:
             # a passive failure: enough in a row and the server is ejected, as every tier's
             self.failing = True

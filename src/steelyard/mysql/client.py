@@ -3,14 +3,18 @@
 It serves the proxy's own needs (the `mysql` health check, replication lag, the causal-read
 wait), and is the login half of the backend connection pool: one code path logs in to servers,
 with mysql_native_password or caching_sha2_password (fast auth, or full auth with the server's
-RSA key), following an auth switch.
+RSA key), following an auth switch; with a TLS context, inside TLS (an SSLRequest after the
+greeting, then the login and everything after it encrypted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
+from steelyard.config.mysql_model import MysqlBackendTlsConfig
+from steelyard.core.tls import client_context
 from steelyard.mysql.protocol import auth, handshake, messages
 from steelyard.mysql.protocol.constants import UTF8MB4_GENERAL_CI, Capability, Command
 from steelyard.mysql.protocol.packets import PacketReader, frame
@@ -56,17 +60,24 @@ class Client:
         self.capabilities = 0
         self.plugin = ""  # the plugin the login succeeded with
         self.switched = False  # the server asked for another plugin's answer
+        self.tls: ssl.SSLContext | None = None
+        self.server_name: str | None = None
 
     @classmethod
     async def connect(
         cls, address: str, user: str, password: str, database: str | None = None,
         timeout: float = 5.0, first_plugin: str | None = None, capabilities: int | None = None,
+        tls: ssl.SSLContext | None = None, server_name: str | None = None,
     ) -> Client:  # fmt: skip
+        """`tls`: log in inside TLS, the certificate checked for `server_name` (default: the
+        host of `address`); ssl.SSLError when the server offers no TLS or fails the check."""
         host, _, port = address.rpartition(":")
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host.strip("[]"), int(port)), timeout
         )
         client = cls(reader, writer)
+        if tls is not None:
+            client.tls, client.server_name = tls, server_name or host.strip("[]")
         try:
             await asyncio.wait_for(
                 client.login(user, password, database, first_plugin, capabilities), timeout
@@ -104,6 +115,15 @@ class Client:
         caps = (CAPABILITIES if capabilities is None else capabilities) & g.capabilities
         if not database:
             caps &= ~Capability.CONNECT_WITH_DB
+        if self.tls is not None:
+            if not g.capabilities & Capability.SSL:
+                raise ssl.SSLError("the server does not offer TLS (no CLIENT_SSL in its greeting)")
+            caps |= Capability.SSL
+            request = handshake.Response(caps, 16 * 1024 * 1024, UTF8MB4_GENERAL_CI,
+                                         ssl_request=True)  # fmt: skip
+            seq = self.send(handshake.build_response(request), seq + 1) - 1
+            await self.writer.drain()
+            await self.writer.start_tls(self.tls, server_hostname=self.server_name)
         self.capabilities = caps
         plugin = first_plugin or (g.plugin if g.plugin in auth.PLUGINS else auth.NATIVE)
         salt = g.salt
@@ -182,6 +202,13 @@ class Client:
             except (ConnectionError, RuntimeError):
                 pass
             self.writer.close()
+
+
+def backend_context(cfg: MysqlBackendTlsConfig | None) -> ssl.SSLContext | None:
+    """The TLS context for a listener's `backend_tls` (None: cleartext)."""
+    if cfg is None:
+        return None
+    return client_context(cfg.verify, cfg.ca, cert=cfg.cert, key=cfg.key)
 
 
 def read_result(packets: list[bytes], capabilities: int) -> ResultSet:

@@ -16,7 +16,7 @@ from steelyard.core.tls import server_context
 from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
-from steelyard.mysql.client import MySQLError
+from steelyard.mysql.client import MySQLError, backend_context
 from steelyard.mysql.protocol.constants import Status
 from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession
 from steelyard.tcp.frontend import ProtocolFrontend
@@ -70,6 +70,7 @@ class MysqlFrontend(ProtocolFrontend):
         self.networks = [ipaddress.ip_network(c, strict=False) for c in cfg.allow]
         self.tls_context = server_context(cfg.tls) if cfg.tls is not None else None
         self.tls_required = cfg.tls is not None and cfg.tls.required
+        self.backend_tls = backend_context(cfg.backend_tls)
 
     async def server_version(self) -> str:
         """`server_version` from the config, else the primary's own (learnt from its greeting
@@ -140,6 +141,9 @@ class MysqlFrontend(ProtocolFrontend):
             )
             pool.replica = replica
             pool.pool_name = pool_name
+            pool.tls = self.backend_tls
+            if self.cfg.backend_tls is not None:
+                pool.server_name = self.cfg.backend_tls.server_name
             pool.on_result = self._reporter(pool_name, server)
         return pool
 

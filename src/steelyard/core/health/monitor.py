@@ -35,6 +35,7 @@ from steelyard.core.health.mysql import check_mysql
 from steelyard.core.health.state import CheckResult, HealthState
 from steelyard.core.health.tcp import check_tcp
 from steelyard.log import log
+from steelyard.mysql.client import backend_context
 
 OnChange = Callable[[str, Server], None]
 OnCheck = Callable[[str, Server, CheckResult], None]
@@ -66,9 +67,11 @@ def make_checker(server: Server, hc: HealthConfig) -> Checker:
         return probe_tcp
     if hc.kind == "mysql":
         user, password, max_lag = hc.user or "", hc.password, hc.max_replication_lag
+        tls = backend_context(hc.tls)  # built once, not per probe
+        name = hc.tls.server_name if hc.tls is not None else None
 
         def probe_mysql() -> Awaitable[CheckResult]:
-            return check_mysql(host, port, timeout, user, password, max_lag)
+            return check_mysql(host, port, timeout, user, password, max_lag, tls, name)
 
         return probe_mysql
     if hc.kind == "misc":

@@ -14,6 +14,7 @@ threads run. They cost no extra query: `SELECT 1` asks for the two variables too
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -25,16 +26,21 @@ from steelyard.mysql.protocol.resultset import ResultSet
 
 
 async def check_mysql(
-    host: str, port: int, timeout: float, user: str, password: str, max_lag: float = 0.0
-) -> CheckResult:
-    """`max_lag` > 0: the server is a replica, and must replicate within that many seconds."""
+    host: str, port: int, timeout: float, user: str, password: str, max_lag: float = 0.0,
+    tls: ssl.SSLContext | None = None, server_name: str | None = None,
+) -> CheckResult:  # fmt: skip
+    """`max_lag` > 0: the server is a replica, and must replicate within that many seconds;
+    `tls`: log in inside TLS (the listener's backend_tls)."""
     started = time.monotonic()
     phase = "connecting"
     client: Client | None = None
     facts: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(timeout):
-            client = await Client.connect(f"{host}:{port}", user, password, timeout=timeout)
+            client = await Client.connect(
+                f"{host}:{port}", user, password, timeout=timeout, tls=tls,
+                server_name=server_name,
+            )  # fmt: skip
             phase = "SELECT 1"
             result = await client.query("SELECT 1, @@read_only, @@version")
             facts = server_facts(result)
@@ -57,6 +63,8 @@ async def check_mysql(
     except MySQLError as exc:
         detail = f"error {exc.code}: {exc.message}"
         return CheckResult(False, detail, time.monotonic() - started, facts)
+    except ssl.SSLError as exc:  # an OSError, but its errno says nothing (1: "not permitted")
+        return CheckResult(False, f"TLS: {exc}", time.monotonic() - started, facts)
     except (OSError, ConnectionError, ValueError) as exc:
         return CheckResult(False, describe_error(exc), time.monotonic() - started, facts)
     finally:
