@@ -350,6 +350,41 @@ def test_a_client_that_never_reads_is_bounded_and_closed(tmp_path, steelyard, re
     assert client(port).get("big") == value
 
 
+def test_a_client_that_never_reads_is_not_read_either(tmp_path, steelyard, redis_servers):
+    """With the output limits off, a client that keeps asking and never reads is bounded by
+    flow control alone: max_pipeline requests in flight (here 100), and once more than 1 MiB
+    of its replies wait unsent, the proxy reads no more of its requests, so its sends block
+    (here after a few MB of the 20 MB of requests, asking for 200 MB of replies). Without the
+    second, the answered requests made room for more and the worker grew by the 200 MB; with
+    it, by a few MB."""
+    limit = {"hard": 0, "soft": 0}
+    sy, port, *_ = start(
+        tmp_path, steelyard, redis_servers, client_output_buffer_limit=limit, max_pipeline=100
+    )
+    worker = sy.worker_pids()[0]
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    key = "k" * 1000
+    c.set(key, b"v" * 10_000)
+    before = rss_kib(worker)
+    batch = resp.encode_command([b"GET", key.encode()]) * 100
+    sent = 0
+    blocked = False
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(5)
+        try:
+            while sent < 20_000:
+                s.sendall(batch)
+                sent += 100
+        except TimeoutError:
+            blocked = True  # the proxy no longer reads it
+        assert blocked, f"all {sent} requests were read with their replies unread"
+        assert rss_kib(worker) - before < 64 * 1024
+        assert client(port).get(key) == b"v" * 10_000  # the others are served
+    assert sy.count_log(r"event=redis_output_buffer_limit") == 0
+
+
 def test_soft_output_limit_closes_after_its_seconds(tmp_path, steelyard, redis_servers):
     """Over client_output_buffer_limit.soft for soft_seconds (Redis's normal/pubsub classes:
     soft limit with seconds), a client that does not read is closed; one that reads the same
