@@ -32,11 +32,11 @@ stays with its session and is reset before another client gets it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import lru_cache
 
-from steelyard.mysql.split import mask, may_hold_several, split
+from steelyard.mysql.split import mask, split
 
 
 class Route(Enum):
@@ -63,6 +63,7 @@ class Statement:
     unbounded_write: bool = False  # UPDATE or DELETE without WHERE (the firewall's concern)
     dirties: bool = False  # may leave state on the connection the session does not track
     several: bool = False  # a multi-statement
+    careful: bool = False  # (the digest has a `;`, a backslash or an executable comment)
 
     @property
     def changes_session(self) -> bool:
@@ -116,10 +117,32 @@ _NUMBER = re.compile(rb"\b\d+\b")
 
 
 def classify(sql: bytes) -> Statement:
-    """What a statement (or several) means for routing and pooling."""
-    if may_hold_several(sql) or b"\\" in sql:
-        return _careful(sql)
-    return _one(sql)
+    """What a statement (or several) means for routing and pooling. Whether the text may hold
+    several statements is part of what is cached for its digest, so the common case pays no
+    scan for it."""
+    head = sql[:4096]
+    if b"'" in head or b'"' in head or b"`" in head:
+        if len(head.translate(None, b"\\/#-")) == len(head):  # (one pass for four scans)
+            key = _NUMBER.sub(b"0", _LITERAL.sub(b"''", head))
+        elif b"\\" in head:
+            return _careful(sql)  # a literal whose end depends on NO_BACKSLASH_ESCAPES
+        elif b"/*" in head or b"#" in head or b"--" in head:
+            key = _NUMBER.sub(b"0", mask(head))  # a quote in a comment is no literal
+        else:
+            key = _NUMBER.sub(b"0", _LITERAL.sub(b"''", head))
+    else:
+        # No quotes: dropping every digit (in C) is enough, and no routing marker has one.
+        key = head.translate(None, b"0123456789")
+    st = _classify(key)
+    if st.careful or (len(sql) > 4096 and _careful_needed(sql)):
+        return _careful(sql)  # several statements, or code in an executable comment
+    if st.keyword == "SET" or st.keyword == "USE":
+        return _classify(sql)
+    return st
+
+
+def _careful_needed(sql: bytes) -> bool:
+    return b";" in sql or b"\\" in sql or b"/*!" in sql or b"/*M!" in sql
 
 
 def _one(sql: bytes) -> Statement:
@@ -136,7 +159,7 @@ def _one(sql: bytes) -> Statement:
         # No quotes: dropping every digit (in C) is enough, and no routing marker has one.
         key = sql.translate(None, b"0123456789")
     st = _classify(key)
-    if st.keyword in ("SET", "USE"):
+    if st.keyword == "SET" or st.keyword == "USE":
         return _classify(sql)
     return st
 
@@ -183,6 +206,13 @@ def _route(found: list[Statement]) -> Route:
 
 @lru_cache(maxsize=4096)
 def _classify(sql: bytes) -> Statement:
+    st = _classify_text(sql)
+    if _careful_needed(sql):
+        return replace(st, careful=True)
+    return st
+
+
+def _classify_text(sql: bytes) -> Statement:
     hint_match = _HINT.match(sql, _leading_space_end(sql))
     hint = hint_match.group(1).lower().decode() if hint_match else None
     pos = _COMMENT_OR_SPACE.match(sql).end()  # type: ignore[union-attr]
