@@ -61,8 +61,9 @@ async def test_a_hung_quorum_program_is_killed_with_its_child(tmp_path):
     with log_records() as records:
         server.healthy = False
         pool.refresh()
-        ks.desired()  # the quorum is lost: quorum_down starts
-        assert ks.quorum_lost == {"10.0.0.100:80"}
+        ks.desired()  # the quorum is lost ...
+        assert ks.quorum_lost == {"10.0.0.100:80"} and not ks._scripts
+        ks.announce_quorum_changes()  # ... and once nft has the table, quorum_down starts
         started = await read_pids(pids, 2)
         await asyncio.gather(*ks._scripts)
     for pid in started:

@@ -56,6 +56,8 @@ class KernelServices:
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._scripts: set[asyncio.Task[None]] = set()  # quorum_up / quorum_down running
+        # quorum changes decided but not yet in the kernel: announced once the table says them
+        self._quorum_changes: list[tuple[VirtualServiceConfig, bool, int]] = []
         self._installed = False
         self.counts: dict[str, tuple[int, int]] = {}  # counter -> (packets, bytes), last read
         self.rules = 0  # how many rules the table was given
@@ -134,7 +136,9 @@ class KernelServices:
     def changed(self) -> None:
         """A server's state or a weight changed: re-apply soon (once per burst), if the table
         would say anything new (a slow-start step often leaves every weight as it was)."""
-        if not self._installed or (not self._dirty and self.desired() == self.services):
+        if not self._installed:
+            return
+        if not self._dirty and self.desired() == self.services and not self._quorum_changes:
             return
         self._dirty = True
         if self._task is None or self._task.done():
@@ -159,6 +163,7 @@ class KernelServices:
             self.applies += 1
             log("kernel_applied", "info" if fresh else "debug", services=len(services),
                 servers=sum(len(s.targets) for s in services))  # fmt: skip
+            self.announce_quorum_changes()
 
     # what the table should say ----------------------------------------------------------------
 
@@ -185,7 +190,8 @@ class KernelServices:
 
     def _quorum(self, cfg: VirtualServiceConfig, weight: int) -> bool:
         """Whether the service's quorum is lost with this live weight (lost below quorum -
-        hysteresis, back at quorum + hysteresis); a change is logged and its program run."""
+        hysteresis, back at quorum + hysteresis); a change is logged and its program run once
+        the table that carries it is in the kernel, so neither runs ahead of the packets."""
         was = cfg.address in self.quorum_lost
         edge = cfg.quorum + cfg.hysteresis if was else cfg.quorum - cfg.hysteresis
         lost = weight < edge
@@ -195,6 +201,16 @@ class KernelServices:
             self.quorum_lost.add(cfg.address)
         else:
             self.quorum_lost.discard(cfg.address)
+        self._quorum_changes.append((cfg, lost, weight))
+        return lost
+
+    def announce_quorum_changes(self) -> None:
+        """Log the quorum changes the table now in the kernel carries, and run their programs."""
+        changes, self._quorum_changes = self._quorum_changes, []
+        for cfg, lost, weight in changes:
+            self._announce_quorum(cfg, lost, weight)
+
+    def _announce_quorum(self, cfg: VirtualServiceConfig, lost: bool, weight: int) -> None:
         log("kernel_quorum", "warn" if lost else "info", service=cfg.address,
             state="lost" if lost else "up", live_weight=weight, quorum=cfg.quorum,
             sorry_server=cfg.sorry_server if lost else None)  # fmt: skip
@@ -205,7 +221,6 @@ class KernelServices:
             task = asyncio.get_running_loop().create_task(run)
             self._scripts.add(task)
             task.add_done_callback(self._scripts.discard)
-        return lost
 
     # reading ----------------------------------------------------------------------------------
 
