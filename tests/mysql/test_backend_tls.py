@@ -143,3 +143,13 @@ def test_a_server_certificate_that_does_not_verify_is_a_clear_error(
     conn = wait_for(lambda: login(port2), what="the unverified proxy")
     assert query(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1]
     conn.close()
+
+
+def test_a_server_without_tls_is_not_used_in_cleartext(tmp_path, steelyard, replication):
+    """backend_tls on, a server that offers no TLS: the proxy does not fall back to cleartext
+    (no login is sent), and says why."""
+    primary = replication[0]
+    port, _ = start(tmp_path, steelyard, primary, "app", "secret", {"verify": False},
+                    {"kind": "none"})  # fmt: skip
+    code, message = wait_for(lambda: refusal(port), what="the proxy's answer")
+    assert code == 2013 and "the server does not offer TLS" in message, message

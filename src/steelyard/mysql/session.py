@@ -6,13 +6,21 @@ classify.py). The session's state (database, autocommit, transaction, SET statem
 here and brought to whichever connection it borrows. A connection stays with the session while
 a transaction is open, autocommit is off, a cursor is open, or state that cannot move pins it
 (temporary tables, GET_LOCK, user variables, LOCK TABLES, a text PREPARE, ...); otherwise it
-goes back to the pool after each answer.
+goes back to the pool after each answer. A connection on which the session may have left state
+it does not follow (classify.py's `dirties`, or the server's SERVER_SESSION_STATE_CHANGED for a
+statement that does not explain it) stays with the session, and is reset before it goes back to
+the pool (backend.py); so is whatever connection the session kept when it ends.
 
 Prepared statements belong to the session, not to a connection: the client gets the proxy's
 own statement ids, and a statement is prepared on each connection it runs on (connections
 keep what was prepared on them, see backend.py), the id mapped on the way. Parameter types
 are sent with every execution and long data is kept until the execution, so neither depends
 on which connection ran the statement before.
+
+Before login a client may send 16 KiB packets at most and must log in within login_timeout;
+once logged in, one idle for idle_timeout is closed (both without a word, as MariaDB does), and
+one that pipelines commands behind a slow one is read at most 1 MiB ahead. The listener checks
+the timeouts every second: no timer per connection.
 
 The common case takes no coroutine: a command whose connection is at hand (held, or idle in
 the pool and already in the session's state) is written at once and its answer passed through
