@@ -14,7 +14,7 @@ lexer reads it:
 
 Whether a backslash escapes depends on the session's sql_mode (NO_BACKSLASH_ESCAPES, and
 ANSI_QUOTES for double quotes), which a statement of the same text may change. So a text with
-a backslash is split both ways (`split(sql, backslash=False)`) and the caller judges every
+a backslash is split both ways (`split(sql, backslash=False)`) and the classifier judges every
 statement either reading finds: `SELECT '\\'; DELETE FROM t; -- '` is one statement with
 escapes, three without.
 
@@ -55,12 +55,6 @@ def mask(sql: bytes, backslash: bool = True) -> bytes:
     """The text with every literal and quoted name replaced by `''`, comments kept: what the
     classifier may search for markers without a literal or a comment fooling it."""
     return _LITERAL_OR_COMMENT[backslash].sub(_masked, sql)
-
-
-def may_hold_several(sql: bytes) -> bool:
-    """Whether the text needs `split()`: it has a semicolon or an executable comment (two
-    scans in C; most statements have neither)."""
-    return b";" in sql or b"/*!" in sql or b"/*M!" in sql
 
 
 def split(sql: bytes, backslash: bool = True) -> list[bytes]:
@@ -115,15 +109,3 @@ def split(sql: bytes, backslash: bool = True) -> list[bytes]:
             pos = q.end()
     parts.append(bytes(out))
     return [p for p in parts if _BLANK.match(p).end() != len(p)]  # type: ignore[union-attr]
-
-
-def statements(sql: bytes) -> list[bytes]:
-    """Every statement the server may run for this text, under either reading of backslashes
-    (see the module's docstring); one element for a single statement."""
-    first = split(sql)
-    if b"\\" not in sql:
-        return first
-    other = split(sql, backslash=False)
-    if other == first:
-        return first
-    return first + [s for s in other if s not in first]
