@@ -25,10 +25,10 @@ import pymysql
 import pytest
 
 from fixtures.mariadb import PASSWORD, USER
-from fixtures.mysql_client import RawClient
+from fixtures.mysql_client import CAPS, RawClient
 from fixtures.procs import base_config, free_port, wait_for
 from steelyard.mysql.client import read_result
-from steelyard.mysql.protocol.constants import Command
+from steelyard.mysql.protocol.constants import Capability, Command
 
 DB = "iso"
 
@@ -224,3 +224,18 @@ def test_nothing_crosses_with_the_mariadb_client(pooled):
     for ask, code in ((f"SELECT v FROM {DB}.shadow", "1146"), ("EXECUTE s", "1243")):
         b = _cli(port, "other", "pw2", ask)
         assert b.returncode == 1 and f"ERROR {code} " in b.stderr, (ask, b.stderr)
+
+
+def test_state_left_on_a_replica_is_reset_not_kept(make_proxy, primary):
+    """A read on a replica that changes the session (a stored function setting a user
+    variable, seen by the server's flag): that connection is reset, not kept, so the session's
+    next write still goes to the primary (kept, it would hit the read-only replica)."""
+    port, primary, replicas, _ = make_proxy(backend_pool_size=1)
+    for r in replicas:
+        r.wait_for(primary)
+    c = wait_for(lambda: RawClient(port, "app", "proxy-secret",
+                                   CAPS | Capability.DEPRECATE_EOF), what="the proxy")  # fmt: skip
+    assert _raw_value(c, f"SELECT @@server_id, {DB}.sety()") in (2, 3)  # on a replica
+    t, _ = c.exchange(Command.QUERY, f"INSERT INTO {DB}.t VALUES (7)".encode())
+    assert t.error is None, t.error
+    c.close()

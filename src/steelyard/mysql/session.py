@@ -779,6 +779,13 @@ class MysqlSession(asyncio.Protocol):
 
     def settle(self, conn: BackendConn, status: int | None = None) -> None:
         """Keep the connection for the session's next command, or give it back."""
+        if conn.dirty and conn.replica:
+            # A replica's connection cannot serve the session's writes: what the session left
+            # on it (a routine's side effect) is reset rather than kept.
+            if self.held is conn:
+                self.held = None
+            self.recycle(conn)
+            return
         if conn.dirty or self.keeps():
             self.held = conn
         else:
