@@ -239,3 +239,27 @@ def test_state_left_on_a_replica_is_reset_not_kept(make_proxy, primary):
     t, _ = c.exchange(Command.QUERY, f"INSERT INTO {DB}.t VALUES (7)".encode())
     assert t.error is None, t.error
     c.close()
+
+
+def test_a_connection_whose_multi_statement_option_changed_is_not_reused(pooled, primary):
+    """COM_SET_OPTION turns multi-statements off (or on) for the server connection, and
+    COM_RESET_CONNECTION leaves it so: that connection is closed when its session ends, never
+    handed to a client that negotiated otherwise."""
+    port, _ = pooled
+    a = RawClient(port, "app", "pw")
+    t, _ = a.exchange(Command.SET_OPTION, b"\x01\x00")  # MYSQL_OPTION_MULTI_STATEMENTS_OFF
+    assert t.error is None
+    a_id = _raw_value(a, "SELECT CONNECTION_ID()")
+    t, _ = a.exchange(Command.QUERY, b"SELECT 1; SELECT 2")
+    assert t.error is not None and t.error.code == 1064  # off for A, as asked
+    a.exchange(Command.QUIT)
+    a.close()
+    wait_for(
+        lambda: primary.sql(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                            f"WHERE ID = {a_id}").strip() == "0",
+        what="A's server connection closed",
+    )  # fmt: skip
+    b = RawClient(port, "other", "pw2")
+    t, _ = b.exchange(Command.QUERY, b"SELECT 1; SELECT 2")
+    assert t.error is None and t.results == 2
+    b.close()

@@ -70,6 +70,7 @@ class BackendConn(asyncio.Protocol):
         self.broken = False
         self.dirty = False  # may carry state a session left that the proxy does not follow
         self.thread_id = 0  # the server's id of the connection (CONNECTION_ID())
+        self.reusable = True  # False: closed, not reset, when its session is done with it
         self.replica = False  # a connection to a server of the replicas pool
         # the exchange under way: raw bytes to `sink`, or packets to `on_packet`
         self.scanner: AnswerScanner | None = None  # set while an answer passes through
@@ -387,7 +388,7 @@ class ServerPool:
     def recycle(self, conn: BackendConn) -> None:
         """Back to the pool after a reset (in the background), whatever its session left on
         it; closed if it breaks, or if the pool has no room for it."""
-        if conn.broken or self.closed or len(self.idle) >= self.size:
+        if conn.broken or self.closed or len(self.idle) >= self.size or not conn.reusable:
             conn.close()
             return
         if self.resetting is None:

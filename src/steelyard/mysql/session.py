@@ -588,7 +588,11 @@ class MysqlSession(asyncio.Protocol):
             if command == Command.SET_OPTION:
                 # multi-statements on or off: a connection's own setting, it cannot move
                 self.pinned = self.pinned or "COM_SET_OPTION"
-            self.after = self.after_init_db if command == Command.INIT_DB else None
+            self.after = (
+                self.after_init_db if command == Command.INIT_DB
+                else self.after_set_option if command == Command.SET_OPTION
+                else None
+            )  # fmt: skip
             self.dirtying = command == Command.SET_OPTION
             self.explained = command == Command.INIT_DB
             self.start(payload, Route.PRIMARY)
@@ -650,6 +654,10 @@ class MysqlSession(asyncio.Protocol):
     def after_init_db(self, conn: BackendConn, t: ResponseTracker) -> None:
         if t.error is None:
             self.db = conn.db = self.sent_db
+
+    def after_set_option(self, conn: BackendConn, t: ResponseTracker) -> None:
+        # COM_RESET_CONNECTION leaves the option as it is: the connection is never reused
+        conn.reusable = False
 
     sent_db: str | None = None
     sql = b""  # the text of the query under way
