@@ -6,23 +6,12 @@ from __future__ import annotations
 import pymysql
 import pytest
 
-from fixtures.mariadb import PASSWORD, USER
-from fixtures.procs import base_config, free_port, wait_for
+from fixtures.mysql_client import primary_proxy
+from fixtures.procs import wait_for
 
 
 def start(tmp_path, steelyard, primary, **listener) -> int:
-    port = free_port()
-    cfg = base_config(
-        tmp_path,
-        pools={"primary": {"servers": [{"address": primary.address}]}},
-        mysql={"listeners": [{
-            "listen": f"127.0.0.1:{port}", "users": [{"name": "app", "password": "pw"}],
-            "backend_user": USER, "backend_password": PASSWORD, "primary": "primary",
-            **listener,
-        }]},
-    )  # fmt: skip
-    steelyard(cfg)
-    return port
+    return primary_proxy(tmp_path, steelyard, primary, **listener)[0]
 
 
 def login(port: int, **kw) -> pymysql.Connection:

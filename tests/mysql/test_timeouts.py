@@ -18,26 +18,15 @@ import time
 import pymysql
 import pytest
 
-from fixtures.mariadb import PASSWORD, USER
-from fixtures.mysql_client import RawClient
-from fixtures.procs import base_config, free_port, wait_for
+from fixtures.mysql_client import RawClient, primary_proxy
+from fixtures.procs import wait_for
 from steelyard.mysql.protocol import messages
 from steelyard.mysql.protocol.constants import Command
 from steelyard.mysql.protocol.response import ResponseTracker
 
 
 def start(tmp_path, steelyard, primary, **listener):
-    port = free_port()
-    cfg = base_config(
-        tmp_path,
-        pools={"primary": {"servers": [{"address": primary.address}]}},
-        mysql={"listeners": [{
-            "listen": f"127.0.0.1:{port}", "users": [{"name": "app", "password": "pw"}],
-            "backend_user": USER, "backend_password": PASSWORD, "primary": "primary",
-            **listener,
-        }]},
-    )  # fmt: skip
-    sy = steelyard(cfg)
+    port, sy = primary_proxy(tmp_path, steelyard, primary, **listener)
     wait_for(lambda: login(port), what="the proxy").close()
     return port, sy
 
