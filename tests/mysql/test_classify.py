@@ -108,6 +108,20 @@ def test_statements_differing_in_literals_share_one_cache_entry():
     assert classify(b"SET autocommit=0").autocommit is False
     assert classify(b"SET autocommit=1").autocommit is True
     assert classify(b"USE db2").database == "db2"
+
+
+def test_a_huge_set_is_cached_by_its_first_4_kib():
+    """SET and USE are cached by their own text: beyond 4 KiB, that text would pin up to
+    max_allowed_packet per entry in a cache every client shares (4096 x 64 MiB)."""
+    from steelyard.mysql.classify import _classify
+
+    head = b"SET @a='" + b"x" * 5000
+    classify(head + b"1'")
+    before = _classify.cache_info()
+    st = classify(head + b"2'")  # differs only past 4 KiB: the same entry
+    after = _classify.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 2, before.misses)
+    assert st.keyword == "SET"
     assert classify(b"USE `db3`").database == "db3"
     assert classify(b"SELECT @'quoted'").pins == "a user variable"
     assert classify(b"SELECT 'FOR UPDATE', 1").route is Route.REPLICA

@@ -14,8 +14,9 @@ markers that matter:
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
   PREPARE. The session layer applies the rules; this module only names the facts.
 
-Results are cached by the statement text with its literals blanked (the same statements recur
-with other values).
+Results are cached by the statement's first 4 KiB with its literals blanked (the same
+statements recur with other values); SET and USE, whose values matter, by their first 4 KiB
+as they are.
 
 A text that may hold several statements (a `;` or an executable comment `/*! ... */` outside
 literals, see split.py), or whose reading depends on NO_BACKSLASH_ESCAPES (a backslash), is
@@ -137,7 +138,7 @@ def classify(sql: bytes) -> Statement:
     if st.careful or (len(sql) > 4096 and _careful_needed(sql)):
         return _careful(sql)  # several statements, or code in an executable comment
     if st.keyword == "SET" or st.keyword == "USE":
-        return _classify(sql)
+        return _classify(head)  # by their text, whose values matter, but never beyond 4 KiB
     return st
 
 
