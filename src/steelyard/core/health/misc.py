@@ -34,7 +34,7 @@ from typing import Any
 from steelyard.config.units import format_duration
 from steelyard.core.health.state import CheckResult
 from steelyard.core.health.tcp import describe_error
-from steelyard.core.programs import kill_group, reap
+from steelyard.core.programs import kill_group, reap, wait_or_kill
 
 STDERR_KEEP = 4096  # bytes of stderr kept: the end is what the detail shows
 DETAIL_MAX = 200  # characters of the last stderr line put into the detail
@@ -127,12 +127,8 @@ async def check_misc(
     transport: asyncio.BaseTransport | None = None
     try:
         transport, _ = await loop.connect_read_pipe(lambda: tail, pipe)
-        try:
-            async with asyncio.timeout(timeout):
-                code = await proc.wait()
-        except TimeoutError:
-            kill_group(proc.pid)
-            await reap(proc)
+        code = await wait_or_kill(proc, timeout)
+        if code is None:
             return CheckResult(
                 False, f"timeout after {format_duration(timeout)}", loop.time() - started
             )

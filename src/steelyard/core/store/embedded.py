@@ -9,8 +9,9 @@ fdatasync'd at each commit). What is written here is acknowledged state: slot ow
 under way, the mover's progress and the keys every proxy holds, operator admin states. With
 `synchronous=NORMAL` a power cut could roll back a slot's new owner after its keys had moved,
 and a later `MIGRATE ... REPLACE` from the old owner would overwrite newer values. The writes
-are rare (operator actions, one mover save per SCAN page), and one costs about 0.25 ms with
-FULL against 0.02 ms with NORMAL on a virtual disk: not worth any risk.
+are rare (operator actions; one mover save per SCAN page and per big key held or released),
+and one costs about 0.25 ms with FULL against 0.02 ms with NORMAL on a virtual disk: not worth
+any risk.
 """
 
 from __future__ import annotations
