@@ -19,7 +19,7 @@ from fixtures.procs import (
     run_with_config,
     wait_for,
 )
-from steelyard.tcp.frontend import in_networks
+from steelyard.core.netaddr import in_networks
 from steelyard.tcp.proxy_protocol import encode_v1, encode_v2
 
 

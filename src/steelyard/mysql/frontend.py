@@ -12,6 +12,7 @@ from typing import Any
 
 from steelyard.config.mysql_model import MysqlListenerConfig, MysqlUserConfig
 from steelyard.core.backend import Pool, Server, find_server
+from steelyard.core.netaddr import in_networks
 from steelyard.core.tls import server_context
 from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
@@ -92,13 +93,7 @@ class MysqlFrontend(ProtocolFrontend):
 
     def allowed(self, host: str) -> bool:
         """Whether `host` may connect (the `allow` list; empty: everyone)."""
-        if not self.networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
+        return not self.networks or in_networks(host, self.networks)
 
     def next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from steelyard.config.redis_model import RedisConfig
 from steelyard.core.backend import split_address
+from steelyard.core.netaddr import in_networks
 from steelyard.core.store.base import Store
 from steelyard.log import log
 from steelyard.redis import slotstore
@@ -224,7 +225,7 @@ class Dashboard:
         known += [a for g in self.cfg.groups for a in (g.master, *g.replicas)]
         if ip in {_ip(a) for a in known}:
             return None
-        if any(ip in ipaddress.ip_network(n) for n in networks):
+        if in_networks(str(ip), (ipaddress.ip_network(n) for n in networks)):
             return None
         return (
             f"{address}: {ip} is not a host of this cluster's servers: add its network to "

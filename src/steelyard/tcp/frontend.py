@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from steelyard.core.backend import Pool, Server, split_address
+from steelyard.core.netaddr import IPNetwork, in_networks
 from steelyard.log import log
 from steelyard.tcp.poller import HANGUP, OUT, Poller
 from steelyard.tcp.proxy_protocol import (
@@ -33,7 +34,6 @@ from steelyard.tcp.relay import PipePool, Relay
 if TYPE_CHECKING:
     from steelyard.config.model import TcpListenerConfig
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Report a connect result to the supervisor (passive health): (pool, server, ok, reason).
 Reporter = Callable[[str, Server, bool, str], None]
@@ -550,13 +550,6 @@ class Session:
 def _fmt(addr: tuple) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
-    return any(addr in net for net in networks)
 
 
 def _networks(cfg: TcpListenerConfig) -> tuple[IPNetwork, ...]:
