@@ -167,7 +167,7 @@ class MysqlFrontend(ProtocolFrontend):
         connections to servers taken out of service (drain, maint, ejected, down) are closed,
         so the server sees them go; clients past their login or idle timeout are closed."""
         now = time.monotonic()
-        for session in [s for s in self.sessions if s.expired(now)]:
+        for session in list(self.sessions):  # (time_out removes it from the set)
             which = session.expired(now)
             if which is not None:
                 session.time_out(which)

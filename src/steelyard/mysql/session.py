@@ -155,6 +155,7 @@ class MysqlSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.packets = PacketReader(LOGIN_PACKET_LIMIT)  # max_allowed_packet once logged in
         self.started = self.last_active = time.monotonic()  # (the login and idle timeouts)
+        self.heard = False  # bytes came since the last sweep (no clock read per read)
         self.salt = auth.scramble()
         self.peer = "-"
         self.host = ""
@@ -255,6 +256,9 @@ class MysqlSession(asyncio.Protocol):
     def expired(self, now: float) -> str | None:
         """Which timeout the session ran out of, if any (checked every second by the
         listener, so no timer is kept per connection)."""
+        if self.heard:
+            self.heard = False
+            self.last_active = now
         if self.busy and self.authed:
             self.last_active = now  # a command under way is no idle time
             return None
@@ -273,7 +277,7 @@ class MysqlSession(asyncio.Protocol):
         self.connection_lost(None)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
+        self.heard = True
         if not self.authed and data[:4] == SSL_REQUEST_HEADER and not self.packets.buffered():
             # The client's TLS ClientHello may be in this read too: it is not a packet.
             end = HEADER + handshake.SSL_REQUEST_LEN
