@@ -5,7 +5,8 @@ passive-health reports. JSON lines keep it debuggable with strace and cheap at t
 
 Supervisor -> worker:  {"t": "config", "config": {...}, "states": [[pool, address, state]],
                         "first": true (at start) | "seq": n (on reload, answered by "applied")}
-                       {"t": "state", "pool", "server", "state": {...}}
+                       {"t": "state", "pool", "server", "state": {...}}  ("seq": n when
+                        an operator's change: answered by "applied")
                        {"t": "stop", "timeout": seconds}  stop accepting, drain, exit
 Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "error", "message"}
                        {"t": "result", "pool", "server", "ok", "reason"}

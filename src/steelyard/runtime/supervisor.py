@@ -98,7 +98,7 @@ class Supervisor:
         self.stopping = False
         self._stopped = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
-        self._seq = 0  # config pushes, acknowledged by the workers
+        self._seq = 0  # messages the workers acknowledge (configs, cluster views, operator changes)
         self._reload_lock = asyncio.Lock()  # SIGHUPs in a burst apply one after another
         self._crashes: dict[int, int] = {}  # worker index -> crashes in a row (backoff)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -432,13 +432,38 @@ class Supervisor:
 
     def push(self, pool_name: str, server: Server) -> None:
         """Send a server's new state to every worker and rebuild our own tables."""
-        pool = self.pools[pool_name]
-        pool.refresh()
+        self._refresh(pool_name)
         msg = self._state_msg(pool_name, server)
         for w in self.workers.values():
             w.channel.send(msg)
+
+    async def push_confirmed(self, pool_name: str, server: Server) -> None:
+        """`push`, returning once every worker has the state in force: an operator's change
+        is in force for new connections when the API answers. A worker that does not confirm
+        within BARRIER_TIMEOUT is logged, not waited for longer (a restarted one gets every
+        state with its config)."""
+        self._refresh(pool_name)
+        for w, ack in self._send_acked(self._state_msg(pool_name, server)):
+            try:
+                await asyncio.wait_for(asyncio.shield(ack), BARRIER_TIMEOUT)
+            except TimeoutError:
+                cause = f"no acknowledgement of a state change in {BARRIER_TIMEOUT}s"
+                log("worker_slow", "warn", index=w.index, pid=w.proc.pid, cause=cause)
+
+    def _refresh(self, pool_name: str) -> None:
+        self.pools[pool_name].refresh()
         if self.kernel is not None:
             self.kernel.changed()
+
+    def _send_acked(self, msg: dict[str, Any]) -> list[tuple[WorkerHandle, asyncio.Future[None]]]:
+        """Send `msg` to every worker with a sequence number each answers with "applied"."""
+        waits = []
+        for w in list(self.workers.values()):
+            self._seq += 1
+            ack = w.acks[self._seq] = self.loop.create_future()
+            w.channel.send({**msg, "seq": self._seq})
+            waits.append((w, ack))
+        return waits
 
     def _on_health(self, pool_name: str, server: Server) -> None:
         server.health_flips += 1
@@ -490,13 +515,7 @@ class Supervisor:
 
     async def broadcast_redis(self, view: dict[str, Any]) -> None:
         """Push a Redis cluster view to every worker and wait until each has it in force."""
-        waits = []
-        for w in list(self.workers.values()):
-            self._seq += 1
-            ack = w.acks[self._seq] = self.loop.create_future()
-            w.channel.send({"t": "redis", "seq": self._seq, "view": view})
-            waits.append((w, ack))
-        for w, ack in waits:
+        for w, ack in self._send_acked({"t": "redis", "view": view}):
             try:
                 await asyncio.wait_for(asyncio.shield(ack), BARRIER_TIMEOUT)
             except TimeoutError:
@@ -541,7 +560,7 @@ class Supervisor:
         if weight is not None:
             server.weight_override = weight
         save_server(self.store, pool_name, server)
-        self.push(pool_name, server)
+        await self.push_confirmed(pool_name, server)
         view = pool_view(pool)
         return next(s for s in view["servers"] if s["address"] == address)
 
@@ -685,12 +704,7 @@ class Supervisor:
         await self._reload_kernel(new)
         await self._reload_vrrp(old.vrrp, new.vrrp)
         self._rows = max(self._rows, new.workers)
-        self._seq += 1
-        acks = []
-        for w in self.workers.values():
-            ack = w.acks[self._seq] = self.loop.create_future()
-            acks.append(ack)
-            w.channel.send(self._config_msg(seq=self._seq))
+        acks = [ack for _, ack in self._send_acked(self._config_msg())]
         await self._resize_workers(new.workers)
         # "reload" is logged once every worker runs the new config, so it means "done".
         _, late = await asyncio.wait(acks, timeout=10) if acks else (set(), set())

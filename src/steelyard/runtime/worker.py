@@ -205,10 +205,14 @@ class Worker:
         try:
             pool, server = require_server(self.pools, msg["pool"], msg["server"])
         except LookupError:
+            if "seq" in msg:
+                self.channel.send({"t": "applied", "seq": msg["seq"]})
             return  # a push racing a reload; the next config carries the state
         server.apply_state(msg["state"])
         pool.refresh()
         self.ctx.queue(pool).wake()
+        if "seq" in msg:  # an operator's change: the API answers once every worker has it
+            self.channel.send({"t": "applied", "seq": msg["seq"]})
 
     # reports ----------------------------------------------------------------------------
 
