@@ -193,3 +193,27 @@ def test_connections_over_the_cap_are_answered_503(tmp_path, backends, steelyard
                 return False  # 503 (HTTPError is an OSError) until the slot is free
 
         wait_for(admitted, what="a free slot")
+
+
+def test_a_silent_connection_is_closed_at_keepalive_timeout(tmp_path, backends, steelyard):
+    """A connection that never sends a byte, and one idle after its request, are closed at
+    admin.keepalive_timeout by the admin server's own timer (admin_idle_timeout), not by
+    aiohttp's keep-alive (3.9 never closes the first; here it is only a late backstop)."""
+    a = backends("a")
+    cfg, _ = pool_config(tmp_path, a, keepalive_timeout="1s", header_timeout="1m")
+    cfg["log_level"] = "debug"  # admin_idle_timeout
+    sy = steelyard(cfg)
+    port = admin_port(sy)
+    with sockets() as held:
+        silent = socket.create_connection(("127.0.0.1", port), timeout=30)
+        held.append(silent)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        held.append(idle)
+        idle.sendall(REQUEST_HEAD + b"\r\n")
+        # The deadline (60 s) is before aiohttp's backstop (2 x 1s + 1m): only ours can close.
+        assert read_until_closed(silent) == b""
+        answer = read_until_closed(idle)
+        assert status_of(answer) == 200 and answer.count(b"HTTP/1.1") == 1
+    wait_for(lambda: sy.count_log(r"event=admin_idle_timeout") >= 2, what="both logged")
+    assert sy.count_log(r"event=admin_header_timeout") == 0
+    assert sy.api("GET", "/healthz") == b"ok"

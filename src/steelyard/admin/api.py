@@ -25,7 +25,9 @@ is logged with its peer. Before anything else, admin/guard.py refuses what a web
 have forged (a foreign Host, a cross-origin change, a change not sent as JSON). When a token is
 configured, every request, /healthz and /metrics included, must carry
 `Authorization: Bearer <token>` (static pages excepted: they hold no data); off loopback (and
-off a unix socket) a token is mandatory. admin/server.py holds the timeouts and the cap.
+off a unix socket) a token is mandatory. No body is read before the token is checked: a
+request refused is answered at once and its connection closed. admin/server.py holds the
+timeouts and the cap.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from steelyard.admin.body import json_object, message
-from steelyard.admin.guard import Guard, Refusal
+from steelyard.admin.guard import Guard, Refusal, any_port
 from steelyard.admin.mysql_api import MysqlRoutes
 from steelyard.admin.redis_api import RedisRoutes
 from steelyard.admin.server import AdminHandler, AdminRunner, Limits, UnixSite
@@ -164,40 +166,46 @@ def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason.lower()
 
 
-def _guard(guard: Guard, limits: Limits) -> Any:
-    """The first middleware: the headers are in (the header timeout stops), forged requests
-    are refused, and a body must arrive within the body timeout."""
+def _guard(guard: Guard) -> Any:
+    """The first middleware: the headers are in (the header timeout stops) and forged
+    requests are refused, on the headers alone: the body is not read yet."""
 
     @web.middleware
     async def guarded(request: web.Request, handler: Any) -> web.StreamResponse:
         protocol = request.protocol
-        admin = protocol if isinstance(protocol, AdminHandler) else None
-        if admin is not None:
-            admin.request_started()
+        if isinstance(protocol, AdminHandler):
+            protocol.request_started(request.content)
+        headers = request.headers
         try:
-            headers = request.headers
-            try:
-                guard.check_host(headers.get("Host"))
-                if request.match_info.http_exception is None:  # else 404/405 say it better
-                    guard.check_change(
-                        request.method, headers.get("Host"), headers.get("Origin"),
-                        request.content_type if "Content-Type" in headers else "",
-                        request.body_exists,
-                    )  # fmt: skip
-            except Refusal as exc:
-                raise ApiError(exc.status, exc.message) from None
-            if request.body_exists:
-                try:
-                    async with asyncio.timeout(limits.body_timeout):
-                        await request.read()  # kept by aiohttp: the route reads it again
-                except TimeoutError:
-                    raise ApiError(408, "request body not received in time", close=True) from None
-            return await handler(request)
-        finally:
-            if admin is not None:
-                admin.request_done()
+            guard.check_host(headers.get("Host"))
+            if request.match_info.http_exception is None:  # else 404/405 say it better
+                guard.check_change(
+                    request.method, headers.get("Host"), headers.get("Origin"),
+                    request.content_type if "Content-Type" in headers else "",
+                    request.body_exists,
+                )  # fmt: skip
+        except Refusal as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return await handler(request)
 
     return guarded
+
+
+def _body(limits: Limits) -> Any:
+    """The last middleware, once the token is checked: the body must arrive within the body
+    timeout (MAX_BODY at most). A client without the token never gets a body read."""
+
+    @web.middleware
+    async def read_body(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(limits.body_timeout):
+                    await request.read()  # kept by aiohttp: the route reads it again
+            except TimeoutError:
+                raise ApiError(408, "request body not received in time", close=True) from None
+        return await handler(request)
+
+    return read_body
 
 
 # Every answer: never cached, never sniffed into a script, never framed, no Referer out.
@@ -255,7 +263,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         peer=request.remote,
     )
     response = _error_response(status, message, headers)
-    if close:
+    if close or (request.body_exists and not request.content.is_eof()):
+        # A body refused unread (no token, a forged request) is not waited for: the
+        # connection ends with this answer.
         response.force_close()
     return response
 
@@ -265,8 +275,8 @@ def _auth(token: str) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "GET" and request.path in PUBLIC_PAGES:
-            return await handler(request)
+        if request.method == "GET" and request.path in PUBLIC_PAGES and not request.body_exists:
+            return await handler(request)  # a page GET with a body is no browser's: token
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="steelyard"'}
         if scheme.lower() != "bearer" or not credential.strip():
@@ -374,9 +384,11 @@ def make_app(
         raise ValueError("admin.token is required when admin.listen is not a loopback address")
     settings = settings or AdminConfig()
     guard = Guard(listen, settings.allowed_hosts)
-    middlewares = [_errors, _guard(guard, limits_of(settings))]
+    # The guard (headers only), then the token, and only then is a body read.
+    middlewares = [_errors, _guard(guard)]
     if token:
         middlewares.append(_auth(token))
+    middlewares.append(_body(limits_of(settings)))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app.on_response_prepare.append(_security_headers)
     h = _Handlers(controller)
@@ -456,7 +468,7 @@ async def start_admin(
     (the supervisor keeps it well below its file descriptor limit)."""
     settings = settings or AdminConfig()
     limits = limits_of(settings, max_connections)
-    local = is_local(listen) if is_unix(listen) else is_local(_any_port(listen))
+    local = is_local(listen) if is_unix(listen) else is_local(any_port(listen))
     app = make_app(controller, token, not local, settings, listen)
     runner = AdminRunner(app, limits, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
@@ -483,11 +495,6 @@ async def start_admin(
         log("admin_no_token", "warn", listen=listen,
             risk="any local user can control this node: set admin.token")  # fmt: skip
     return server
-
-
-def _any_port(listen: str) -> str:
-    head, sep, port = listen.rpartition(":")
-    return f"{head}:1" if sep and port == "0" else listen
 
 
 __all__ = [

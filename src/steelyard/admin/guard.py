@@ -76,7 +76,7 @@ class Guard:
     def __init__(self, listen: str, allowed_hosts: list[str] | tuple[str, ...] = ()) -> None:
         names = {"localhost", *(h.lower().rstrip(".") for h in allowed_hosts)}
         if not is_unix(listen):
-            host, _ = split_address(_any_port(listen))
+            host, _ = split_address(any_port(listen))
             if not _is_ip(host):
                 names.add(host.lower().rstrip("."))
         self.names = frozenset(names)
@@ -115,7 +115,7 @@ class Guard:
             )
 
 
-def _any_port(listen: str) -> str:
+def any_port(listen: str) -> str:
     """Port 0 (any free port, for tests and tools) passes split_address's check."""
     head, sep, port = listen.rpartition(":")
     return f"{head}:1" if sep and port == "0" else listen

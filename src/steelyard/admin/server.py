@@ -5,8 +5,10 @@ wants to finish its headers, so a few thousand half-sent requests used to take e
 descriptor of the supervisor, whose health probes then failed with "too many open files".
 Here a connection gets `header_timeout` from the first byte of a request to the end of its
 headers (then a 408 and the close, like nginx's client_header_timeout), `keepalive_timeout`
-idle between requests, and beyond `max_connections` a new connection is answered 503 and
-closed at once, so the admin API never holds more than its share of descriptors.
+idle before its first request and between requests (then the close), both timed by
+AdminHandler itself, not by aiohttp (whose versions differ: 3.9, which pyproject allows, never
+closes a connection that sends no byte), and beyond `max_connections` a new connection is answered
+503 and closed at once, so the admin API never holds more than its share of descriptors.
 
 A unix socket (`admin.listen: unix:/path`) is created with mode 0600 before it is bound, so
 there is no moment where another local user can connect (as HAProxy's stats socket).
@@ -64,47 +66,103 @@ class Limits:
 
 
 class AdminHandler(RequestHandler):
-    """aiohttp's connection handler with a header timeout and the server's connection count."""
+    """aiohttp's connection handler with its own idle and header timers and the server's
+    connection count.
 
-    __slots__ = ("_admin_server", "_busy", "_counted", "_header_timer")
+    One timer, whatever aiohttp's version arms: from the connection's start and from the end
+    of each response, `keepalive_timeout` until a byte comes (then the connection is closed
+    without a word: no request to answer); from a request's first byte, `header_timeout` to
+    the end of its headers (then a 408 and the close). While a request is handled and its
+    response written there is no timer: the body timeout is the guard's, and no 408 can land
+    inside a response still being sent."""
+
+    __slots__ = (
+        "_admin_server", "_busy", "_counted", "_done", "_for_headers", "_pending",
+        "_request_body", "_timer",
+    )  # fmt: skip
 
     def __init__(self, manager: AdminHttpServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._admin_server = manager
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._busy = False  # a request's handler runs: its body is the body timeout's business
+        self._timer: asyncio.TimerHandle | None = None
+        self._for_headers = False  # the timer runs for a request's headers, not an idle wait
+        self._busy = False  # a request is handled or its response written
+        self._request_body: Any = None  # the handled request's body stream
+        self._pending = False  # bytes of a next request came while busy
+        self._done = False  # the last response closes the connection: no further request
         self._counted = True
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.transport is not None:  # not closed at once
+            self._arm(for_headers=False)
+
     def data_received(self, data: bytes) -> None:
-        if data and self._header_timer is None and not self._busy:
-            # The first byte of a request: its headers must be complete in time.
-            limit = self._admin_server.limits.header_timeout
-            self._header_timer = self._loop.call_later(limit, self._headers_late)
+        if data and not self._done:
+            if self._busy:
+                body = self._request_body
+                if body is None or body.is_eof():
+                    self._pending = True  # past the body: the next request has begun
+            elif not self._for_headers:
+                # The first byte of a request: its headers must be complete in time.
+                self._arm(for_headers=True)
         super().data_received(data)
 
-    def request_started(self) -> None:
-        """The headers are in (the guard middleware calls this first)."""
+    def request_started(self, body: Any = None) -> None:
+        """The headers are in (the guard middleware calls this first); `body` is the
+        request's body stream (`request.content`)."""
         self._busy = True
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._pending = False
+        self._request_body = body
+        self._cancel()
 
-    def request_done(self) -> None:
+    def response_finished(self, keep_alive: bool) -> None:
+        """The response is written (to the transport): the connection is idle again, or, if
+        bytes of the next request came meanwhile, waits for its headers."""
         self._busy = False
+        self._request_body = None
+        self._cancel()
+        if not keep_alive:
+            self._done = True  # aiohttp closes it
+        elif self.transport is not None:
+            self._arm(for_headers=self._pending)
+        self._pending = False
 
-    def _headers_late(self) -> None:
-        self._header_timer = None
+    async def finish_response(self, request: Any, resp: Any, start_time: Any) -> Any:
+        # aiohttp prepares and writes the response here, after the middlewares returned.
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self.response_finished(bool(getattr(resp, "keep_alive", False)))
+
+    def _arm(self, for_headers: bool) -> None:
+        self._cancel()
+        limits = self._admin_server.limits
+        delay = limits.header_timeout if for_headers else limits.keepalive_timeout
+        self._for_headers = for_headers
+        self._timer = self._loop.call_later(delay, self._expired)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._for_headers = False
+
+    def _expired(self) -> None:
+        self._timer = None
         transport = self.transport
         if self._busy or transport is None:
             return
-        log("admin_header_timeout", "debug", peer=_peer(transport))
-        transport.write(_TIMEOUT)
+        if self._for_headers:
+            log("admin_header_timeout", "debug", peer=_peer(transport))
+            transport.write(_TIMEOUT)
+        else:
+            log("admin_idle_timeout", "debug", peer=_peer(transport))
+        self._for_headers = False
         self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._cancel()
         if self._counted:
             self._counted = False
             self._admin_server.live -= 1
@@ -152,7 +210,10 @@ class AdminRunner(web.AppRunner):
     """An AppRunner whose server is an AdminHttpServer."""
 
     def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(app, keepalive_timeout=limits.keepalive_timeout, **kwargs)
+        # AdminHandler closes idle connections itself (aiohttp 3.9 leaves a connection that
+        # never sends a byte open): aiohttp's own keep-alive is only a late backstop.
+        backstop = 2 * limits.keepalive_timeout + limits.header_timeout
+        super().__init__(app, keepalive_timeout=backstop, **kwargs)
         self.limits = limits
 
     async def _make_server(self) -> web.Server:
