@@ -615,3 +615,127 @@ def _pings(c: redis_py.Redis) -> bool:
         return bool(c.ping())
     except redis_py.ConnectionError:
         return False
+
+
+# review findings: limits for closing clients, argv in the query buffer, big single replies ---
+
+
+def test_a_closing_client_that_never_reads_is_bounded(tmp_path, steelyard, redis_servers):
+    """1,000 GETs of a 100 KB value then QUIT in one read, and the client never reads: the
+    output limits were skipped for a closing client, so every reply piled up unbounded and
+    the close waited forever for it to read them. Now past `hard` (16 MiB here) it is cut,
+    as any client is."""
+    limit = {"hard": "16MiB", "soft": 0}
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, client_output_buffer_limit=limit)
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    value = b"v" * 100_000
+    c.set("big", value)
+    get = resp.encode_command([b"GET", b"big"])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(get * 1000 + resp.encode_command([b"QUIT"]))
+        sy.wait_log(r"event=redis_output_buffer_limit .*limit=hard bytes=16777216")
+        assert closed_by_peer(s)
+    # the same after a malformed frame instead of QUIT
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(get * 1000 + b"*1\r\n!oops\r\n")
+        wait_for(
+            lambda: sy.count_log(r"event=redis_output_buffer_limit .*limit=hard") >= 2,
+            what="the second client cut",
+        )
+        assert closed_by_peer(s)
+    assert client(port).get("big") == value
+
+
+def test_a_closing_client_that_never_reads_is_cut_after_a_while(tmp_path, steelyard, redis_servers):
+    """Under the output limits, a client that sent GET then QUIT and never reads was held
+    open for good (a close waits for its replies to be read). Now a closing client that reads
+    none of its replies for 10 s, or idle_timeout if shorter (here 1 s), is cut off, logged
+    as redis_close_stalled."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, idle_timeout="1s")
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    value = b"v" * 8_000_000
+    c.set("big", value)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(resp.encode_command([b"GET", b"big"]) + resp.encode_command([b"QUIT"]))
+        sy.wait_log(r"event=redis_close_stalled ")
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < len(value), "the whole reply was kept for the closing client"
+    # a closing client that reads gets every reply, then the close
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(resp.encode_command([b"GET", b"big"]) + resp.encode_command([b"QUIT"]))
+        got_all = b""
+        while chunk := s.recv(1 << 20):
+            got_all += chunk
+    assert got_all == resp.bulk(value) + b"+OK\r\n"
+    assert sy.count_log(r"event=redis_close_stalled ") == 1
+
+
+def test_query_buffer_limit_counts_the_arguments_read(tmp_path, steelyard, redis_servers):
+    """`*1048576` then 1 KiB arguments: only the unread tail of the command counted against
+    client_query_buffer_limit, the arguments already read did not, so one command could grow
+    the worker by GBs. Now they count, as Redis counts argv: past 2 MiB here the client is
+    closed."""
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, client_query_buffer_limit="2MiB")
+    wait_for(lambda: client(port).ping(), what="redis listener")
+    arg = resp.bulk(b"a" * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"*1048576\r\n$3\r\nDEL\r\n")
+        try:
+            for _ in range(160):  # 10 MiB
+                s.sendall(arg * 64)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the proxy while sending: what should happen
+        sy.wait_log(r"event=redis_query_buffer_limit .*limit=2097152")
+        assert closed_by_peer(s)
+    assert client(port).ping()
+
+
+def test_a_reply_bigger_than_the_hard_limit_reaches_a_reader(tmp_path, steelyard, redis_servers):
+    """A 32 MiB reply written whole (an MGET over two groups, gathered) to a client that
+    reads it, with `hard` at 8 MiB: the first check after the write saw most of it buffered
+    and cut the client. The hard limit now counts what is buffered beyond the largest single
+    reply being written: the reply arrives whole; replies piling up unread behind it still
+    count."""
+    limit = {"hard": "8MiB", "soft": 0}
+    sy, port, *_ = start(tmp_path, steelyard, redis_servers, client_output_buffer_limit=limit)
+    c = client(port)
+    wait_for(c.ping, what="redis listener")
+    one, two = key_on(1, "big"), key_on(2, "small")
+    value = bytes(range(256)) * (32 * 4096)  # 32 MiB
+    c.set(one, value)
+    c.set(two, "small")
+    mget = resp.encode_command([b"MGET", one.encode(), two.encode()])
+    want = resp.array([resp.bulk(value), resp.bulk(b"small")])
+    for _ in range(3):
+        # a small receive buffer (set before connecting, so the window is small): most of
+        # the reply waits in the proxy while it is read
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", port))
+            s.sendall(mget)
+            got = b""
+            while len(got) < len(want) and (chunk := s.recv(1 << 20)):
+                got += chunk
+        assert got == want
+    assert c.mget(one, two) == [value, b"small"]
+    assert sy.count_log(r"event=redis_output_buffer_limit") == 0
+    # behind such a reply, a client that does not read is still held to `hard`
+    c.set("v", b"v" * 100_000)
+    get = resp.encode_command([b"GET", b"v"])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(mget + get * 400)  # 40 MB more behind the 32 MiB
+        sy.wait_log(r"event=redis_output_buffer_limit .*limit=hard bytes=8388608")
+        assert closed_by_peer(s)
+    assert c.mget(one, two) == [value, b"small"]

@@ -263,9 +263,9 @@ def test_reply_framer_hands_out_heads_of_long_replies(chunk):
         for rest in f.feed(data[i : i + chunk]):
             pieces.append(current + rest)
             current = b""
-        if f.under_way() > 0:
+        if f.under_way > 0:
             head = f.take_head()
-            assert head and f.under_way() == 0
+            assert head and f.under_way == 0
             current += head
     assert current == b""
     assert pieces == replies
@@ -349,3 +349,27 @@ def test_fast_parser_returns_to_the_fast_path_after_auth():
     p.guard = False
     assert p.feed(resp.encode_command([b"GET", b"k"])) == [[b"GET", b"k"]]
     assert p.slow is None and p.buffered() == 0
+
+
+@PARSERS
+def test_buffered_counts_the_arguments_of_the_command_under_way(parser):
+    """`*1048576` then 1 KiB arguments: the buffer is trimmed as arguments are read, and
+    buffered() counted only the unread tail, so client_query_buffer_limit never saw the
+    command grow (to GBs). It now counts the arguments read so far, as Redis counts argv."""
+    p = parser()
+    assert p.feed(b"*1048576\r\n") == []
+    arg = resp.bulk(b"a" * 1024)
+    sent = len(b"*1048576\r\n")
+    for _ in range(64):
+        assert p.feed(arg * 64) == []  # 64 KiB a read
+        sent += len(arg) * 64
+        assert p.buffered() == sent
+    assert p.error is None
+    assert sent > 4 * 1024 * 1024
+    # a command that completes is no longer counted
+    q = parser()
+    assert q.feed(b"*3\r\n" + arg * 2) == [] and q.buffered() == 4 + 2 * len(arg)
+    assert q.feed(arg[:10]) == [] and q.buffered() == 4 + 2 * len(arg) + 10
+    assert q.feed(arg[10:] + b"*1\r\n$4\r\nPI") == [[b"a" * 1024] * 3]
+    assert q.buffered() == len(b"*1\r\n$4\r\nPI")
+    assert q.feed(b"NG\r\n") == [[b"PING"]] and q.buffered() == 0

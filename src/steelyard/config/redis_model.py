@@ -19,8 +19,12 @@ class OutputBufferLimit(Strict):
     """Redis's client-output-buffer-limit for one client's replies not yet sent: past `hard`
     it is closed at once, past `soft` for `soft_seconds` too. 0 = no limit. Redis leaves
     normal clients unlimited; here a client that never reads would grow the worker without
-    bound, so it is limited, loosely enough that the largest value Redis allows (512 MB)
-    still reaches a client that reads it at a normal pace."""
+    bound, so it is limited. `hard` counts what is buffered beyond the largest single reply
+    being written (since the buffer last drained): one reply bigger than `hard`, such as the
+    largest value Redis allows (512 MB, max_bulk_bytes) whether streamed or written whole
+    (MGET, EXEC, a replica read), still reaches a client that reads it, provided it reads
+    it within `soft_seconds` of passing `soft`. A client closing after QUIT or a protocol
+    error is held to the same limits."""
 
     hard: Size = 512 * 1024**2
     soft: Size = 128 * 1024**2

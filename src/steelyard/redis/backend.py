@@ -4,7 +4,12 @@ One connection per server and database per worker carries the requests of every 
 (as Codis's backend_primary_parallel = 1): Redis answers in order, so each reply goes to the
 oldest waiting callback. Writes are gathered and sent once per loop turn, so a batch of client
 commands costs one send per server. A connection that fails answers every waiting request with
-an error, in order, and the next request reconnects.
+an error, in order, and the next request reconnects; but a client that already has the head of
+its reply (streamed, see below) gets no error after it, which it would read as part of that
+reply: it is cut off, as by a server that dies.
+
+A long reply (STREAM_FROM bytes read and not complete) flows on to its client in pieces as it
+arrives, when it is the next reply that client is owed, instead of being held whole.
 """
 
 from __future__ import annotations
@@ -139,7 +144,7 @@ class BackendConn(asyncio.Protocol):
             else:
                 self.fail(f"backend {self.address} sent a reply nobody asked for")
                 return
-        if waiting and self.framer.under_way() >= STREAM_FROM:
+        if waiting and self.framer.under_way >= STREAM_FROM:
             # A long reply on its way: the client it is for may take its head now, if it is
             # the next reply that client is owed, instead of the proxy holding it all.
             head = waiting[0]

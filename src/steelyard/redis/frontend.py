@@ -11,7 +11,7 @@ from steelyard.redis.backend import BackendPool
 from steelyard.redis.commands import CommandTable
 from steelyard.redis.dispatch import fast_table
 from steelyard.redis.router import Router
-from steelyard.redis.session import ClientSession
+from steelyard.redis.session import CLOSE_STALL_SECONDS, ClientSession
 from steelyard.redis.slotstore import from_config
 from steelyard.tcp.frontend import ProtocolFrontend
 
@@ -107,19 +107,21 @@ class RedisFrontend(ProtocolFrontend):
     def _sweep(self) -> None:
         """Close clients idle for `idle_timeout` (Redis's `timeout`): not those waiting in a
         blocking command or subscribed, whom Redis spares too; and, with `auth` set, those
-        not authenticated `auth_timeout` after connecting (they hold a client slot each)."""
+        not authenticated `auth_timeout` after connecting (they hold a client slot each).
+        Output limits apply to every client, closing ones too; a closing client that has
+        read none of its replies for CLOSE_STALL_SECONDS (idle_timeout if shorter) is cut."""
         now = self.loop.time()
         idle, unauthenticated = self.cfg.idle_timeout, self.cfg.auth_timeout
         idle_since = now - idle if idle > 0 else -1.0
         auth_since = now - unauthenticated if unauthenticated > 0 and self.cfg.auth else -1.0
+        stall = min(idle, CLOSE_STALL_SECONDS) if idle > 0 else CLOSE_STALL_SECONDS
         closed = {"idle": 0, "auth": 0}
         for session in list(self.sessions):
-            if session.closing:
-                continue
             if session.write_blocked:
                 session.check_output()  # over the soft limit for long enough?
-                if session.closing:
-                    continue
+            if session.closing:
+                session.close_stalled(now, stall)
+                continue
             if not session.authed and session.connected < auth_since:
                 reason = "auth"
             elif session.last_read < idle_since and session.idle():

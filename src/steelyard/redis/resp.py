@@ -1,13 +1,18 @@
 """RESP2, sans-IO: client requests in, backend replies framed, replies encoded.
 
-Requests are framed here rather than by hiredis because the proxy must refuse oversized or
-malformed input *before* buffering it (a `$99999999999` header is answered at once, as Redis
-does), which needs the position of every header; the errors carry Redis's own texts. Requests
-are arrays of bulk strings or inline commands (with Redis's quoting rules).
+Requests: `FastRequestParser` (the one sessions use) lets hiredis read the common case, a
+canonical RESP array of bulk strings, and hands anything else (inline commands, malformed or
+large commands, a client before AUTH) to `RequestParser`, which frames requests itself because
+the proxy must refuse oversized or malformed input *before* buffering it (a `$99999999999`
+header is answered at once, as Redis does), which needs the position of every header; its
+errors carry Redis's own texts, inline commands follow Redis's quoting rules. Both count the
+arguments already read of the command under way in `buffered()`, the client's query buffer.
 
 Replies from backends are only framed (`ReplyFramer` finds where each reply ends and returns its
-raw bytes) so that the proxy forwards them without rebuilding them; replies that must be read
-(merging MGET parts, summing DBSIZE, SCAN cursors, INFO) are parsed with hiredis (`parse`).
+raw bytes) so that the proxy forwards them without rebuilding them; the head of a long reply
+still on its way can be taken out (`take_head`) and forwarded before its end arrives. Replies
+that must be read (merging MGET parts, summing DBSIZE, SCAN cursors, INFO) are parsed with
+hiredis (`parse`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class RequestParser:
         self._pos = 0
         self._argc = -1  # arguments still to read in the current multibulk, -1 outside one
         self._args: Command = []
+        self._argbytes = 0  # bytes of the command under way already moved into _args
         self._bulk = -1  # length of the bulk being waited for, -1 when reading a header
         self._start = -1  # where the current multibulk starts in the buffer (-1: not kept)
         self.raws: list[bytes | None] = []
@@ -90,6 +96,7 @@ class RequestParser:
                             continue  # *0 and *-1: nothing to run, as Redis
                         self._argc = count
                         self._args = []
+                        self._argbytes = pos - self._start  # its `*N` header
                     else:
                         end = find(b"\n", pos)
                         if end < 0:
@@ -132,12 +139,14 @@ class RequestParser:
                         if size > UNAUTH_MAX_BULK and self.guard:
                             raise ProtocolError("unauthenticated bulk length")
                         self._bulk = size
+                        self._argbytes += end + 2 - pos
                         pos = end + 2
                     if n - pos < size + 2:
                         break
                     if buf[pos + size] != 13 or buf[pos + size + 1] != 10:
                         raise ProtocolError("expected CRLF after a bulk string")
                     args.append(bytes(buf[pos : pos + size]))
+                    self._argbytes += size + 2
                     pos += size + 2
                     self._bulk = -1
                     self._argc -= 1
@@ -148,6 +157,7 @@ class RequestParser:
                 out.append(args)
                 raws.append(bytes(buf[self._start : pos]) if self._start >= 0 else None)
                 self._args = []
+                self._argbytes = 0
                 self._argc = -1
                 if self.guard:
                     break
@@ -162,8 +172,11 @@ class RequestParser:
         return out
 
     def buffered(self) -> int:
-        """Bytes received and not yet read as commands: the client's query buffer."""
-        return len(self._buf) - self._pos
+        """Bytes received and not yet read as commands: the client's query buffer. The
+        arguments of the command under way already read count too (Redis counts argv in its
+        client-query-buffer-limit): the buffer is trimmed as they are read, so a command of a
+        million small arguments would otherwise grow without showing here."""
+        return len(self._buf) - self._pos + self._argbytes
 
     def between_commands(self) -> bool:
         """Nothing of a command is buffered: another parser may take over from here."""
@@ -210,7 +223,9 @@ class FastRequestParser:
             self.slow.guard = on
 
     def buffered(self) -> int:
-        """Bytes received and not yet read as commands: the client's query buffer."""
+        """Bytes received and not yet read as commands: the client's query buffer. On the
+        fast path the whole command under way stays in `_buf` (hiredis holds at most
+        MAX_PENDING of it before RequestParser takes over), so this counts its arguments."""
         if self.slow is not None:
             return self.slow.buffered()
         return len(self._buf) - self._pos
@@ -384,7 +399,7 @@ class ReplyFramer:
     that its head too can be handed out (`take_head`) before the rest has arrived.
     """
 
-    __slots__ = ("_buf", "_bulk_end", "_cool", "_miss", "_pending", "_pos", "_start")
+    __slots__ = ("_buf", "_bulk_end", "_cool", "_miss", "_pending", "_pos", "_start", "under_way")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -394,6 +409,9 @@ class ReplyFramer:
         self._cool = 0  # elements to read one by one before the run fast path is tried again
         self._miss = RUN_MIN  # the next cooling spell: doubles while tries keep failing
         self._bulk_end = -1  # where the big bulk being read through ends, -1 outside one
+        # Bytes of the reply under way read (whole elements, or into a big bulk) and not
+        # handed out yet: an attribute, read by the backend after every read.
+        self.under_way = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
@@ -452,12 +470,8 @@ class ReplyFramer:
         self._pos = pos
         self._start = start
         self._pending = pending
+        self.under_way = pos - start if start >= 0 else 0
         return out
-
-    def under_way(self) -> int:
-        """Bytes of the reply under way read (whole elements, or into a big bulk) and not
-        handed out yet."""
-        return self._pos - self._start if self._start >= 0 else 0
 
     def take_head(self) -> bytes:
         """The part of the reply under way read so far (its header first), to be forwarded
@@ -467,6 +481,7 @@ class ReplyFramer:
         if start < 0 or self._pos == start:
             return b""
         self._start = self._pos
+        self.under_way = 0
         return bytes(self._buf[start : self._pos])
 
     def _elements(self, buf: bytearray, pos: int, pending: int) -> tuple[int, int]:

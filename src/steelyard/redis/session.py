@@ -3,7 +3,20 @@
 Every command gets a reply slot in a FIFO the moment it is read, and is dispatched at once
 (pipelined commands of one client run in parallel on their backends); replies leave from the
 head of the FIFO as soon as they are filled, gathered into one write per loop turn. A command
-split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answered.
+split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answered. A long
+reply at the head of the FIFO leaves before it is filled: its head is written as it comes from
+the backend (`stream`), the rest when it ends.
+
+Before AUTH (with `auth` set) a client is read one command at a time under Redis's limits for
+strangers (a bulk over 16 KiB or more than 10 arguments is refused at its header).
+
+Limits (Redis's): unread input past client_query_buffer_limit closes the client at once;
+unsent replies past client_output_buffer_limit close it too (hard: what is buffered beyond the
+largest single reply being written, so one reply bigger than `hard` still reaches a client
+that reads it; soft: everything buffered, for soft_seconds), a client that is closing (after
+QUIT or a protocol error) included. Input is paused while max_pipeline requests are in flight
+or more than PAUSE_READING_AT of replies wait unsent. A closing client that reads nothing of
+its replies for CLOSE_STALL_SECONDS (idle_timeout if shorter) is cut off (see frontend._sweep).
 """
 
 from __future__ import annotations
@@ -54,6 +67,14 @@ class ClientSession(asyncio.Protocol):
         self.paused = False  # reading paused: max_pipeline requests in flight
         self.write_blocked = False  # reading paused: replies piling up unread (see below)
         self.soft_since = 0.0  # when its unsent replies went over the soft limit
+        # The largest single reply written since the unsent replies were last drained (to
+        # the low water mark): the hard output limit applies to what is buffered beyond it.
+        self.big_reply = 0
+        self.stream_bytes = 0  # of the reply being streamed (stream()), written so far
+        self.sent = 0  # bytes handed to the transport, for close_stalled
+        # A closing client: the bytes it had read at the last sweep, and since when.
+        self.stalled_read = -1
+        self.stalled_since = 0.0
         self.last_read = 0.0
         self.connected = 0.0  # when accepted (auth_timeout counts from here)
         self.peer = "-"
@@ -105,7 +126,7 @@ class ClientSession(asyncio.Protocol):
             # The fast path: a single-key command (GET, SET, INCR, HSET, ...) on a slot at
             # rest goes straight to its owner; everything else takes dispatch().
             spec = fast.get(argv[0])
-            if spec is not None and self.authed and self.tx is None and self.subs is None:
+            if spec is not None and self.tx is None and self.subs is None:
                 arity, write = spec
                 n = len(argv)
                 if n == arity or (arity < 0 and n >= -arity):
@@ -162,9 +183,7 @@ class ClientSession(asyncio.Protocol):
             buffered=self.parser.buffered(),
             limit=self.fe.cfg.client_query_buffer_limit,
         )
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.cut()
 
     def after_read(self) -> None:
         error = self.parser.error
@@ -194,18 +213,25 @@ class ClientSession(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.soft_since = 0.0
+        self.big_reply = 0  # drained: the big reply is (all but) read
         if not self.paused and not self.closing and self.transport is not None:
             self.transport.resume_reading()
 
     def check_output(self) -> None:
         """Close the client when its unsent replies are over the hard limit, or over the soft
-        one for soft_seconds (Redis's client-output-buffer-limit)."""
+        one for soft_seconds (Redis's client-output-buffer-limit). A closing client too: after
+        QUIT it may still have thousands of replies coming that it never reads.
+
+        The hard limit counts what is buffered beyond the largest single reply written since
+        the buffer last drained: a reply bigger than `hard` (a 512 MB value, written whole
+        from an MGET, EXEC or replica read, or streamed) reaches a client that reads it, while
+        replies piling up behind it still count in full."""
         transport = self.transport
-        if transport is None or self.closing:
+        if transport is None:
             return
         size = transport.get_write_buffer_size()
         limit = self.fe.cfg.client_output_buffer_limit
-        if limit.hard and size > limit.hard:
+        if limit.hard and size - max(self.big_reply, self.stream_bytes) > limit.hard:
             self.output_overflow(size, "hard", limit.hard)
         elif limit.soft and size > limit.soft:
             now = self.loop.time()
@@ -219,9 +245,34 @@ class ClientSession(asyncio.Protocol):
     def output_overflow(self, size: int, kind: str, limit: int) -> None:
         log("redis_output_buffer_limit", "warn", peer=self.peer, buffered=size, limit=kind,
             bytes=limit)  # fmt: skip
+        self.cut()  # its unsent replies are dropped with it
+
+    def cut(self) -> None:
+        """Abort the connection, dropping what is unsent: a close would wait for the client
+        to read it."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.abort()  # its unsent replies are dropped with it
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
+
+    def close_stalled(self, now: float, stall: float) -> bool:
+        """A closing client (QUIT, protocol error) is closed once its replies are out; one
+        of whose replies no byte leaves for `stall` seconds (it does not read them, or one it
+        is owed does not come) is cut off instead (True): a close would wait for it forever,
+        holding its replies and its connection."""
+        transport = self.transport
+        if transport is None:
+            return False
+        size = transport.get_write_buffer_size()
+        read = self.sent - size
+        if read != self.stalled_read:
+            self.stalled_read, self.stalled_since = read, now  # it reads: start again
+            return False
+        if now - self.stalled_since < stall:
+            return False
+        log("redis_close_stalled", "warn", peer=self.peer, buffered=size, replies=len(self.replies))
+        self.cut()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -867,7 +918,10 @@ class ClientSession(asyncio.Protocol):
         if transport is None or not self.replies or self.replies[0] is not slot:
             return
         self.streaming = slot
-        transport.write(framer.take_head())
+        head = framer.take_head()
+        self.stream_bytes += len(head)  # counts as one reply for the hard limit
+        self.sent += len(head)
+        transport.write(head)
         if self.write_blocked:
             self.check_output()
 
@@ -876,9 +930,7 @@ class ClientSession(asyncio.Protocol):
         can follow that it would read right, so it is cut off, as a server that dies would."""
         log("redis_reply_cut", "warn", peer=self.peer, cause=cause)
         self.streaming = None
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.cut()
 
     def ready(self) -> None:
         """A reply arrived: write what is ready at the end of this loop turn (one write per
@@ -893,11 +945,22 @@ class ClientSession(asyncio.Protocol):
         out: list[bytes] = []
         while replies and replies[0].data is not None:
             out.append(replies.popleft().data)  # type: ignore[arg-type]
+        streamed = 0
         if self.streaming is not None and (not replies or replies[0] is not self.streaming):
-            self.streaming = None  # its end is in `out`
+            self.streaming = None  # its end is out[0]
+            streamed, self.stream_bytes = self.stream_bytes, 0
         transport = self.transport
         if out and transport is not None:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            if len(data) + streamed > PAUSE_READING_AT:
+                # Before the write: a write that fills the buffer checks the limits in it.
+                # (Not write-blocked: what was buffered before is under 1 MiB, so an earlier
+                # big reply is all but read and no longer counts.)
+                big = max(len(out[0]) + streamed, max(map(len, out)))
+                if big > self.big_reply or not self.write_blocked:
+                    self.big_reply = big
+            self.sent += len(data)
+            transport.write(data)
             if self.write_blocked:
                 self.check_output()
                 transport = self.transport
@@ -929,6 +992,10 @@ REPLICA_UNFIT = (b"-ERR backend ", b"-LOADING", b"-MASTERDOWN")
 
 # Unsent replies past which the client's input is paused until they drain to a quarter.
 PAUSE_READING_AT = 1024 * 1024
+
+# A closing client (after QUIT or a protocol error) that reads none of its replies for this
+# long (or idle_timeout, if shorter) is cut off rather than waited for.
+CLOSE_STALL_SECONDS = 10.0
 
 SCAN_GROUP_BITS = 14  # enough for the 9999 groups a config may name
 SCAN_GROUP_MASK = (1 << SCAN_GROUP_BITS) - 1
