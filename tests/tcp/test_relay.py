@@ -67,8 +67,14 @@ def test_server_reset_after_accept_is_logged_and_next_client_served(tmp_path, ba
             except ConnectionResetError:
                 outcomes.append(b"reset")
     assert b"good\n" in outcomes
-    assert any(o in (b"", b"reset") for o in outcomes)
-    sy.wait_log(rf"event=conn_error .*server={bad.address}.*cause=", what="reset logged")
+    # The reset reaches the relay (the client sees it: EOF or a reset, logged conn_error), or,
+    # on a loaded machine, lands before the connect completes (a failed connect, logged and
+    # retried on the good server: every client got "good"). Either way it is logged.
+    if any(o in (b"", b"reset") for o in outcomes):
+        sy.wait_log(rf"event=conn_error .*server={bad.address}.*cause=", what="reset logged")
+    else:
+        assert outcomes == [b"good\n"] * 4
+        sy.wait_log(rf"event=connect_failed .*server={bad.address}", what="reset logged")
 
 
 def test_idle_timeout_closes_silent_connections(tmp_path, backends, steelyard):
