@@ -4,7 +4,7 @@ Why: the HTTP tier's timing goals (at 50 keep-alive connections and 64-byte resp
 serves >= 1.0x nginx's requests/s with a p99 latency <= 1.3x nginx's) only mean something when
 every system is measured in the same run on the same machine, so this script starts the backend
 (nginx), the peers and steelyard itself, measures each path in turn and prints ratios. Timing
-never lives in the test suite (DESIGN.md).
+never lives in the test suite.
 
 What: wrk with keep-alive at 50 and 200 connections, for a 64-byte and a 16 KiB response:
 requests/s, p99 latency and the proxy's CPU time per request. Results go to stdout (markdown),

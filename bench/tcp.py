@@ -3,7 +3,7 @@
 Why: the TCP tier's timing goals (bulk throughput >= 1.5x HAProxy and >= 0.5x direct, connection
 rate >= 0.9x HAProxy) only mean something when every system is measured in the same run on the
 same machine, so this script starts the backends (iperf3, nginx), HAProxy and steelyard itself,
-measures each path in turn and prints ratios. Timing never lives in the test suite (DESIGN.md).
+measures each path in turn and prints ratios. Timing never lives in the test suite.
 
 What: bulk throughput with iperf3 (1 and 8 streams), connection rate with wrk against a tiny
 nginx response with `Connection: close`. Results go to stdout (markdown), `tcp.json` and

@@ -1,7 +1,7 @@
 """The config loader: a valid file loads; every kind of mistake is reported with path and line.
 
 Each test writes a real file and asserts the exact (path, line, message) the operator would see,
-because those three are the contract of `steelyard check` (DESIGN.md, principle 6).
+because those three are the contract of `steelyard check`.
 """
 
 from __future__ import annotations

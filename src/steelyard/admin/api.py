@@ -1,6 +1,6 @@
 """The admin REST API: pool state, runtime changes, Prometheus metrics.
 
-It runs in the supervisor (DESIGN.md, "Process model"), which owns runtime state: the API only
+It runs in the supervisor (the one process that decides), which owns runtime state: the API only
 validates requests and hands them to a `Controller`, the supervisor's narrow face for it. That
 keeps the HTTP layer testable over real pools without the process machinery.
 

@@ -2,7 +2,7 @@
 
 `steelyard run` and `steelyard check` both come through here, so a bad file is reported the way
 `nginx -t` does it: one line per problem, `file:line: key.path: message`, all problems at once
-(DESIGN.md, principle 6: a config error names the key path and the line). The steps:
+(errors are answers: a config error names the key path and the line). The steps:
 
 1. Read and decode the file; a read or YAML syntax error is the one and only issue.
 2. Compose the YAML into a node tree (SafeLoader) and walk it once: that gives the line of every

@@ -1,4 +1,4 @@
-"""The config contract (DESIGN.md, "Config") as pydantic models.
+"""The config contract (the README's "Configuration") as pydantic models.
 
 Every model forbids unknown keys, so a typo is an error with its key path rather than a silently
 ignored setting. Durations are parsed into float seconds. Cross-references (pool names, duplicate

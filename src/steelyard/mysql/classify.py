@@ -1,6 +1,6 @@
 """What a SQL statement means for routing and pooling, from its first words, sans-IO.
 
-Parsing every statement would cost far more than forwarding it (DESIGN.md, principle 7), so a
+Parsing every statement would cost far more than forwarding it (fast paths stay lean), so a
 small lexer skips comments and whitespace, reads the leading keywords and looks for the few
 markers that matter:
 

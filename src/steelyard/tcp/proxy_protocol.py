@@ -6,7 +6,7 @@ one header to the stream that carries the original source and destination. steel
 on both sides: `ProxyHeaderParser` reads the header a trusted front proxy put in front of a
 connection, and `encode_v1` / `encode_v2` write one for the servers behind us.
 
-Like every steelyard codec (DESIGN.md, principle 1) this module does no I/O. The caller feeds
+Like every steelyard codec (sans-IO) this module does no I/O. The caller feeds
 the bytes it read and writes the bytes it is given; the same code serves the asyncio proxy, the
 tests and any tool. Addresses are validated with `ipaddress` and packed with `struct`.
 

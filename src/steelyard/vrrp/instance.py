@@ -2,7 +2,7 @@
 clock and the wire (io.py), its actions carried out on the interface (netif.py): adverts sent,
 virtual IPs added with gratuitous ARP bursts on becoming MASTER and removed on leaving it, the
 `notify` program run on every transition. Runs in the supervisor, which owns decisions
-(DESIGN.md, "Process model").
+(workers only move bytes).
 
 Dropped adverts are counted by reason and logged at most once per source and reason a minute
 (droplog.py). An advert for our VRID whose addresses differ from ours (count or list) is

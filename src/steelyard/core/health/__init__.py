@@ -1,6 +1,6 @@
 """Health: one state machine per server, fed by active probes and by passive results.
 
-DESIGN.md principle 3: rise/fall hysteresis (`HealthState`), acting only on flips; admin state is
+Rise/fall hysteresis (`HealthState`), acting only on flips; admin state is
 kept apart from health; probes run once per process group, in the supervisor (`HealthMonitor`),
 which pushes verdicts to the workers. Passive ejection (`PassiveEjector`) and the slow-start ramp
 (`SlowStart`) are sans-IO, driven by the supervisor's clock.

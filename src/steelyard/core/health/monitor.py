@@ -4,7 +4,7 @@ One asyncio task per checked server probes it every `interval` (measured start t
 HAProxy's `inter`), feeds the result to the server's `HealthState`, and acts only on a flip:
 it sets `server.healthy`, logs one `health_flip` line, and calls `on_change(pool, server)` so the
 supervisor can rebuild its tables, push the verdict to the workers and record it. Workers never
-probe (DESIGN.md, "Process model"), so N workers cost one probe per server per interval.
+probe, so N workers cost one probe per server per interval.
 
 What is checked and when:
   * pools whose `health` is missing or `kind: none` get no task; their servers stay healthy.

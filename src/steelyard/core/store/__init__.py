@@ -1,4 +1,4 @@
-"""Runtime state store: where state that must survive a restart lives (DESIGN.md, principle 5).
+"""Runtime state store: where state that must survive a restart lives: one home for it.
 
 `open_store(cfg)` returns the configured `Store`: the embedded SQLite file by default; etcd,
 for several steelyard nodes sharing state, will come behind the same interface.

@@ -2,7 +2,7 @@
 
 Operator changes (admin states, weight overrides), and later slot maps, registrations and
 failover decisions, are written here by the supervisor and read back on start and reload
-(DESIGN.md, principle 5). Values are JSON objects under '/'-separated keys such as
+(state has one home). Values are JSON objects under '/'-separated keys such as
 `pools/web/servers/127.0.0.1:8081`, so the same keys map one-to-one onto an etcd keyspace.
 
 The API is synchronous on purpose: the embedded SQLite store answers in well under a
