@@ -10,6 +10,8 @@ markers that matter:
   side effects or depend on the session: GET_LOCK, LAST_INSERT_ID, FOUND_ROWS, NEXTVAL, ...);
 - what it does to the session: a transaction begins or ends, autocommit or the database
   changes, a variable is SET;
+- KILL and SHOW PROCESSLIST speak of the proxy's sessions (processlist.py): a multi-statement
+  with a KILL is named by it, so the session refuses it rather than pass it to a server;
 - what pins the session to its backend connection (state that cannot move to another one):
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
   PREPARE. The session layer applies the rules; this module only names the facts.
@@ -192,6 +194,8 @@ def _careful(sql: bytes) -> Statement:
         for s in found
     )  # fmt: skip
     offending = next((s for s in found if s.unbounded_write), found[0])
+    if any(s.keyword == "KILL" for s in found):
+        offending = next(s for s in found if s.keyword == "KILL")  # the proxy's to answer
     pins = next((s.pins for s in found if s.pins), None)
     if changes and pins is None:
         pins = "a multi-statement changing the session"
