@@ -4,6 +4,9 @@ worker and across two."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from fixtures.procs import Steelyard, base_config, free_port, wait_for
 from steelyard.mysql import processlist, sessionid
 from steelyard.mysql.protocol.constants import Capability, Command
 from steelyard.mysql.protocol.messages import parse_err
-from steelyard.mysql.protocol.resultset import text_row
+from steelyard.mysql.protocol.resultset import column_name, text_row
 
 USERS = [
     {"name": "app", "password": "app-pw"},
@@ -71,6 +74,18 @@ def test_ids_carry_their_worker():
     assert not sessionid.mentions(b"SELECT 1 FROM t WHERE a = 2")
 
 
+def test_mysql_processlist_columns():
+    """A listener that reports a MySQL version answers MySQL's column set: no Progress."""
+    row = [5, "app", "127.0.0.1:1", None, "Query", 0, "starting", "x" * 150]
+    answer = processlist.result_set([row], False, False, int(CAPS), 2)
+    assert answer[0] == b"\x08" and len(answer) == 1 + 8 + 1 + 1 + 1
+    assert [column_name(p) for p in answer[1:9]][-1] == "Info"
+    assert text_row(answer[10], 8) == [b"5", b"app", b"127.0.0.1:1", None, b"Query", b"0",
+                                       b"starting", b"x" * 100]  # fmt: skip
+    full = processlist.result_set([row], True, True, int(CAPS | Capability.DEPRECATE_EOF), 2)
+    assert len(full) == 1 + 9 + 1 + 1 and text_row(full[10], 9)[7] == b"x" * 150
+
+
 def test_show_processlist_is_recognised():
     assert processlist.show_full(b"SHOW PROCESSLIST") is False
     assert processlist.show_full(b" /* x */ show  full\nprocesslist ; ") is True
@@ -104,9 +119,11 @@ def proxy(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def proxy2(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def proxy2(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, Steelyard]]:
     port, sy = start_proxy(Path(tmp_path_factory.mktemp("two")), mariadb, 2)
-    yield port
+    yield port, sy
     sy.stop(timeout=10)
 
 
@@ -407,6 +424,7 @@ def in_two_workers(port: int, user: str = "app") -> tuple[pymysql.Connection, py
 
 
 def test_two_workers_list_and_kill_each_others_sessions(proxy2, mariadb):
+    proxy2, _ = proxy2
     a, b = in_two_workers(proxy2)
     assert rows(a, "SELECT CONNECTION_ID()") == [(a.thread_id(),)]
     assert rows(b, "SELECT CONNECTION_ID()") == [(b.thread_id(),)]
@@ -434,3 +452,26 @@ def test_two_workers_list_and_kill_each_others_sessions(proxy2, mariadb):
         rows(b, "SELECT 1")
     wait_for(lambda: b.thread_id() not in listed(a), what="the killed session gone")
     a.close()
+
+
+def test_a_worker_that_does_not_answer_is_left_out(proxy2):
+    port, sy = proxy2
+    a, b = in_two_workers(port)
+    index = sessionid.owner(b.thread_id())
+    pid = int(re.findall(rf"event=worker_start index={index} pid=(\d+)", sy.log())[-1])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        shown = listed(a)  # after the supervisor's RELAY_TIMEOUT
+        assert a.thread_id() in shown and b.thread_id() not in shown
+        sy.wait_log(rf"event=worker_slow index={index} .*no answer to a list request")
+        assert error_of(a, f"KILL {b.thread_id()}") == (
+            1094, f"Unknown thread id: {b.thread_id()}"
+        )  # fmt: skip
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # the kill reported failed does not happen late
+    sy.wait_log(r"event=relay_late .*what=kill")
+    assert rows(b, "SELECT CONNECTION_ID()") == [(b.thread_id(),)]
+    assert b.thread_id() in listed(a)
+    a.close()
+    b.close()

@@ -8,8 +8,9 @@ Supervisor -> worker:  {"t": "config", "config": {...}, "states": [[pool, addres
                        {"t": "state", "pool", "server", "state": {...}}  ("seq": n when
                         an operator's change: answered by "applied")
                        {"t": "stop", "timeout": seconds}  stop accepting, drain, exit
-                       {"t": "query", "n", "q": {...}}  another worker's request, answered by
-                        "answer" with the same n
+                       {"t": "query", "n", "q": {...}, "until": monotonic deadline}  another
+                        worker's request, answered by "answer" with the same n (dropped when
+                        read after the deadline: the asker has been told it came to nothing)
                        {"t": "answer", "n", "a": [answer, ...]}  the answers to this worker's
                         "ask" n (the workers that answered within RELAY_TIMEOUT)
 Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "error", "message"}

@@ -475,7 +475,9 @@ class Supervisor:
         for w in targets:
             self._seq += 1
             answer = w.answers[self._seq] = self.loop.create_future()
-            w.channel.send({"t": "query", "n": self._seq, "q": q})
+            # past the deadline the worker drops it: a kill reported failed must not happen
+            deadline = time.monotonic() + RELAY_TIMEOUT  # (one clock for every process)
+            w.channel.send({"t": "query", "n": self._seq, "q": q, "until": deadline})
             waits.append((w, self._seq, answer))
         if waits:
             await asyncio.wait([answer for _, _, answer in waits], timeout=RELAY_TIMEOUT)

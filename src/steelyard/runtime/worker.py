@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from steelyard import log as logmod
@@ -222,6 +223,8 @@ class Worker:
     async def relay(self, query: dict[str, Any]) -> list[Any]:
         """Ask the other workers (through the supervisor): their answers, [] when none came
         in time."""
+        if self.channel.writer.is_closing():
+            return []  # orphaned: nobody relays
         self._ask_seq += 1
         n = self._ask_seq
         ask = self._asks[n] = self.loop.create_future()
@@ -237,6 +240,9 @@ class Worker:
     async def answer(self, msg: dict[str, Any]) -> None:
         """Another worker's request about this worker's sessions of a MySQL listener."""
         q = msg.get("q") or {}
+        if time.monotonic() > msg.get("until", 0.0):
+            log("relay_late", "warn", pid=os.getpid(), what=q.get("k"))
+            return  # the asker was told it came to nothing: it must not happen now
         fe = self.frontends.get(q.get("listen", ""))
         a: dict[str, Any] = {}
         if isinstance(fe, MysqlFrontend):
