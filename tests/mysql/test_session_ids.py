@@ -21,6 +21,7 @@ from fixtures.mariadb import PASSWORD, USER, MariaDB
 from fixtures.mysql_client import CAPS, RawClient
 from fixtures.procs import Steelyard, base_config, free_port, wait_for
 from steelyard.mysql import processlist, sessionid
+from steelyard.mysql.classify import classify
 from steelyard.mysql.protocol.constants import Capability, Command
 from steelyard.mysql.protocol.messages import parse_err
 from steelyard.mysql.protocol.resultset import column_name, text_row
@@ -64,6 +65,28 @@ REWRITES = [
 def test_connection_id_rewrite(sql, want):
     assert sessionid.mentions(sql) or want is None
     assert sessionid.rewrite(sql, 7) == (want if want is not None else sql)
+
+
+CALLS = [
+    (b"SELECT CONNECTION_ID()", True),
+    (b"SET @me = connection_id ()", True),
+    (b"SELECT 1; SELECT CONNECTION_ID()", True),
+    (b"/*!SELECT CONNECTION_ID() */", True),
+    (b"SELECT " + b"1, " * 3000 + b"CONNECTION_ID()", True),  # past the 4 KiB digest
+    (b"SELECT user_id FROM t WHERE user_id = 1", False),
+    (b"SELECT 'CONNECTION_ID()' FROM t /* CONNECTION_ID() */", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "calls"), CALLS)
+def test_the_classifier_says_who_may_call_connection_id(sql, calls):
+    assert classify(sql).connection_id is calls
+
+
+def test_rewritten_statements_share_their_digest():
+    """The rewrite changes a number only: the classifier's cache still has one entry."""
+    sql = b"SELECT a, CONNECTION_ID() FROM t WHERE b = 'x'"
+    assert classify(sessionid.rewrite(sql, 5)) is classify(sessionid.rewrite(sql, 16777300))
 
 
 def test_ids_carry_their_worker():
@@ -196,6 +219,9 @@ def test_thread_id_and_connection_id_agree_on_a_pooled_proxy(proxy):
         assert [d[0] for d in c.description][:2] == ["connection_id ()", "text"]
         c.execute("SELECT 1 FROM DUAL WHERE CONNECTION_ID() = %s", (a.thread_id(),))
         assert c.fetchall() == ((1,),)
+        c.execute("SET @me = CONNECTION_ID()")  # a user variable: the session keeps its conn
+        c.execute("SELECT @me, LENGTH(%s), CONNECTION_ID()", ("y" * 5000,))  # a long text
+        assert c.fetchone() == (a.thread_id(), 5000, a.thread_id())
     a.close()
     b.close()
 

@@ -652,12 +652,9 @@ class MysqlSession(asyncio.Protocol):
             self.recycle(held)
 
     def query(self, payload: bytes) -> None:
-        if sessionid.mentions(payload):  # CONNECTION_ID() is the session's id
-            sql = payload[1:]
-            rewritten = sessionid.rewrite(sql, self.id)
-            if rewritten is not sql:
-                payload, self.framed = b"\x03" + rewritten, None
         st = classify(payload[1:])
+        if st.connection_id:  # CONNECTION_ID() is the session's id (the route stays)
+            payload, self.framed = b"\x03" + sessionid.rewrite(payload[1:], self.id), None
         if st.keyword in processlist.KEYWORDS and processlist.statement(self, payload[1:], st):
             return  # SHOW PROCESSLIST, KILL: the proxy's sessions
         if self.cfg.firewall.block_unbounded_writes and st.unbounded_write:
@@ -907,9 +904,9 @@ class MysqlSession(asyncio.Protocol):
                 f"(current value: {limit})",
             )
             return
-        if sessionid.mentions(sql):
-            sql = sessionid.rewrite(sql, self.id)
         st = classify(sql)
+        if st.connection_id:
+            sql = sessionid.rewrite(sql, self.id)
         if st.keyword == "KILL":  # its id would name a backend's connection
             self.reply_error(
                 ER_UNSUPPORTED_PS,
