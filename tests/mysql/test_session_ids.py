@@ -380,6 +380,8 @@ def test_kill_errors(proxy):
     assert error_of(low, f"KILL {target}") == (1095, f"You are not owner of thread {target}")
     assert error_of(low, f"KILL QUERY {target}") == (1095, f"You are not owner of thread {target}")
     assert error_of(low, "KILL 999999") == (1094, "Unknown thread id: 999999")
+    nowhere = sessionid.compose(7, 1)  # a worker this listener does not have
+    assert error_of(low, f"KILL {nowhere}") == (1094, f"Unknown thread id: {nowhere}")
     assert error_of(low, "KILL 'abc'") == (1094, "Unknown thread id: 0")
     assert error_of(low, "KILL QUERY ID 5") == (1957, "Unknown query id: 5")
     assert error_of(low, "KILL @x")[0] == 1235
