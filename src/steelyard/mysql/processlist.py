@@ -24,7 +24,7 @@ connection of another client:
   worker) and answers how many; `KILL QUERY ID n` names a query id, which the proxy has none of.
 
 The rows a worker sends for SHOW PROCESSLIST: [id, user, host, db, command, seconds, state,
-info]; the asking session cuts Info to 100 characters without FULL.
+info], Info cut to 100 characters without FULL.
 """
 
 from __future__ import annotations
@@ -165,7 +165,14 @@ def result_set(
 # the sessions of one worker ----------------------------------------------------------------
 
 
-def row(s: MysqlSession, now: float) -> list[Any]:
+def _text(sql: bytes, full: bool) -> str:
+    if not full:
+        return sql[: 4 * INFO_LENGTH].decode("utf-8", "replace")[:INFO_LENGTH]
+    return sql.decode("utf-8", "replace")
+
+
+def row(s: MysqlSession, now: float, full: bool) -> list[Any]:
+    """A session's row: [id, user, host, db, command, seconds, state, info]."""
     if not s.authed:
         return [s.id, "unauthenticated user", s.peer, None, "Connect", int(now - s.since),
                 "login", None]  # fmt: skip
@@ -174,20 +181,24 @@ def row(s: MysqlSession, now: float) -> list[Any]:
     doing = s.doing
     info = None
     if doing in _TEXT:
-        info = s.current[1:].decode("utf-8", "replace")
+        info = _text(s.current[1:], full)
     elif doing == Command.STMT_EXECUTE or doing == Command.STMT_FETCH:
         stmt = s.statements.get(s.executing)
-        info = stmt.sql.decode("utf-8", "replace") if stmt is not None else None
+        info = _text(stmt.sql, full) if stmt is not None else None
     conn = s.active
     state = "starting" if conn is None else f"on {conn.address} id {conn.thread_id}"
     name = COMMANDS.get(doing, "Unknown")  # type: ignore[call-overload]
     return [s.id, s.user, s.peer, s.db, name, int(now - s.since), state, info]
 
 
-def rows(fe: MysqlFrontend, user: str | None) -> list[list[Any]]:
+def rows(fe: MysqlFrontend, user: str | None, full: bool) -> list[list[Any]]:
     """This worker's sessions of the listener: all of them, or `user`'s."""
     now = fe.now
-    return [row(s, now) for s in fe.by_id.values() if user is None or (s.authed and s.user == user)]
+    return [
+        row(s, now, full)
+        for s in fe.by_id.values()
+        if user is None or (s.authed and s.user == user)
+    ]
 
 
 def privileged(s: MysqlSession) -> bool:
@@ -202,8 +213,8 @@ def privileged(s: MysqlSession) -> bool:
 async def show(s: MysqlSession, full: bool) -> None:
     fe = s.fe
     user = None if privileged(s) else s.user
-    found = rows(fe, user)
-    for answer in await ask(fe, {"k": "list", "user": user}):
+    found = rows(fe, user, full)
+    for answer in await ask(fe, {"k": "list", "user": user, "full": full}):
         found += answer.get("rows", [])
     found.sort(key=lambda r: r[0])
     mariadb = "mariadb" in (await fe.server_version()).lower()
@@ -395,7 +406,7 @@ async def serve(fe: MysqlFrontend, q: dict[str, Any]) -> dict[str, Any]:
     """Answer another worker's request about this worker's sessions of the listener."""
     kind = q.get("k")
     if kind == "list":
-        return {"rows": rows(fe, q.get("user"))}
+        return {"rows": rows(fe, q.get("user"), bool(q.get("full")))}
     if kind == "kill":
         verdict = await kill_here(
             fe, int(q["id"]), bool(q["query"]), str(q["user"]), bool(q["all"]), int(q["by"])
