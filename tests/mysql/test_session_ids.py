@@ -383,6 +383,10 @@ def test_kill_errors(proxy):
     nowhere = sessionid.compose(7, 1)  # a worker this listener does not have
     assert error_of(low, f"KILL {nowhere}") == (1094, f"Unknown thread id: {nowhere}")
     assert error_of(low, "KILL 'abc'") == (1094, "Unknown thread id: 0")
+    assert error_of(low, "KILL HARD QUERY 999999") == (1094, "Unknown thread id: 999999")
+    assert error_of(low, "/* x */ kill soft connection 999999 ;") == (
+        1094, "Unknown thread id: 999999"
+    )  # fmt: skip
     assert error_of(low, "KILL QUERY ID 5") == (1957, "Unknown query id: 5")
     assert error_of(low, "KILL @x")[0] == 1235
     assert error_of(low, "SELECT 1; KILL 5")[0] == 1235  # never to a server

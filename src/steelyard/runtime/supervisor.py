@@ -2,7 +2,8 @@
 
 It is the one place that decides runtime state (health verdicts, passive ejections, slow-start
 ramps, operator changes) and pushes every change to each worker as a small message. Workers
-report connect failures and counters back. SIGHUP reloads (a bad config is refused and the old
+report connect failures and counters back, and ask each other through it (a MySQL listener's
+SHOW PROCESSLIST and KILL span its workers). SIGHUP reloads (a bad config is refused and the old
 one keeps serving), SIGTERM/SIGINT drain and stop, and a worker that dies is restarted.
 """
 

@@ -1,8 +1,10 @@
 """A data-plane worker process: owns listeners (SO_REUSEPORT) and moves bytes.
 
 It decides nothing about health or admin state: it applies what the supervisor pushes and
-reports what it sees (connect failures, counters). Started as
-`python -m steelyard.runtime.worker FD`, where FD is its end of a Unix socket pair.
+reports what it sees (connect failures, counters); requests about its MySQL sessions from other
+workers come relayed by the supervisor, and go back the same way. Started as
+`python -m steelyard.runtime.worker FD COUNTERS_FD INDEX`, where FD is its end of a Unix socket
+pair and INDEX its place among the workers.
 """
 
 from __future__ import annotations
