@@ -60,11 +60,11 @@ _SELECT_OPTIONS = frozenset({
     b"SQL_SMALL_RESULT", b"SQL_BIG_RESULT", b"SQL_BUFFER_RESULT", b"SQL_CACHE", b"SQL_NO_CACHE",
     b"SQL_CALC_FOUND_ROWS",
 })  # fmt: skip
-# Words that start a clause where a comma separates something other than select items.
+# Words that start a clause where a comma at the same depth separates something other than
+# select items (commas in CASE, IN (...), OVER (...) are inside parentheses or absent).
 _CLAUSES = frozenset({
     b"FROM", b"WHERE", b"BY", b"HAVING", b"LIMIT", b"SET", b"VALUES", b"VALUE", b"ON", b"USING",
-    b"INTO", b"WINDOW", b"RETURNING", b"CALL", b"DO", b"UPDATE", b"TABLE", b"PARTITION",
-    b"OVER", b"WHEN", b"THEN", b"ELSE", b"CASE", b"IN", b"KILL",
+    b"INTO", b"WINDOW", b"RETURNING", b"CALL", b"DO", b"UPDATE", b"TABLE", b"KILL",
 })  # fmt: skip
 # What may follow a whole select item.
 _AFTER_ITEM = frozenset({
