@@ -20,6 +20,7 @@ import pytest
 from fixtures.mariadb import PASSWORD, USER, MariaDB
 from fixtures.mysql_client import CAPS, RawClient
 from fixtures.procs import Steelyard, base_config, free_port, wait_for
+from steelyard.config.mysql_model import MysqlUserConfig
 from steelyard.mysql import processlist, sessionid
 from steelyard.mysql.classify import classify
 from steelyard.mysql.protocol.constants import Capability, Command
@@ -95,6 +96,11 @@ def test_rewritten_statements_share_their_digest():
     """The rewrite changes a number only: the classifier's cache still has one entry."""
     sql = b"SELECT a, CONNECTION_ID() FROM t WHERE b = 'x'"
     assert classify(sessionid.rewrite(sql, 5)) is classify(sessionid.rewrite(sql, 16777300))
+
+
+def test_process_is_off_by_default():
+    assert MysqlUserConfig(name="x").process is False
+    assert MysqlUserConfig.model_validate({"name": "x", "process": True}).process is True
 
 
 def test_ids_carry_their_worker():
