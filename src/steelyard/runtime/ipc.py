@@ -12,6 +12,8 @@ Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "
                        {"t": "result", "pool", "server", "ok", "reason"}
                        {"t": "stats", "servers": [[pool, address, active, total, failures,
                                                    bytes_in, bytes_out], ...]}   (deltas but active)
+                       {"t": "redis_script", "body": latin-1 text} | {"t": "redis_script",
+                        "flush": true}  a SCRIPT LOAD / FLUSH through a Redis proxy
 """
 
 from __future__ import annotations
