@@ -23,6 +23,7 @@ from steelyard.redis import merge, resp
 from steelyard.redis.dispatch import Decision, not_supported
 
 if TYPE_CHECKING:
+    from steelyard.redis.backend import BackendConn
     from steelyard.redis.session import ClientSession
 
 Merge = Callable[[list[bytes]], bytes]
@@ -44,6 +45,9 @@ SCRIPT_CACHE: dict[str, Merge] = {
     "script|exists": merge.exists,
     "script|flush": merge.same,
 }
+# Asked while a script may run: the shared connection to a busy server waits behind the script
+# (a client's FCALL), so these go on a connection of their own, closed once answered.
+OWN_CONNECTION = frozenset({"function|kill", "script|kill", "function|stats"})
 ONE_MASTER = frozenset(
     {"function|dump", "function|help", "script|help", "config|help", "config|get"}
 )
@@ -75,7 +79,7 @@ def run(session: ClientSession, argv: list[bytes], decision: Decision) -> None:
     command = resp.encode_command(argv)
     fanout = EVERY_MASTER.get(name)
     if fanout is not None:
-        gather(session, masters, command, fanout)
+        gather(session, masters, command, fanout, own=name in OWN_CONNECTION)
     elif name in SCRIPT_CACHE:
         servers = masters
         if fe.cfg.read_from_replicas:
@@ -112,9 +116,11 @@ def gather(
     command: bytes,
     merge_fn: Merge,
     done: Callable[[bytes], None] | None = None,
+    own: bool = False,
 ) -> None:
-    """`command` to each server; once all have answered, `merge_fn` of every answer (errors
-    included: a merge decides what they mean) fills the client's place in its FIFO."""
+    """`command` to each server (`own`: on a connection of its own each); once all have
+    answered, `merge_fn` of every answer (errors included: a merge decides what they mean)
+    fills the client's place in its FIFO."""
     fill = session.reserve()
     parts: list[bytes] = [b""] * len(servers)
     left = [len(servers)]
@@ -136,7 +142,19 @@ def gather(
         return answered
 
     for i, address in enumerate(servers):
-        session.to(address, command)(part(i))
+        if own:
+            conn = session.fe.backends.private(address, session.db)
+            conn.send(command, _then_close(conn, part(i)))
+        else:
+            session.to(address, command)(part(i))
+
+
+def _then_close(conn: BackendConn, answered: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    def done(raw: bytes) -> None:
+        answered(raw)
+        conn.fail("answered")  # one command per connection
+
+    return done
 
 
 def _report_load(session: ClientSession, argv: list[bytes]) -> Callable[[bytes], None]:
