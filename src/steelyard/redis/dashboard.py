@@ -475,6 +475,12 @@ class Dashboard:
             "progress": progress,
             "history": self.history,
             "error": self.error,
+            # scripts loaded through the proxies, kept for masters that join later
+            "scripts": {
+                "kept": len(self.scripts.bodies),
+                "bytes": self.scripts.size,
+                "dropped": self.scripts.dropped,
+            },
         }
 
 
