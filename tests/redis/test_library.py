@@ -124,3 +124,37 @@ def test_the_record_is_kept_in_the_store_and_bounded(tmp_path):
     small.reported({"t": "redis_script", "body": "return 3"})
     assert len(small.bodies) == 1 and small.dropped == 2
     store.close()
+
+
+def test_replicas_serving_reads_get_the_scripts(tmp_path, redis_servers, steelyard):
+    """With read_from_replicas, EVALSHA_RO may run on a replica, which has no script its
+    master cached: SCRIPT LOAD goes to the replicas serving reads too, and a replica that
+    starts serving reads gets the recorded scripts first."""
+    a, a2, b = redis_servers(*FAST), redis_servers(*FAST), redis_servers()
+    port = free_port()
+    cfg = config(tmp_path, port, [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}])
+    cfg["redis"]["proxies"][0]["read_from_replicas"] = True
+    cfg["redis"]["health_interval"] = "200ms"
+    sy = steelyard(cfg)
+    c = client(port)
+    load_both(sy, c)  # before the replica exists
+    key = next(f"r{i}" for i in range(200) if slot_of(f"r{i}".encode()) < 512)  # group 1's
+    c.set(key, 5)
+    sy.api("POST", "/api/redis/groups/1/servers", {"address": a2.address})
+
+    def reading() -> bool:
+        return sy.api("GET", "/api/redis")["groups"][0]["readers"] == [a2.address]
+
+    wait_for(reading, what="the replica serving reads")
+    assert a2.command(b"SCRIPT", b"EXISTS", SHA.encode()) == [1]  # given before it served
+    read = "return redis.call('GET', KEYS[1])"
+    read_sha = c.script_load(read)  # on the masters and the replica serving reads
+    assert a2.command(b"SCRIPT", b"EXISTS", read_sha.encode()) == [1]
+    for _ in range(6):
+        fresh = redis_py.Redis(port=port, protocol=2, socket_timeout=30)
+        assert fresh.evalsha_ro(read_sha, 1, key) == b"5"
+        fresh.close()
+    stats = a2.command(b"INFO", b"commandstats").decode()
+    assert "cmdstat_evalsha_ro:calls=" in stats  # run on the replica, without NOSCRIPT
+    line = stats.split("cmdstat_evalsha_ro:")[1].split("\r\n")[0]
+    assert "rejected_calls=0,failed_calls=0" in line, line
