@@ -6,7 +6,10 @@ the dashboard's record of scripts is bounded and cleared by SCRIPT FLUSH."""
 from __future__ import annotations
 
 import hashlib
+import json
+import urllib.error
 
+import pytest
 import redis as redis_py
 
 from fixtures.procs import base_config, free_port, wait_for
@@ -158,3 +161,24 @@ def test_replicas_serving_reads_get_the_scripts(tmp_path, redis_servers, steelya
     assert "cmdstat_evalsha_ro:calls=" in stats  # run on the replica, without NOSCRIPT
     line = stats.split("cmdstat_evalsha_ro:")[1].split("\r\n")[0]
     assert "rejected_calls=0,failed_calls=0" in line, line
+
+
+def test_a_group_that_cannot_take_the_functions_gets_no_slot(tmp_path, redis_servers, steelyard):
+    """FUNCTION RESTORE refused by the new master (here its ACL): the migration is refused
+    with the server's error, so no FCALL can reach a master without its library."""
+    a, b = redis_servers(), redis_servers()
+    c3 = redis_servers("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-function")
+    port = free_port()
+    groups = [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}]
+    sy = steelyard(config(tmp_path, port, groups))
+    c = client(port)
+    load_both(sy, c)
+    sy.api("POST", "/api/redis/groups", {"id": 3, "master": c3.address})
+    slot = slot_of(b"k")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        sy.api("POST", "/api/redis/migrate", {"slots": str(slot), "to": 3})
+    assert info.value.code == 502
+    assert "a Redis server refused: " in json.loads(info.value.read())["error"]
+    assert sy.api("GET", "/api/redis/migrations")["moves"] == []
+    assert sy.api("GET", "/api/redis/slots")["slots"][slot] in (1, 2)
+    assert c.fcall("put", 1, "k", "v") == b"OK"  # still served where it was

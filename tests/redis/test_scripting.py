@@ -21,6 +21,7 @@ from fixtures.redis_server import RedisServer
 from steelyard.config.redis_model import RedisConfig
 from steelyard.redis import resp, values
 from steelyard.redis.frontend import RedisFrontend
+from steelyard.redis.scripting import REFUSED_CONFIG
 from steelyard.redis.slots import slot_of
 
 LIB = (
@@ -357,3 +358,11 @@ def test_no_group_to_run_on(proxy):
 
 async def _apply(fe, view) -> None:
     await asyncio.gather(*fe.apply_view(view))
+
+
+def test_refused_config_parameters_are_redis_own(proxy):
+    """Every name on the refusal list is a parameter of redis-server 7 (no typo lets one
+    through), checked against a real server."""
+    _, a, *_ = proxy
+    for name in sorted(REFUSED_CONFIG):
+        assert a.command(b"CONFIG", b"GET", name.encode()) != [], name

@@ -54,16 +54,18 @@ ONE_MASTER = frozenset(
 EVERY_SERVER = frozenset({"config|set", "config|resetstat"})  # with allow_fanout only
 
 # CONFIG SET parameters refused through the proxy: they would lock the proxy and the dashboard
-# out of a server (its port, address, password, or its replication's), let a replica take
-# writes, or make a server read or write files elsewhere (Redis 7 protects dir and dbfilename
-# itself only while enable-protected-configs is no, its default).
+# out of a server (its port, address, password, TLS, or its replication's), let a replica take
+# writes, or make a server read or write files elsewhere. Redis 7.0 refuses some itself (dir
+# and dbfilename while enable-protected-configs is no, its default; the files are immutable),
+# but port, bind, requirepass, masterauth, replica-read-only and the TLS files may be set.
 REFUSED_CONFIG = frozenset(
     {"port", "tls-port", "bind", "bind-source-addr", "unixsocket", "unixsocketperm",
      "requirepass", "masterauth", "masteruser", "replica-read-only", "slave-read-only",
      "protected-mode", "dir", "dbfilename", "appendfilename", "appenddirname", "logfile",
      "pidfile", "aclfile", "enable-protected-configs", "enable-debug-command",
      "enable-module-command", "tls-cert-file", "tls-key-file", "tls-ca-cert-file",
-     "tls-ca-cert-dir", "tls-client-cert-file", "tls-client-key-file", "tls-dh-params-file"}
+     "tls-ca-cert-dir", "tls-client-cert-file", "tls-client-key-file", "tls-dh-params-file",
+     "tls-key-file-pass", "tls-client-key-file-pass", "tls-auth-clients", "tls-replication"}
 )  # fmt: skip
 
 
