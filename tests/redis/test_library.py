@@ -63,8 +63,8 @@ def test_a_group_added_later_gets_functions_and_scripts_before_its_first_slot(
     key = "moving-key"
     c.set(key, 1)
     sy.api("POST", "/api/redis/migrate", {"slots": str(slot_of(key.encode())), "to": 3})
-    sy.wait_log(rf"event=redis_group_equipped group=3 master={c3.address} "
-                rf"functions_from=\S+ scripts=1")  # fmt: skip
+    sy.wait_log(rf"event=redis_group_equipped group=3 master={c3.address} functions=copied "
+                rf"source=\S+ scripts=1")  # fmt: skip
     wait_for(lambda: not sy.api("GET", "/api/redis/migrations")["moves"], what="slot moved")
     assert sy.api("GET", "/api/redis/slots")["slots"][slot_of(key.encode())] == 3
     assert c3.command(b"FUNCTION", b"LIST")[0][1] == b"lib"
@@ -182,3 +182,22 @@ def test_a_group_that_cannot_take_the_functions_gets_no_slot(tmp_path, redis_ser
     assert sy.api("GET", "/api/redis/migrations")["moves"] == []
     assert sy.api("GET", "/api/redis/slots")["slots"][slot] in (1, 2)
     assert c.fcall("put", 1, "k", "v") == b"OK"  # still served where it was
+
+
+def test_a_backend_user_without_function_still_moves_slots(tmp_path, redis_servers, steelyard):
+    """The README's hardened backend ACL (-function -script): nothing can be loaded through
+    the proxy, and a slot still moves to a new group (no library to copy)."""
+    acl = ("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-function", "-script")
+    a, b, c3 = redis_servers(*acl), redis_servers(*acl), redis_servers(*acl)
+    port = free_port()
+    groups = [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}]
+    sy = steelyard(config(tmp_path, port, groups))
+    c = client(port)
+    with pytest.raises(redis_py.exceptions.NoPermissionError):
+        c.function_load(LIB)
+    c.set("k", "v")
+    sy.api("POST", "/api/redis/groups", {"id": 3, "master": c3.address})
+    sy.api("POST", "/api/redis/migrate", {"slots": str(slot_of(b"k")), "to": 3})
+    sy.wait_log(rf"event=redis_group_equipped group=3 master={c3.address} functions=denied")
+    wait_for(lambda: not sy.api("GET", "/api/redis/migrations")["moves"], what="slot moved")
+    assert c3.command(b"GET", b"k") == b"v" and c.get("k") == b"v"

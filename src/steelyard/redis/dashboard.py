@@ -258,11 +258,12 @@ class Dashboard:
             if group is None or topo.owned(gid) or gid in incoming:
                 continue  # unknown (the model refuses it), serving already, or equipped
             source = next((g.master for g in serving if g.id != gid), None)
+            functions = "none"
             if source is not None:
-                await copy_functions(source, group.master, auth)
+                functions = await copy_functions(source, group.master, auth)
             await load_scripts(group.master, list(self.scripts.bodies.values()), auth)
-            log("redis_group_equipped", group=gid, master=group.master, functions_from=source,
-                scripts=len(self.scripts.bodies))  # fmt: skip
+            log("redis_group_equipped", group=gid, master=group.master, functions=functions,
+                source=source, scripts=len(self.scripts.bodies))  # fmt: skip
 
     async def give_scripts(self, address: str, reason: str) -> None:
         """Load every recorded script on a server about to serve (a failure is logged: a

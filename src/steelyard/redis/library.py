@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from redis.exceptions import NoPermissionError
+
 from steelyard.core.store.base import Store
 from steelyard.log import log
 from steelyard.redis.client import connect
@@ -77,13 +79,23 @@ class ScriptRecord:
         self.dropped = 0
 
 
-async def copy_functions(source: str, target: str, password: str | None) -> None:
-    """Make `target`'s libraries an exact copy of `source`'s."""
+async def copy_functions(source: str, target: str, password: str | None) -> str:
+    """Make `target`'s libraries an exact copy of `source`'s: "copied"; "none" when `source`
+    has none (`target` is left alone); "denied" when the backend user may not use FUNCTION
+    (an ACL with -function, as the README's hardened one): then no library can have been
+    loaded through the proxy either."""
     src = connect(source, password, TIMEOUT)
     dst = connect(target, password, TIMEOUT)
     try:
+        try:
+            libraries = await src.execute_command("FUNCTION", "LIST")
+        except NoPermissionError:
+            return "denied"
+        if not libraries:
+            return "none"
         payload = await src.execute_command("FUNCTION", "DUMP")
         await dst.execute_command("FUNCTION", "RESTORE", payload, "FLUSH")
+        return "copied"
     finally:
         await src.aclose()
         await dst.aclose()
