@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from zlib import crc32
 
 from steelyard.log import log
-from steelyard.redis import pubsub, resp
+from steelyard.redis import pubsub, resp, scripting
 from steelyard.redis.backend import ReplySlot
 from steelyard.redis.dispatch import (
     CROSSSLOT,
@@ -336,6 +336,8 @@ class ClientSession(asyncio.Protocol):
             self.local(argv, decision)
         elif kind is Kind.SPLIT:
             self.split(argv, decision)
+        elif kind is Kind.SERVER:
+            scripting.run(self, argv, decision)
         elif kind is Kind.FANOUT:
             if not self.fe.redis.allow_fanout:
                 self.answer(resp.error(not_supported(decision.name) + " (allow_fanout is off)"))

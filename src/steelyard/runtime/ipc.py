@@ -20,6 +20,8 @@ Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "
                        {"t": "ask", "n", "q": {...}}  a request for the other workers (the one
                         whose index is q["worker"], else all), relayed by the supervisor as
                         "query"; {"t": "answer", "n", "a": {...}} answers a "query"
+                       {"t": "redis_script", "body": latin-1 text} | {"t": "redis_script",
+                        "flush": true}  a SCRIPT LOAD / FLUSH through a Redis proxy
 
 Requests between workers are the MySQL listener's SHOW PROCESSLIST and KILL (q["listen"] names
 the listener, see mysql/processlist.py).

@@ -374,6 +374,8 @@ class Supervisor:
                     self.mysql_stats.update(handle.index, msg["mysql"])
             elif kind == "result":
                 self._on_result(msg)
+            elif kind == "redis_script" and self.redis is not None:
+                self.redis.scripts.reported(msg)
             elif kind == "applied":
                 ack = handle.acks.pop(msg.get("seq"), None)
                 if ack is not None and not ack.done():

@@ -165,6 +165,7 @@ class Worker:
             elif isinstance(lst, RedisProxyConfig):
                 assert cfg.redis is not None
                 fe = RedisFrontend(lst, cfg.redis, self.loop, redis_view)
+                fe.report = self.channel.send  # scripts loaded, for the dashboard's record
             elif isinstance(lst, MysqlListenerConfig):
                 fe = MysqlFrontend(lst, self.pools, self.loop, self._report)
                 fe.worker, fe.relay = self.index, self.relay
