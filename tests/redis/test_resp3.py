@@ -31,7 +31,10 @@ TYPES = {
     "set": b"~2\r\n$1\r\ny\r\n$1\r\nx\r\n",
     "push": b">3\r\n$7\r\nmessage\r\n$2\r\nc1\r\n$5\r\nhello\r\n",
     # An attribute, then the reply it annotates: one reply together.
-    "attribute": b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.1923\r\n*2\r\n:2039123\r\n:9543892\r\n",
+    "attribute": (
+        b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.1923\r\n"
+        b"*2\r\n:2039123\r\n:9543892\r\n"  # the annotated reply
+    ),
     "nested": (
         b"*4\r\n%1\r\n~2\r\n#t\r\n_\r\n*1\r\n(1\r\n,2.5\r\n"  # a map whose key is a set
         b"|1\r\n+ttl\r\n:3600\r\n$1\r\nv\r\n"  # an attributed element inside an array
