@@ -5,6 +5,8 @@ what must differ (connection ids, the version, INFO's text, SCAN's cursor)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 from collections.abc import Iterator
 
@@ -13,6 +15,7 @@ import pytest
 from fixtures.redis_proxy import RawClient, running_proxy
 from fixtures.redis_server import RedisServer
 from steelyard.redis import resp
+from steelyard.redis.backend import BackendConn, BackendPool
 from steelyard.redis.slots import slot_of
 
 
@@ -313,3 +316,39 @@ def test_redis_cli_resp3_with_auth(servers):
         assert c.call("HELLO", "3", "AUTH", "default", "s3cret").startswith(b"%7\r\n")
         assert c.call("GET", "missing") == b"_\r\n"
         c.close()
+
+
+def test_a_push_on_a_shared_connection_is_no_reply(servers, caplog):
+    """A RESP3 push frame between replies (here a real invalidation message: the backend
+    connection was made to track keys) never answers a waiting request: it is dropped with a
+    log line on a connection without a push callback, and handed to the callback otherwise."""
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        pool = BackendPool(asyncio.get_running_loop())
+        tracked = pool.get(servers[0].address, 0, 3)
+        other = pool.get(servers[0].address, 0, 2)
+        replies: list[bytes] = []
+        pushed: list[bytes] = []
+
+        async def ask(conn: BackendConn, *argv: bytes) -> bytes:
+            done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            conn.send(resp.encode_command(list(argv)), done.set_result)
+            pool.flush()
+            return await asyncio.wait_for(done, 10)
+
+        replies.append(await ask(tracked, b"CLIENT", b"TRACKING", b"on"))
+        for push in (None, pushed.append):
+            tracked.push = push
+            replies.append(await ask(tracked, b"GET", b"tracked"))
+            replies.append(await ask(other, b"SET", b"tracked", b"x"))  # invalidates it
+            replies.append(await ask(tracked, b"PING"))
+        pool.close()
+        return replies, pushed
+
+    with caplog.at_level(logging.WARNING, logger="steelyard"):
+        replies, pushed = asyncio.run(scenario())
+    assert replies == [b"+OK\r\n", b"_\r\n", b"+OK\r\n", b"+PONG\r\n",
+                       b"$1\r\nx\r\n", b"+OK\r\n", b"+PONG\r\n"]  # fmt: skip
+    assert pushed == [b">2\r\n$10\r\ninvalidate\r\n*1\r\n$7\r\ntracked\r\n"]
+    dropped = [r for r in caplog.records if r.getMessage() == "redis_backend_push_dropped"]
+    assert len(dropped) == 1
