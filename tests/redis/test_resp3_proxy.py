@@ -352,3 +352,31 @@ def test_a_push_on_a_shared_connection_is_no_reply(servers, caplog):
     assert pushed == [b">2\r\n$10\r\ninvalidate\r\n*1\r\n$7\r\ntracked\r\n"]
     dropped = [r for r in caplog.records if r.getMessage() == "redis_backend_push_dropped"]
     assert len(dropped) == 1
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_backend_auth_rides_in_hello(tmp_path, protocol):
+    """With backend_auth, a protocol-3 backend connection authenticates inside its HELLO 3
+    (a protocol-2 one with AUTH); a wrong backend password is every request's error (the
+    connection setup is refused), once each, and the client is still served."""
+    server = RedisServer(tmp_path, 0, "--requirepass", "backpw")
+    empty, null = (b"%0\r\n", b"_\r\n") if protocol == 3 else (b"*0\r\n", b"$-1\r\n")
+    try:
+        for password, ok in (("backpw", True), ("wrong", False)):
+            with running_proxy([server.address], backend_auth=password) as (port, _):
+                c = RawClient(port)
+                if protocol == 3:
+                    assert c.call("HELLO", "3").startswith(b"%7\r\n")
+                c.send("HGETALL", "missing")
+                c.send("GET", "missing")  # pipelined behind the refused setup
+                got = c.replies(2)
+                if ok:
+                    assert got == [empty, null]
+                else:
+                    for reply in got:
+                        assert reply.startswith(b"-ERR backend " + server.address.encode())
+                        assert b"refused the connection setup: b'-WRONGPASS" in reply
+                    assert c.call("PING") == b"+PONG\r\n"
+                c.close()
+    finally:
+        server.stop()

@@ -223,6 +223,10 @@ class BackendConn(asyncio.Protocol):
                     continue
             if callback not in (self._check_setup, self._check_hello, self._got_id):
                 callback(error)
+        # A fail from inside data_received (a refused setup) leaves that loop holding this
+        # deque: emptied, the replies still to come (NOAUTH for each request) answer no one
+        # a second time.
+        waiting.clear()
 
 
 class BackendPool:
