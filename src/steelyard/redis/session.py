@@ -7,6 +7,11 @@ split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answe
 reply at the head of the FIFO leaves before it is filled: its head is written as it comes from
 the backend (`stream`), the rest when it ends.
 
+After HELLO 3 a session speaks RESP3: its requests go on backend connections that speak it
+too (backend.py), so the servers' replies pass through as they are, and what the session builds
+or merges itself (nulls, INFO, HELLO, MGET over groups, Pub/Sub confirmations) is framed for
+its protocol.
+
 Before AUTH (with `auth` set) a client is read one command at a time under Redis's limits for
 strangers (a bulk over 16 KiB or more than 10 arguments is refused at its header).
 
@@ -853,8 +858,8 @@ class ClientSession(asyncio.Protocol):
     def hello(self, argv: list[bytes]) -> None:
         """HELLO [2|3 [AUTH user pass] [SETNAME name]]: the session speaks the protocol asked
         for from the next reply on (the backend connections it uses follow, see backend.py);
-        the answer is Redis 7's, a map in RESP3 and a flat array in RESP2. As Redis, the
-        version is checked first, then every option, then the credentials."""
+        the answer is Redis 7's, a map in RESP3 and a flat array in RESP2. As Redis 7.0, the
+        version is checked first, then the options in turn, each taking effect as read."""
         args = argv[1:]
         protocol = self.protocol
         if args:
