@@ -99,6 +99,7 @@ SAME = [
     ["BLPOP", "nolist", "0.05"],  # the timeout: _
     ["BZPOPMIN", "nozset", "0.05"],
     ["XREAD", "COUNT", "1", "BLOCK", "50", "STREAMS", "nostream", "0"],
+    ["WATCH", "{t}a"],  # a RESP3 connection of the session's own
     ["MULTI"],
     ["SET", "{t}a", "1"],
     ["INCRBYFLOAT", "{t}b", "1.5"],
@@ -208,13 +209,22 @@ def test_watch_failure_answers_a_resp3_null(servers, proxy):
     through.close()
 
 
-def test_client_tracking_refused(proxy):
+def test_client_tracking_refused_and_redispy_handshake(proxy):
+    """CLIENT TRACKING is refused with a reason; what redis-py 8 sends after HELLO 3 with its
+    defaults is answered as it tolerates: CLIENT MAINT_NOTIFICATIONS (enabled "auto") with an
+    error, as Redis 7.0 does (redis-py ignores a ResponseError there), and CLIENT SETINFO
+    (Redis 7.2's, not in the proxy's 7.0 command table) with an error too, which redis-py
+    ignores as well."""
     c = RawClient(proxy[0])
     c.call("HELLO", "3")
     assert c.call("CLIENT", "TRACKING", "on") == (
         b"-ERR CLIENT TRACKING is not supported by the proxy (client-side caching needs "
         b"invalidation messages from every group)\r\n"
     )
+    maint = c.call("CLIENT", "MAINT_NOTIFICATIONS", "ON", "moving-endpoint-type", "internal-ip")
+    assert maint.startswith(b"-ERR ")
+    assert c.call("CLIENT", "SETINFO", "LIB-NAME", "redis-py").startswith(b"-ERR ")
+    assert c.call("CLIENT", "SETINFO", "LIB-VER", "8.1.0").startswith(b"-ERR ")
     assert c.call("GET", "missing") == b"_\r\n"
     c.close()
 
