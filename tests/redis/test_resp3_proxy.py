@@ -390,3 +390,22 @@ def test_backend_auth_rides_in_hello(tmp_path, protocol):
                 c.close()
     finally:
         server.stop()
+
+
+def test_long_resp3_reply_streams_through_whole(servers, proxy):
+    """A reply far over the streaming threshold (a 30000-member ZRANGE WITHSCORES: pairs of a
+    bulk and a double), which the proxy forwards in pieces as it comes, arrives byte for byte
+    as Redis sent it."""
+    direct, through = both(servers, proxy)
+    members: list[str] = []
+    for i in range(30000):
+        members += [f"{i / 7:.6f}", f"member:{i:06d}"]
+    for client in (direct, through):
+        for start in range(0, len(members), 2000):
+            assert client.call("ZADD", "bigz", *members[start : start + 2000]).startswith(b":")
+    want = direct.call("ZRANGE", "bigz", "0", "-1", "WITHSCORES")
+    assert len(want) > 512 * 1024 and b",4285.5714289999996\r\n" in want
+    assert through.call("ZRANGE", "bigz", "0", "-1", "WITHSCORES") == want
+    assert through.call("GET", "missing") == b"_\r\n"  # in step after it
+    direct.close()
+    through.close()
