@@ -671,10 +671,28 @@ def parse(raw: bytes) -> object:
 def elements(raw: bytes) -> list[bytes]:
     """The elements of a whole aggregate reply (array, set, map, push), each as the raw bytes
     its server wrote: merges move them without decoding them, in either protocol."""
-    body = raw.index(b"\r\n") + 2
-    if body == len(raw):
-        return []
-    return ReplyFramer().feed(raw[body:])
+    pos = raw.index(b"\r\n") + 2
+    n = len(raw)
+    find = raw.find
+    out: list[bytes] = []
+    # Bulk strings, nulls and one-line elements here (MGET's values, names); anything nested
+    # is left to a framer.
+    while pos < n:
+        kind = raw[pos]
+        end = find(b"\r\n", pos)
+        if kind == 0x24:  # '$'
+            size = int(raw[pos + 1 : end])
+            stop = end + 4 + size if size >= 0 else end + 2
+        elif kind in _FLAT_LINES:
+            stop = end + 2
+        else:
+            return out + ReplyFramer().feed(raw[pos:])
+        out.append(raw[pos:stop])
+        pos = stop
+    return out
+
+
+_FLAT_LINES = frozenset(b"+-:_#,(")
 
 
 # encoders ----------------------------------------------------------------------------------

@@ -706,7 +706,9 @@ class ClientSession(asyncio.Protocol):
                     )
 
                 sends.append(send)
-        self.gather(sends, lambda results: merge_split(name, list(groups.values()), results))
+        self.gather(
+            sends, lambda results: merge_split(name, list(groups.values()), results, protocol)
+        )
 
     def to(self, address: str, command: bytes) -> Callable[[Callable[[bytes], None]], None]:
         """A part of a gathered request: `command` to `address` on the shared connection."""
@@ -1083,7 +1085,9 @@ def merge_numsub(parts: list[bytes]) -> bytes:
     return resp.array(out)
 
 
-def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> bytes:
+def merge_split(
+    name: str, groups: list[list[int]], results: list[bytes], protocol: int = 2
+) -> bytes:
     """The answers of a split command, one per server (`groups[i]`: its key positions)."""
     if name == "mset":
         return resp.OK
@@ -1092,12 +1096,13 @@ def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> byt
     if len(results) == 1:
         return results[0]  # one server had every key: its answer is already in key order
     # MGET: each server's array holds its keys' values in the order they were sent.
-    # The values are moved as their servers wrote them: a missing key's null is `$-1` or `_`
-    # as the client's protocol has it.
     value_at: dict[int, bytes] = {}
+    null = resp.null(protocol)  # a missing key's value: `$-1` in RESP2, `_` in RESP3
     for pos, raw in zip(groups, results, strict=True):
-        for i, value in zip(pos, resp.elements(raw), strict=True):
-            value_at[i] = value
+        values = resp.parse(raw)
+        assert isinstance(values, list)
+        for i, value in zip(pos, values, strict=True):
+            value_at[i] = null if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
     return b"*%d\r\n" % len(value_at) + b"".join([value_at[i] for i in sorted(value_at)])
 
 
