@@ -69,6 +69,13 @@ UNSUPPORTED = frozenset(
 )  # fmt: skip
 
 
+# Refused with a reason of their own (CLIENT TRACKING: client-side caching needs invalidation
+# messages from every server a client's keys live on, which the proxy does not relay).
+REFUSED = {
+    "client|tracking": "ERR CLIENT TRACKING is not supported by the proxy (client-side caching "
+    "needs invalidation messages from every group)",
+}
+
 # Server-wide commands the proxy runs on every group (see `scripting`).
 SERVER = frozenset({"function", "script", "config"})
 # Subcommands of those it refuses: SCRIPT DEBUG needs one server's own session with the
@@ -118,6 +125,8 @@ def classify(argv: list[bytes], table: CommandTable) -> Decision:
         )
     if base in LOCAL or name in LOCAL:
         return Decision(Kind.LOCAL, name)
+    if name in REFUSED:
+        return Decision(Kind.ERROR, name, error=REFUSED[name])
     if base in UNSUPPORTED:
         return Decision(Kind.ERROR, name, error=not_supported(base))
     if base in SERVER:

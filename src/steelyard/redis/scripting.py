@@ -145,7 +145,7 @@ def gather(
 
     for i, address in enumerate(servers):
         if own:
-            conn = session.fe.backends.private(address, session.db)
+            conn = session.fe.backends.private(address, session.db, session.protocol)
             conn.send(command, _then_close(conn, part(i)))
         else:
             session.to(address, command)(part(i))
