@@ -409,3 +409,40 @@ def test_long_resp3_reply_streams_through_whole(servers, proxy):
     assert through.call("GET", "missing") == b"_\r\n"  # in step after it
     direct.close()
     through.close()
+
+
+LIBRARY = (
+    "#!lua name=r3lib\n"
+    "redis.register_function('r3get', function(keys) return redis.call('GET', keys[1]) end)"
+)
+
+
+def test_functions_scripts_and_config_in_resp3(servers, proxy):
+    """FUNCTION, SCRIPT and CONFIG answers merged from both groups' masters are, for a RESP3
+    client, the bytes one Redis 7 sends (maps for CONFIG GET and FUNCTION LIST/STATS)."""
+    direct, through = both(servers, proxy)
+    for client in (direct, through):
+        client.call("FUNCTION", "FLUSH")
+        client.call("SCRIPT", "FLUSH")
+    cases = [
+        ["FUNCTION", "LOAD", LIBRARY],
+        ["FUNCTION", "LOAD", LIBRARY],  # already there: the error
+        ["FUNCTION", "LIST"],
+        ["FUNCTION", "LIST", "WITHCODE"],
+        ["FUNCTION", "STATS"],
+        ["SET", "fk", "fv"],
+        ["FCALL", "r3get", "1", "fk"],
+        ["FCALL", "r3get", "1", "missing"],  # a null from a function: _
+        ["SCRIPT", "LOAD", "return 1"],
+        ["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0" * 40],
+        ["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "1", "fk"],
+        ["CONFIG", "GET", "maxmemory-policy"],
+        ["CONFIG", "GET", "nosuchparameter"],
+        ["FUNCTION", "DELETE", "r3lib"],
+        ["FUNCTION", "LIST"],
+    ]
+    for argv in cases:
+        assert through.call(*argv) == direct.call(*argv), argv
+    assert through.call("CONFIG", "GET", "maxmemory-policy").startswith(b"%1\r\n")
+    direct.close()
+    through.close()
