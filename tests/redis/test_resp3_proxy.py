@@ -446,3 +446,36 @@ def test_functions_scripts_and_config_in_resp3(servers, proxy):
     assert through.call("CONFIG", "GET", "maxmemory-policy").startswith(b"%1\r\n")
     direct.close()
     through.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_lock_barrier_leaves_subscriber_connections_alone(servers, proxy, protocol):
+    """The barrier that waits for commands in flight on a slot's old owner pings that server's
+    command connections, not the subscriber ones: a RESP2 PONG there arrives among the
+    messages, where one message could be taken for it and the PONG relayed as a message."""
+    port, fe = proxy
+    source = servers[0].address
+    channel = next(
+        f"ch{i}" for i in range(1000) if fe.router.route[slot_of(f"ch{i}".encode())] == source
+    )
+    sub = RawClient(port)
+    if protocol == 3:
+        assert sub.call("HELLO", "3").startswith(b"%")
+    assert sub.call("SUBSCRIBE", channel).split(b"\r\n")[0] in (b"*3", b">3")
+    loop = fe.loop
+    barrier = asyncio.run_coroutine_threadsafe(_barrier(fe, source), loop)
+    barrier.result(10)
+    listing = servers[0].command(b"CLIENT", b"LIST")
+    assert isinstance(listing, bytes)
+    subscribers = [line for line in listing.decode().splitlines() if " sub=1 " in line]
+    assert subscribers and all(" cmd=subscribe " in line for line in subscribers), subscribers
+    publisher = RawClient(port)
+    assert publisher.call("PUBLISH", channel, "after") == b":1\r\n"
+    message = sub.replies(1)[0]
+    assert message.endswith(b"$5\r\nafter\r\n") and b"pong" not in message
+    sub.close()
+    publisher.close()
+
+
+async def _barrier(fe, source: str) -> None:
+    await fe.router._barrier(source)
