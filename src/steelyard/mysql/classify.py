@@ -12,7 +12,9 @@ markers that matter:
   changes, a variable is SET;
 - what pins the session to its backend connection (state that cannot move to another one):
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
-  PREPARE. The session layer applies the rules; this module only names the facts.
+  PREPARE. The session layer applies the rules; this module only names the facts;
+- whether it reads a file of the client's (`LOAD DATA LOCAL`, `LOAD XML LOCAL`): the proxy
+  passes a server's LOCAL INFILE request to the client only for such a statement.
 
 Results are cached by the statement's first 4 KiB with its literals blanked (the same
 statements recur with other values); SET and USE, whose values matter, by their first 4 KiB
@@ -65,6 +67,7 @@ class Statement:
     dirties: bool = False  # may leave state on the connection the session does not track
     several: bool = False  # a multi-statement
     careful: bool = False  # (the digest has a `;`, a backslash or an executable comment)
+    local_file: bool = False  # LOAD DATA / XML LOCAL: the server will ask for a client's file
 
     @property
     def changes_session(self) -> bool:
@@ -184,7 +187,7 @@ def _careful(sql: bytes) -> Statement:
             database=first.database, sets=first.sets,
             pins=next((s.pins for s in found if s.pins), None), unpins=first.unpins,
             unbounded_write=any(s.unbounded_write for s in found),
-            dirties=any(s.dirties for s in found),
+            dirties=any(s.dirties for s in found), local_file=any(s.local_file for s in found),
         )  # fmt: skip
     changes = any(
         s.dirties or s.pins or s.unpins or s.sets or s.database is not None
@@ -198,6 +201,7 @@ def _careful(sql: bytes) -> Statement:
     return Statement(
         _route(found), offending.keyword, pins=pins,
         unbounded_write=offending.unbounded_write, dirties=changes, several=True,
+        local_file=any(s.local_file for s in found),
     )  # fmt: skip
 
 
@@ -243,6 +247,9 @@ def _classify_text(sql: bytes) -> Statement:
         return Statement(Route.PRIMARY, keyword, pins="a temporary table", dirties=True)
     if keyword == "DROP" and words[:1] == ["TEMPORARY"]:
         return Statement(Route.PRIMARY, keyword, unpins=True)
+    if keyword == "LOAD" and words[:1] in (["DATA"], ["XML"]) and "LOCAL" in words[1:3]:
+        # LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE ...: a write, on the primary
+        return Statement(Route.PRIMARY, keyword, dirties=True, local_file=True)
 
     pins = None
     if _GET_LOCK.search(body):

@@ -106,6 +106,8 @@ ER_UNKNOWN_ERROR = (1105, "HY000")  # what the proxy's own refusals (firewall) a
 ER_SECURE_TRANSPORT_REQUIRED = (3159, "HY000")  # MySQL's; MariaDB has no code of its own
 ER_MALFORMED_PACKET = (1835, "HY000")  # Malformed communication packet
 ER_CONNECTION_KILLED = (1927, "70100")  # Connection was killed (MariaDB)
+# MariaDB's answer to LOAD DATA LOCAL when the client or the server does not allow it
+ER_LOAD_INFILE_CAPABILITY_DISABLED = (4166, "HY000")
 CR_SERVER_LOST = (2013, "HY000")  # Lost connection to MySQL server during query
 
 UTF8MB4_GENERAL_CI = 45
