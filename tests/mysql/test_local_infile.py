@@ -342,6 +342,26 @@ def test_a_command_where_the_file_goes_on_is_out_of_step(infile_proxy, mariadb):
     conn.close()
 
 
+def test_two_files_in_one_multi_statement(infile_proxy, mariadb, tmp_path):
+    port, _ = infile_proxy
+    table = fresh_table(mariadb, "multi")
+    first = write_rows(tmp_path / "first.tsv", 5)
+    second = tmp_path / "second.tsv"
+    second.write_text("".join(f"{i}\t{PAD}\n" for i in range(5, 12)))
+    conn = connect_pw(
+        port, local_infile=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS
+    )
+    with conn.cursor() as c:
+        c.execute(f"{load(table, first)}; {load(table, second)}; SELECT COUNT(*) FROM {table}")
+        assert c.rowcount == 5
+        assert c.nextset() and c.rowcount == 7
+        assert c.nextset() and c.fetchall() == ((12,),)
+        assert not c.nextset()
+    assert one(conn, "SELECT 14") == 14
+    conn.close()
+    assert count(mariadb, table) == 12
+
+
 def test_sequence_ids_and_a_file_in_odd_packets(infile_proxy, mariadb):
     """A file sent in packets cut anywhere: the server gets them as they were, the client its
     answer with the right sequence id."""
