@@ -17,6 +17,10 @@ keep what was prepared on them, see backend.py), the id mapped on the way. Param
 are sent with every execution and long data is kept until the execution, so neither depends
 on which connection ran the statement before.
 
+A LOAD DATA LOCAL INFILE (the listener's `local_infile`) keeps its connection while the client's
+file goes up; which requests for a file reach the client, and how the file streams, is
+infile.py's.
+
 Before login a client may send 16 KiB packets at most and must log in within login_timeout;
 once logged in, one idle for idle_timeout is closed (both without a word, as MariaDB does), and
 one that pipelines commands behind a slow one is read at most 1 MiB ahead. The listener checks
@@ -395,7 +399,8 @@ class MysqlSession(asyncio.Protocol):
 
     async def greet(self) -> None:
         """The greeting names the backends' own server version, so clients pick what that
-        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
+        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB),
+        and its default authentication plugin, which clients then answer with (no switch)."""
         greeting = handshake.Greeting(
             await self.fe.server_version(), self.fe.next_id(), self.salt,
             SERVER_CAPS | self.fe.local_files | (Capability.SSL if self.fe.tls_context else 0),
