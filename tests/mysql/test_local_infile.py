@@ -21,6 +21,7 @@ import pytest
 from fixtures.mariadb import PASSWORD, USER
 from fixtures.mysql_client import CAPS, RawClient, connect, one, primary_proxy
 from fixtures.procs import wait_for
+from steelyard.mysql.classify import Route, classify, local_file_names
 from steelyard.mysql.protocol import handshake, messages
 from steelyard.mysql.protocol.constants import MAX_PAYLOAD, Capability, Command, Status
 from steelyard.mysql.protocol.infile import FileStream
@@ -388,7 +389,8 @@ def test_sequence_ids_and_a_file_in_odd_packets(infile_proxy, mariadb):
 
 class FakeServer(socketserver.ThreadingTCPServer):
     """A MySQL server as small as can be: logs anyone in, answers OK, and answers a statement
-    with `evil` in it by asking for /etc/passwd (what a malicious server would do)."""
+    with `evil` in it, or a LOAD DATA, by asking for /etc/passwd (what a malicious server would
+    do)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -430,7 +432,7 @@ class FakeHandler(socketserver.BaseRequestHandler):
             _, payload = got
             if payload[:1] == b"\x01":
                 return
-            if payload[:1] == b"\x03" and b"evil" in payload:
+            if payload[:1] == b"\x03" and (b"evil" in payload or b"LOAD DATA" in payload):
                 sock.sendall(frame(b"\xfb/etc/passwd", 1)[0])
                 answer = read()
                 if answer is None:
@@ -447,19 +449,59 @@ def test_a_request_for_a_file_the_statement_did_not_name_gets_none(tmp_path, ste
         port, sy = primary_proxy(tmp_path, steelyard, fake, local_infile=True)
         raw = wait_for(lambda: RawClient(port, "app", "pw", CAPS | Capability.LOCAL_FILES))
         assert raw.greeting.capabilities & Capability.LOCAL_FILES
-        t, packets = raw.exchange(Command.QUERY, b"SELECT 'evil'")
-        # the client never sees the request: it gets MariaDB's refusal, where the answer starts
-        assert len(packets) == 1
-        err = messages.parse_err(packets[0])
-        assert (err.code, err.message) == DISABLED
-        assert fake.after_request == [(2, b"")]  # the server got an empty file
+        for sql in (b"SELECT 'evil'", b"LOAD DATA LOCAL INFILE 'mine.tsv' INTO TABLE t"):
+            t, packets = raw.exchange(Command.QUERY, sql)
+            # the client never sees the request: it gets MariaDB's refusal, where its answer
+            # starts
+            assert len(packets) == 1
+            err = messages.parse_err(packets[0])
+            assert (err.code, err.message) == DISABLED
+        assert fake.after_request == [(2, b"")] * 2  # the server got an empty file
         t, _ = raw.exchange(Command.QUERY, b"SELECT 1")
         assert t.error is None  # the session goes on
         raw.close()
-        sy.wait_log(r"event=mysql_infile_refused .*file=/etc/passwd", what="the refusal logged")
+        sy.wait_log(
+            r"event=mysql_infile_refused .*file=/etc/passwd .*why=\"the statement names another",
+            what="the refusal logged",
+        )
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+def test_a_name_with_a_quote_in_it_is_the_file_the_server_asks_for(infile_proxy, mariadb, tmp_path):
+    port, _ = infile_proxy
+    table = fresh_table(mariadb, "quoted")
+    path = write_rows(tmp_path / "it's.tsv", 3)
+    conn = connect_pw(port, local_infile=True)
+    with conn.cursor() as c:
+        quoted = str(path).replace("'", "''")
+        assert c.execute(f"LOAD DATA LOCAL INFILE '{quoted}' INTO TABLE {table}") == 3
+    conn.close()
+
+
+def test_classify_names_load_data_local_and_its_files():
+    for sql, names in [
+        (b"LOAD DATA LOCAL INFILE 'x.tsv' INTO TABLE t", {b"x.tsv"}),
+        (b"load data low_priority local infile 'it''s' into table t", {b"it's"}),
+        (b"/* c */ LOAD DATA CONCURRENT LOCAL INFILE 'a' INTO TABLE t", {b"a"}),
+        (b'LOAD XML LOCAL INFILE "a" INTO TABLE t', {b"a"}),
+        (
+            b"LOAD DATA LOCAL INFILE 'a' INTO t; LOAD DATA LOCAL INFILE _utf8mb4'b' INTO u",
+            {b"a", b"b"},
+        ),
+        # cannot be read for sure: any file the statement's server asks for
+        (b"LOAD DATA LOCAL INFILE 'a\\\\b' INTO TABLE t", None),  # NO_BACKSLASH_ESCAPES?
+        (b"LOAD DATA LOCAL INFILE 'a' 'b' INTO TABLE t", None),
+        (b"LOAD DATA LOCAL /* c */ INFILE 'a' INTO TABLE t", None),
+        (b"LOAD DATA LOCAL INFILE 'a' INTO TABLE t FIELDS TERMINATED BY 'INFILE'", None),
+    ]:
+        st = classify(sql)
+        assert st.local_file and st.route is Route.PRIMARY, sql
+        assert local_file_names(sql) == (None if names is None else frozenset(names)), sql
+    for sql in (b"LOAD DATA INFILE 'x' INTO TABLE t", b"SELECT 'LOAD DATA LOCAL INFILE'",
+                b"LOAD INDEX INTO CACHE t", b"SELECT 1"):  # fmt: skip
+        assert not classify(sql).local_file, sql
 
 
 def test_codec_file_stream_finds_the_end_across_chunks():

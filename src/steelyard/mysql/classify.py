@@ -14,7 +14,8 @@ markers that matter:
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
   PREPARE. The session layer applies the rules; this module only names the facts;
 - whether it reads a file of the client's (`LOAD DATA LOCAL`, `LOAD XML LOCAL`): the proxy
-  passes a server's LOCAL INFILE request to the client only for such a statement.
+  passes a server's LOCAL INFILE request to the client only for such a statement, and only
+  for a file it names (`local_file_names`).
 
 Results are cached by the statement's first 4 KiB with its literals blanked (the same
 statements recur with other values); SET and USE, whose values matter, by their first 4 KiB
@@ -108,6 +109,31 @@ _SESSION_TRACK = re.compile(rb"\bsession_track_", re.I)
 _AUTOCOMMIT = re.compile(rb"^\s*(?:@@(?:SESSION\.|LOCAL\.)?|SESSION\s+|LOCAL\s+)?autocommit\s*"
                          rb"(?::?=)\s*(\w+)\s*$", re.I)  # fmt: skip
 _LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`", re.S)
+
+
+_INFILE = re.compile(rb"\bINFILE\b", re.I)
+# LOCAL INFILE 'name' (an introducer allowed), no backslash in it (its reading would depend on
+# NO_BACKSLASH_ESCAPES), and whether another literal follows (a name in parts)
+_INFILE_NAME = re.compile(
+    rb"\bLOCAL\s+INFILE\s+(?:_\w+\s*)?('(?:[^'\\]|'')*'|\"(?:[^\"\\]|\"\")*\")(\s*['\"])?", re.I
+)
+
+
+def local_file_names(sql: bytes) -> frozenset[bytes] | None:
+    """The files the LOAD DATA / XML LOCAL statements of `sql` name, as the server will ask
+    for them; None when that cannot be read for sure (an escape, a name in parts, a comment
+    in the way, INFILE in other places): then any file the statement's server asks for."""
+    names = set()
+    found = 0
+    for m in _INFILE_NAME.finditer(sql):
+        if m.group(2):
+            return None
+        quote = m.group(1)[:1]
+        names.add(m.group(1)[1:-1].replace(quote + quote, quote))
+        found += 1
+    if not found or found != len(_INFILE.findall(sql)):
+        return None
+    return frozenset(names)
 
 
 def _strip_literals(sql: bytes) -> bytes:

@@ -4,9 +4,10 @@ to the client or answered by the proxy itself, and the file streamed up.
 A server answers a statement with a LOCAL INFILE request (0xFB and a file name) when it wants a
 file of the client's, and may name any file. The proxy passes the request on only when its
 listener allows it (`local_infile`), the client announced CLIENT_LOCAL_FILES, and the statement
-it sent is a LOAD DATA / LOAD XML LOCAL (classify.py): a server cannot make a client give away a
-file for a SELECT. Otherwise the proxy answers the server with an empty packet (no file: the
-server loads nothing and says OK, which is thrown away) and tells the client MariaDB's own
+it sent is a LOAD DATA / LOAD XML LOCAL (classify.py) naming that file (when the name can be
+read for sure): a server cannot make a client give away a file for a SELECT, nor another file
+than the one it named. Otherwise the proxy answers the server with an empty packet (no file:
+the server loads nothing and says OK, which is thrown away) and tells the client MariaDB's own
 refusal, ER_LOAD_INFILE_CAPABILITY_DISABLED.
 
 A file passed on goes up as it comes, never held whole: the client is read no more while the
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from steelyard.log import log
 from steelyard.mysql.backend import BackendConn
+from steelyard.mysql.classify import local_file_names
 from steelyard.mysql.protocol import messages
 from steelyard.mysql.protocol.constants import (
     CR_SERVER_LOST,
@@ -72,10 +74,13 @@ def asked(session: MysqlSession, conn: BackendConn, request: bytes, cut: bool) -
         return  # the client left: connection_lost closes the connection
     seq = conn.scanner.seq  # the request's sequence id
     why = None
-    if not session.local_file or tracker.command != _QUERY:
+    sql = session.local_file
+    if sql is None or tracker.command != _QUERY:
         why = "the statement is no LOAD DATA LOCAL"
     elif not session.caps & _LOCAL_FILES:
         why = "the client did not offer CLIENT_LOCAL_FILES"
+    elif (names := local_file_names(sql)) is not None and tracker.infile not in names:
+        why = "the statement names another file"
     elif session.queue or session.packets.buffered():
         why = "the client sent more commands behind the statement"
     if why is None:

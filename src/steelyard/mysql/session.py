@@ -644,7 +644,7 @@ class MysqlSession(asyncio.Protocol):
                 "(firewall.block_unbounded_writes)",
             )
             return
-        self.local_file = st.local_file
+        self.local_file = payload[1:] if st.local_file else None
         if st.local_file and not self.caps & LOCAL_FILES:
             infile.refuse_now(self)
             return
@@ -680,7 +680,7 @@ class MysqlSession(asyncio.Protocol):
 
     sent_db: str | None = None
     sql = b""  # the text of the query under way
-    local_file = False  # the query under way is a LOAD DATA / XML LOCAL
+    local_file: bytes | None = None  # the query under way, when a LOAD DATA / XML LOCAL
     upload: infile.LocalInfile | None = None  # the client's file going up to the server
 
     def infile_asked(self, conn: BackendConn, request: bytes, cut: bool) -> None:
