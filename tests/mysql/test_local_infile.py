@@ -85,7 +85,9 @@ def test_real_clients_load_files_bigger_than_max_allowed_packet(proxy, big_file,
     with conn.cursor() as c:
         assert c.execute(load(table, path)) == rows
     assert count(primary, table) == rows  # on the primary itself
-    assert one(conn, f"SELECT COUNT(*) FROM {table} WHERE id < 10") == 10  # and the session goes on
+    for r in replicas:
+        r.wait_for(primary)  # replicated as any write, read from the replicas as any table
+    assert one(conn, f"SELECT COUNT(*) FROM {table} WHERE id < 10") == 10  # the session goes on
     conn.close()
     # mysql-connector, opted in
     table = fresh_table(primary, "connector")
@@ -497,8 +499,11 @@ def test_classify_names_load_data_local_and_its_files():
         (b"LOAD DATA LOCAL INFILE 'a' INTO TABLE t FIELDS TERMINATED BY 'INFILE'", None),
     ]:
         st = classify(sql)
-        assert st.local_file and st.route is Route.PRIMARY, sql
+        assert st.local_file and st.route is Route.PRIMARY and not st.dirties, sql
         assert local_file_names(sql) == (None if names is None else frozenset(names)), sql
+    # user variables it sets stay on the connection: pinned, as anywhere
+    st = classify(b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t (@a, b) SET c = @a")
+    assert st.local_file and st.pins == "a user variable" and st.dirties
     for sql in (b"LOAD DATA INFILE 'x' INTO TABLE t", b"SELECT 'LOAD DATA LOCAL INFILE'",
                 b"LOAD INDEX INTO CACHE t", b"SELECT 1"):  # fmt: skip
         assert not classify(sql).local_file, sql

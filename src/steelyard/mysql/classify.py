@@ -84,6 +84,7 @@ FOLLOWED = READS | frozenset({
     "INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT",
     "RELEASE", "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "ANALYZE", "OPTIMIZE", "CHECK",
     "CHECKSUM", "REPAIR", "GRANT", "REVOKE", "LOCK", "UNLOCK", "USE", "SET", "VALUES", "TABLE",
+    "LOAD",  # LOAD DATA: rows, as INSERT (its user variables pin, as anywhere)
 })  # fmt: skip
 # pins whose state cannot move to another connection nor be undone by the session's text
 DIRTY_PINS = frozenset({"a temporary table", "a user variable", "a text PREPARE",
@@ -273,9 +274,6 @@ def _classify_text(sql: bytes) -> Statement:
         return Statement(Route.PRIMARY, keyword, pins="a temporary table", dirties=True)
     if keyword == "DROP" and words[:1] == ["TEMPORARY"]:
         return Statement(Route.PRIMARY, keyword, unpins=True)
-    if keyword == "LOAD" and words[:1] in (["DATA"], ["XML"]) and "LOCAL" in words[1:3]:
-        # LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE ...: a write, on the primary
-        return Statement(Route.PRIMARY, keyword, dirties=True, local_file=True)
 
     pins = None
     if _GET_LOCK.search(body):
@@ -302,9 +300,13 @@ def _classify_text(sql: bytes) -> Statement:
     if pins is not None:
         route = Route.PRIMARY
     dirties = pins in DIRTY_PINS or keyword not in FOLLOWED
+    # LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE ...: a write (on the primary) that
+    # reads a file of the client's
+    local = keyword == "LOAD" and words[:1] in (["DATA"], ["XML"]) and "LOCAL" in words[1:3]
     return Statement(
-        route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded, dirties=dirties
-    )
+        route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded, dirties=dirties,
+        local_file=local,
+    )  # fmt: skip
 
 
 def _leading_space_end(sql: bytes) -> int:
