@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 import mysql.connector
 import pymysql
 import pytest
+import trustme
 
+from fixtures.certs import write_cert
 from fixtures.mariadb import PASSWORD, USER
 from fixtures.mysql_client import CAPS, RawClient, connect, one, primary_proxy
 from fixtures.procs import wait_for
@@ -262,6 +265,36 @@ def test_the_client_waits_while_the_server_does_not_read(infile_proxy, mariadb, 
     assert (paused_at - before) * 1024 < size / 4
     assert (high_water_kib(worker) - before) * 1024 < size / 4
     got["conn"].close()  # type: ignore[attr-defined]
+
+
+def test_a_file_over_tls_waits_for_the_server_too(tmp_path, steelyard, mariadb):
+    """The client's TLS connection is read no more while the server does not read, too."""
+    ca = trustme.CA()
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(cafile)
+    tls = {"certs": [write_cert(ca, tmp_path, "localhost", "127.0.0.1")]}
+    port, sy = primary_proxy(tmp_path, steelyard, mariadb, local_infile=True, tls=tls)
+    rows = 240_000
+    path = write_rows(tmp_path / "big.tsv", rows)
+    table = fresh_table(mariadb, "tls", GATE.format("tls"))
+    holder = gate(mariadb, "tls")
+    got: dict[str, object] = {}
+
+    def run() -> None:
+        conn = wait_for(lambda: connect_pw(port, local_infile=True, ssl={"ca": str(cafile)}))
+        assert isinstance(conn._sock, ssl.SSLSocket)
+        with conn.cursor() as c:
+            got["rows"] = c.execute(load(table, path))
+        got["next"] = one(conn, "SELECT 15")
+        conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    sy.wait_log(r"event=mysql_infile_paused", timeout=60, what="reading paused")
+    holder.close()
+    thread.join(120)
+    assert got == {"rows": rows, "next": 15}
+    assert count(mariadb, table) == rows
 
 
 def test_a_server_lost_mid_upload_is_an_error_and_the_session_goes_on(
