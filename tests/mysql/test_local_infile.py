@@ -307,9 +307,12 @@ def test_a_server_lost_mid_upload_is_an_error_and_the_session_goes_on(
     thread, got = loader(port, load(table, path))
     sy.wait_log(r"event=mysql_infile_paused", timeout=60, what="reading paused")
     with holder.cursor() as c:
-        # the loading thread, waiting in its trigger for the gate
-        c.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'")
-        (thread_id,) = c.fetchone()
+
+        def waiting() -> tuple[int] | None:  # the loading thread, in its trigger, at the gate
+            c.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'")
+            return c.fetchone()
+
+        (thread_id,) = wait_for(waiting, what="the server waiting at the gate")
         c.execute(f"KILL {thread_id}")
     holder.close()
     thread.join(120)

@@ -244,6 +244,13 @@ class BackendConn(asyncio.Protocol):
         self._gone()
         self._end_exchange(ConnectionError(f"the server closed the connection ({exc or 'EOF'})"))
 
+    def eof_received(self) -> bool:
+        """The server closed its side: the connection is gone now. (A plain close would first
+        wait for what is still to be written, which a server that closed never reads: a
+        client's file going up would wait for TCP to give up, minutes.)"""
+        self.transport.abort()
+        return False
+
     def pause_writing(self) -> None:
         """The server reads slower than it is written to (a client's file going up)."""
         if self.upload is not None:
