@@ -84,10 +84,14 @@ def greeting_of(port: int) -> handshake.Greeting:
     return handshake.parse_greeting(packets[0][1])
 
 
-def test_the_greeting_names_the_primarys_plugin(port, mariadb):
+def test_the_greeting_names_the_primarys_plugin(port, mariadb, tmp_path, steelyard):
     assert greeting_of(mariadb.port).plugin == auth.NATIVE  # MariaDB's default
     wait_for(lambda: RawClient(port, "app", "pw"), what="the proxy accepting logins").close()
     assert greeting_of(port).plugin == auth.NATIVE
+    # a configured server_version is what clients are told; the plugin is the primary's still
+    other, _ = primary_proxy(tmp_path / "other", steelyard, mariadb, server_version="8.0.1-x")
+    greeting = greeting_of(other)
+    assert (greeting.server_version, greeting.plugin) == ("8.0.1-x", auth.NATIVE)
 
 
 Login = Callable[[int, str, str], None]
