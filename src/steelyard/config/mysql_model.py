@@ -86,6 +86,9 @@ class MysqlListenerConfig(Strict):
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
     tls: MysqlTlsConfig | None = None  # TLS for clients (CLIENT_SSL), as MySQL's own
     backend_tls: MysqlBackendTlsConfig | None = None  # TLS to the servers; None: cleartext
+    # LOAD DATA LOCAL INFILE: offered to clients (CLIENT_LOCAL_FILES) and asked of the servers;
+    # a server's request for a file is passed on only for a LOAD DATA / XML LOCAL statement
+    local_infile: bool = False
 
     @field_validator("allow")
     @classmethod

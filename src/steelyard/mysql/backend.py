@@ -15,6 +15,10 @@ a multi-statement, or the server's SERVER_SESSION_STATE_CHANGED where the statem
 explain it) is reset with COM_RESET_CONNECTION (its database read back, session tracking
 turned on again) before it goes back to the pool; connections that broke are closed.
 
+A server's LOCAL INFILE request (on a connection that offered CLIENT_LOCAL_FILES) pauses the
+answer: `on_infile` gets the request and decides (infile.py); while the client's file goes up,
+the connection's `upload` hears when the server reads slower than the file comes.
+
 Where the client asked for CLIENT_SESSION_TRACK, its backend connections ask for it too and turn
 on `session_track_state_change`: the server then flags every change of user variables,
 temporary tables, prepared statements and session variables in its OK packets.
@@ -26,11 +30,12 @@ import asyncio
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from steelyard.log import log
 from steelyard.mysql.client import Client, MySQLError, read_result
 from steelyard.mysql.protocol.constants import Capability, Command, Status
-from steelyard.mysql.protocol.packets import PacketReader, frame
+from steelyard.mysql.protocol.packets import HEADER, PacketReader, frame
 from steelyard.mysql.protocol.response import ResponseTracker
 from steelyard.mysql.protocol.scanner import AnswerScanner
 from steelyard.mysql.protocol.wire import Malformed
@@ -38,6 +43,17 @@ from steelyard.mysql.protocol.wire import Malformed
 OnPacket = Callable[[int, bytes], None]  # (sequence id, payload) of each answer packet
 # (tracker, None) when the answer is complete; (None, cause) when the connection broke
 OnAnswer = Callable[[ResponseTracker | None, Exception | None], None]
+
+
+class Upload(Protocol):
+    """A client's file going to the server: told when the server's socket is full."""
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+# (connection, the request's bytes not yet passed on, whether its first bytes were)
+OnInfile = Callable[["BackendConn", bytes, bool], None]
 _CLEAN_MASK = int(Status.IN_TRANS | Status.AUTOCOMMIT)
 _CLEAN = int(Status.AUTOCOMMIT)  # autocommit on, no transaction open
 MAX_STATEMENTS = 64  # statements kept prepared on one connection (oldest closed first)
@@ -63,6 +79,7 @@ class BackendConn(asyncio.Protocol):
         self.capabilities = int(capabilities)  # a plain int: IntFlag arithmetic is slow
         self.transport = transport
         self.server_version = ""
+        self.server_plugin = ""  # the authentication plugin its greeting named
         self.db: str | None = None
         self.sets: tuple[bytes, ...] = ()  # the SET statements run on it, in order
         # (database, SQL) -> the statement prepared on it for that text
@@ -78,6 +95,8 @@ class BackendConn(asyncio.Protocol):
         self.sink: asyncio.Transport | None = None
         self.sent = 0  # answer bytes passed to the sink so far
         self.on_answer: OnAnswer | None = None
+        self.on_infile: OnInfile | None = None  # where a LOCAL INFILE request goes
+        self.upload: Upload | None = None  # a client's file being written to the server
         self.reader: PacketReader | None = None
         self.tracker: ResponseTracker | None = None
         self.on_packet: OnPacket | None = None
@@ -98,6 +117,7 @@ class BackendConn(asyncio.Protocol):
         conn = cls(address, client.capabilities, transport)  # type: ignore[arg-type]
         conn.server_version = client.greeting.server_version if client.greeting else ""
         conn.thread_id = client.greeting.connection_id if client.greeting else 0
+        conn.server_plugin = client.greeting.plugin if client.greeting else ""
         if client.capabilities & _SESSION_TRACK:
             try:
                 await client.query(TRACK_CHANGES.decode())
@@ -162,6 +182,9 @@ class BackendConn(asyncio.Protocol):
             if end != len(data):
                 self._fail(Malformed(f"{len(data) - end} bytes after the end of the answer"))
                 return
+            if scanner.tracker.infile is not None:
+                self._infile_asked(scanner.tracker.infile, data, end)
+                return
             self.sink.write(data)  # type: ignore[union-attr]
             on_answer = self.on_answer
             self.scanner = self.sink = self.on_answer = None
@@ -178,6 +201,8 @@ class BackendConn(asyncio.Protocol):
             for i, (seq, payload) in enumerate(packets):
                 self.on_packet(seq, payload)
                 if tracker.feed(payload):
+                    if tracker.infile is not None:
+                        raise Malformed("a LOCAL INFILE request for a statement of the proxy's")
                     if i != len(packets) - 1 or reader.buffered():
                         raise Malformed("bytes after the end of the answer")
                     waiter = self.waiter
@@ -187,6 +212,19 @@ class BackendConn(asyncio.Protocol):
                     return
         except Malformed as exc:
             self._fail(exc)
+
+    def _infile_asked(self, name: bytes, data: bytes, end: int) -> None:
+        """The server asks for a local file: what came before the request goes on, the request
+        itself waits for `on_infile` to decide whether the client sees it."""
+        start = end - HEADER - 1 - len(name)  # where the request starts in `data`
+        if start > 0:
+            self.sent += start
+            self.sink.write(data[:start])  # type: ignore[union-attr]
+        on_infile = self.on_infile
+        if on_infile is None:
+            self._fail(Malformed("LOCAL INFILE was not offered to the server"))
+            return
+        on_infile(self, data[max(start, 0) : end], start < 0)
 
     def _fail(self, exc: Exception) -> None:
         self.close()
@@ -205,6 +243,22 @@ class BackendConn(asyncio.Protocol):
         self.broken = True
         self._gone()
         self._end_exchange(ConnectionError(f"the server closed the connection ({exc or 'EOF'})"))
+
+    def eof_received(self) -> bool:
+        """The server closed its side: the connection is gone now. (A plain close would first
+        wait for what is still to be written, which a server that closed never reads: a
+        client's file going up would wait for TCP to give up, minutes.)"""
+        self.transport.abort()
+        return False
+
+    def pause_writing(self) -> None:
+        """The server reads slower than it is written to (a client's file going up)."""
+        if self.upload is not None:
+            self.upload.pause()
+
+    def resume_writing(self) -> None:
+        if self.upload is not None:
+            self.upload.resume()
 
     def pause_answer(self) -> None:
         """The client reads slower than the server answers: stop reading the server."""

@@ -16,7 +16,10 @@ markers that matter:
   with the rest and cached with it, so only such statements pay for the rewrite;
 - what pins the session to its backend connection (state that cannot move to another one):
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
-  PREPARE. The session layer applies the rules; this module only names the facts.
+  PREPARE. The session layer applies the rules; this module only names the facts;
+- whether it reads a file of the client's (`LOAD DATA LOCAL`, `LOAD XML LOCAL`): the proxy
+  passes a server's LOCAL INFILE request to the client only for such a statement, and only
+  for a file it names (`local_file_names`).
 
 Results are cached by the statement's first 4 KiB with its literals blanked (the same
 statements recur with other values); SET and USE, whose values matter, by their first 4 KiB
@@ -71,6 +74,7 @@ class Statement:
     several: bool = False  # a multi-statement
     careful: bool = False  # (the digest has a `;`, a backslash or an executable comment)
     connection_id: bool = False  # may call CONNECTION_ID() (the session rewrites it: sessionid.py)
+    local_file: bool = False  # LOAD DATA / XML LOCAL: the server will ask for a client's file
 
     @property
     def changes_session(self) -> bool:
@@ -86,6 +90,7 @@ FOLLOWED = READS | frozenset({
     "INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT",
     "RELEASE", "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "ANALYZE", "OPTIMIZE", "CHECK",
     "CHECKSUM", "REPAIR", "GRANT", "REVOKE", "LOCK", "UNLOCK", "USE", "SET", "VALUES", "TABLE",
+    "LOAD",  # LOAD DATA: rows, as INSERT (its user variables pin, as anywhere)
 })  # fmt: skip
 # pins whose state cannot move to another connection nor be undone by the session's text
 DIRTY_PINS = frozenset({"a temporary table", "a user variable", "a text PREPARE",
@@ -112,6 +117,31 @@ _AUTOCOMMIT = re.compile(rb"^\s*(?:@@(?:SESSION\.|LOCAL\.)?|SESSION\s+|LOCAL\s+)
                          rb"(?::?=)\s*(\w+)\s*$", re.I)  # fmt: skip
 _CONNECTION_ID = re.compile(rb"(?<![\w.$@`])CONNECTION_ID\s*\(", re.I)
 _LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`", re.S)
+
+
+_INFILE = re.compile(rb"\bINFILE\b", re.I)
+# LOCAL INFILE 'name' (an introducer allowed), no backslash in it (its reading would depend on
+# NO_BACKSLASH_ESCAPES), and whether another literal follows (a name in parts)
+_INFILE_NAME = re.compile(
+    rb"\bLOCAL\s+INFILE\s+(?:_\w+\s*)?('(?:[^'\\]|'')*'|\"(?:[^\"\\]|\"\")*\")(\s*['\"])?", re.I
+)
+
+
+def local_file_names(sql: bytes) -> frozenset[bytes] | None:
+    """The files the LOAD DATA / XML LOCAL statements of `sql` name, as the server will ask
+    for them; None when that cannot be read for sure (an escape, a name in parts, a comment
+    in the way, INFILE in other places): then any file the statement's server asks for."""
+    names = set()
+    found = 0
+    for m in _INFILE_NAME.finditer(sql):
+        if m.group(2):
+            return None
+        quote = m.group(1)[:1]
+        names.add(m.group(1)[1:-1].replace(quote + quote, quote))
+        found += 1
+    if not found or found != len(_INFILE.findall(sql)):
+        return None
+    return frozenset(names)
 
 
 def _strip_literals(sql: bytes) -> bytes:
@@ -195,6 +225,7 @@ def _careful(sql: bytes) -> Statement:
             pins=next((s.pins for s in found if s.pins), None), unpins=first.unpins,
             unbounded_write=any(s.unbounded_write for s in found),
             dirties=any(s.dirties for s in found), connection_id=calls,
+            local_file=any(s.local_file for s in found),
         )  # fmt: skip
     changes = any(
         s.dirties or s.pins or s.unpins or s.sets or s.database is not None
@@ -211,6 +242,7 @@ def _careful(sql: bytes) -> Statement:
         _route(found), offending.keyword, pins=pins,
         unbounded_write=offending.unbounded_write, dirties=changes, several=True,
         connection_id=calls,
+        local_file=any(s.local_file for s in found),
     )  # fmt: skip
 
 
@@ -284,9 +316,13 @@ def _classify_text(sql: bytes) -> Statement:
     if pins is not None:
         route = Route.PRIMARY
     dirties = pins in DIRTY_PINS or keyword not in FOLLOWED
+    # LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE ...: a write (on the primary) that
+    # reads a file of the client's
+    local = keyword == "LOAD" and words[:1] in (["DATA"], ["XML"]) and "LOCAL" in words[1:3]
     return Statement(
-        route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded, dirties=dirties
-    )
+        route, keyword, pins=pins, unpins=unpins, unbounded_write=unbounded, dirties=dirties,
+        local_file=local,
+    )  # fmt: skip
 
 
 def _leading_space_end(sql: bytes) -> int:

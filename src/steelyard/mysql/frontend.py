@@ -18,7 +18,8 @@ from steelyard.log import log
 from steelyard.mysql.backend import ServerPool
 from steelyard.mysql.classify import Route
 from steelyard.mysql.client import MySQLError, backend_context
-from steelyard.mysql.protocol.constants import Status
+from steelyard.mysql.protocol import auth
+from steelyard.mysql.protocol.constants import Capability, Status
 from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession
 from steelyard.mysql.sessionid import LOCAL_MASK, compose
 from steelyard.tcp.frontend import ProtocolFrontend
@@ -79,24 +80,32 @@ class MysqlFrontend(ProtocolFrontend):
         self.tls_context = server_context(cfg.tls) if cfg.tls is not None else None
         self.tls_required = cfg.tls is not None and cfg.tls.required
         self.backend_tls = backend_context(cfg.backend_tls)
+        # LOAD DATA LOCAL INFILE: CLIENT_LOCAL_FILES offered to clients and asked of servers
+        self.local_files = int(Capability.LOCAL_FILES) if cfg.local_infile else 0
 
     async def server_version(self) -> str:
-        """`server_version` from the config, else the primary's own (learnt from its greeting
-        when the first client comes, on a connection that then joins the pool)."""
-        if self.cfg.server_version:
-            return self.cfg.server_version
+        """`server_version` from the config, else the primary's own; either way the primary's
+        greeting is read once, when the first client comes (on a connection that then joins
+        the pool), for its default authentication plugin too (`plugin`)."""
         if self._version is None:
             try:
                 pool = self.server_pool(Route.PRIMARY, BACKEND_BASE)
                 conn = await pool.acquire()
             except (OSError, ConnectionError, TimeoutError, MySQLError) as exc:
-                log("mysql_version_unknown", "warn", cause=str(exc), using=FALLBACK_VERSION)
-                return FALLBACK_VERSION
+                using = self.cfg.server_version or FALLBACK_VERSION
+                log("mysql_version_unknown", "warn", cause=str(exc), using=using)
+                return using
             self._version = conn.server_version or FALLBACK_VERSION
+            if conn.server_plugin in auth.PLUGINS:
+                self.plugin = conn.server_plugin
             pool.release(conn, Status.AUTOCOMMIT)
-        return self._version
+        return self.cfg.server_version or self._version
 
     _version: str | None = None
+    # The plugin the greeting names: the primary's default, so that a client answers with what
+    # the server it thinks it talks to asks for, without an auth switch (MariaDB's
+    # mysql_native_password, MySQL 8's caching_sha2_password); this until the primary is asked.
+    plugin = auth.SHA2
 
     def allowed(self, host: str) -> bool:
         """Whether `host` may connect (the `allow` list; empty: everyone)."""
@@ -134,7 +143,7 @@ class MysqlFrontend(ProtocolFrontend):
             server = self.pools[self.cfg.primary].pick()
         if server is None:
             raise NoServer(f"no server of pool {self.cfg.primary!r} is usable")
-        shaping = caps & SHAPING  # plain ints
+        shaping = caps & SHAPING | self.local_files  # plain ints
         key = (server.address, shaping)
         pool = self.backend_pools.get(key)
         if pool is None:

@@ -17,6 +17,10 @@ keep what was prepared on them, see backend.py), the id mapped on the way. Param
 are sent with every execution and long data is kept until the execution, so neither depends
 on which connection ran the statement before.
 
+A LOAD DATA LOCAL INFILE (the listener's `local_infile`) keeps its connection while the client's
+file goes up; which requests for a file reach the client, and how the file streams, is
+infile.py's.
+
 Before login a client may send 16 KiB packets at most and must log in within login_timeout;
 once logged in, one idle for idle_timeout is closed (both without a word, as MariaDB does), and
 one that pipelines commands behind a slow one is read at most 1 MiB ahead. The listener checks
@@ -38,7 +42,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from steelyard.log import log
-from steelyard.mysql import processlist, sessionid
+from steelyard.mysql import infile, processlist, sessionid
 from steelyard.mysql.backend import BackendConn, Prepared, ServerPool
 from steelyard.mysql.classify import Route, Statement, classify
 from steelyard.mysql.client import MySQLError
@@ -125,6 +129,7 @@ QUEUE_LIMIT = 1 << 20
 # Status flags as plain ints: IntFlag arithmetic costs microseconds on the data path.
 AUTOCOMMIT, IN_TRANS = int(Status.AUTOCOMMIT), int(Status.IN_TRANS)
 CURSOR_EXISTS, LAST_ROW_SENT = int(Status.CURSOR_EXISTS), int(Status.LAST_ROW_SENT)
+LOCAL_FILES = int(Capability.LOCAL_FILES)
 
 After = Callable[[BackendConn, ResponseTracker], None]
 
@@ -298,6 +303,9 @@ class MysqlSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        if self.upload is not None:  # a file the server asked for: it goes up as it comes
+            self.upload.feed(data)
+            return
         if not self.authed and data[:4] == SSL_REQUEST_HEADER and not self.packets.buffered():
             # The client's TLS ClientHello may be in this read too: it is not a packet.
             end = HEADER + handshake.SSL_REQUEST_LEN
@@ -412,11 +420,12 @@ class MysqlSession(asyncio.Protocol):
 
     async def greet(self) -> None:
         """The greeting names the backends' own server version, so clients pick what that
-        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
+        server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB),
+        and its default authentication plugin, which clients then answer with (no switch)."""
         greeting = handshake.Greeting(
             await self.fe.server_version(), self.id, self.salt,
-            SERVER_CAPS | (Capability.SSL if self.fe.tls_context else 0),
-            UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
+            SERVER_CAPS | self.fe.local_files | (Capability.SSL if self.fe.tls_context else 0),
+            UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, self.fe.plugin,
         )  # fmt: skip
         self.write(handshake.build_greeting(greeting), 0)
 
@@ -442,7 +451,8 @@ class MysqlSession(asyncio.Protocol):
                 seq + 1,
             )
             return
-        self.caps = int(response.capabilities & SERVER_CAPS)  # a plain int: used per command
+        # a plain int: used per command
+        self.caps = int(response.capabilities & (SERVER_CAPS | self.fe.local_files))
         self.user = response.user
         self.db = response.database or None
         plugin = response.plugin or auth.NATIVE
@@ -664,6 +674,10 @@ class MysqlSession(asyncio.Protocol):
                 "(firewall.block_unbounded_writes)",
             )
             return
+        self.local_file = payload[1:] if st.local_file else None
+        if st.local_file and not self.caps & LOCAL_FILES:
+            infile.refuse_now(self)
+            return
         if st.pins:
             self.pinned = self.pinned or st.pins
         self.dirtying = st.dirties
@@ -696,6 +710,11 @@ class MysqlSession(asyncio.Protocol):
 
     sent_db: str | None = None
     sql = b""  # the text of the query under way
+    local_file: bytes | None = None  # the query under way, when a LOAD DATA / XML LOCAL
+    upload: infile.LocalInfile | None = None  # the client's file going up to the server
+
+    def infile_asked(self, conn: BackendConn, request: bytes, cut: bool) -> None:
+        infile.asked(self, conn, request, cut)
 
     def status(self) -> int:
         return (AUTOCOMMIT if self.autocommit else 0) | (IN_TRANS if self.in_tx else 0)
@@ -781,6 +800,7 @@ class MysqlSession(asyncio.Protocol):
             stats.replica += 1
         else:
             stats.primary += 1
+        conn.on_infile = self.infile_asked
         conn.pass_answer(data, command, self.transport, self.answered)
 
     def answered(self, t: ResponseTracker | None, exc: Exception | None) -> None:

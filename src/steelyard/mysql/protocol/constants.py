@@ -112,6 +112,8 @@ ER_QUERY_INTERRUPTED = (1317, "70100")  # Query execution was interrupted
 ER_NO_SUCH_QUERY = (1957, "HY000")  # Unknown query id: %lld (MariaDB)
 ER_NOT_SUPPORTED_YET = (1235, "42000")  # This version of MariaDB doesn't yet support '%s'
 ER_UNSUPPORTED_PS = (1295, "HY000")  # This command is not supported in the prepared ...
+# MariaDB's answer to LOAD DATA LOCAL when the client or the server does not allow it
+ER_LOAD_INFILE_CAPABILITY_DISABLED = (4166, "HY000")
 CR_SERVER_LOST = (2013, "HY000")  # Lost connection to MySQL server during query
 
 UTF8MB4_GENERAL_CI = 45

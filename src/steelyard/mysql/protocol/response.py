@@ -20,6 +20,9 @@ Shapes (protocol 4.1; "end" is EOF, or an OK with header 0xFE under CLIENT_DEPRE
 - COM_STMT_FETCH: binary rows (header 0x00), then an end (LAST_ROW_SENT once the cursor is
   exhausted), or an ERR.
 - COM_STATISTICS: one bare string.
+- LOCAL INFILE (with CLIENT_LOCAL_FILES): 0xFB and a file name where a result starts; the
+  answer pauses (`infile` names the file) until the client's file has gone to the server
+  (`file_sent()`), then goes on with an OK or ERR (more results may follow).
 - no answer at all: COM_QUIT, COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA (see `expects_answer`).
 """
 
@@ -41,6 +44,7 @@ _ROWS = 3
 _PARAMS = 4  # COM_STMT_PREPARE's parameter definitions
 _PARAMS_EOF = 5
 _DONE = 6
+_INFILE = 7  # the server asked for a local file and waits for it
 _MORE_RESULTS = int(Status.MORE_RESULTS_EXISTS)  # plain ints: IntFlag arithmetic is slow
 _CURSOR_EXISTS = int(Status.CURSOR_EXISTS)
 _STATE_CHANGED = int(Status.SESSION_STATE_CHANGED)
@@ -48,8 +52,10 @@ _STATE_CHANGED = int(Status.SESSION_STATE_CHANGED)
 _FETCH, _PREPARE = int(Command.STMT_FETCH), int(Command.STMT_PREPARE)
 _STATISTICS, _FIELD_LIST = int(Command.STATISTICS), int(Command.FIELD_LIST)
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
+_LOCAL_FILES = int(Capability.LOCAL_FILES)
 ROWS = _ROWS  # rows (or FIELD_LIST definitions) until an end: what a scanner may skip
 FIRST = _FIRST
+INFILE = _INFILE
 MORE_RESULTS = _MORE_RESULTS
 CURSOR_EXISTS = _CURSOR_EXISTS
 # answered by OK, ERR or result sets only (what a scanner may read in one go)
@@ -67,8 +73,8 @@ def is_end(payload: bytes) -> bool:
 
 class ResponseTracker:
     __slots__ = (
-        "capabilities", "changed", "columns", "command", "eof_follows", "error", "params",
-        "results", "state", "statement", "status",
+        "capabilities", "changed", "columns", "command", "eof_follows", "error", "infile",
+        "params", "results", "state", "statement", "status",
     )  # fmt: skip
 
     def __init__(self, command: int, capabilities: int) -> None:
@@ -91,6 +97,7 @@ class ResponseTracker:
         self.results = 0  # result sets and OKs seen (several with multi-statements)
         # SERVER_SESSION_STATE_CHANGED in any OK or end of the answer (with CLIENT_SESSION_TRACK)
         self.changed = False
+        self.infile: bytes | None = None  # the file a LOCAL INFILE request names
 
     @property
     def done(self) -> bool:
@@ -157,7 +164,11 @@ class ResponseTracker:
             if head == 0xFE and len(payload) < 9:  # EOF: COM_SET_OPTION, old servers
                 return self._ended(self.status_of(payload))
             if head == 0xFB:
-                raise Malformed("LOCAL INFILE was not offered to the server")
+                if not self.capabilities & _LOCAL_FILES:
+                    raise Malformed("LOCAL INFILE was not offered to the server")
+                self.infile = payload[1:]
+                self.state = _INFILE
+                return True  # the answer pauses here: the server waits for the file
             count = head if head < 0xFB else Cursor(payload).lenenc_int()
             if not count:
                 raise Malformed("a result set of no columns")
@@ -186,6 +197,11 @@ class ResponseTracker:
                     return self._ended(status)  # rows come with COM_STMT_FETCH
             return self._after_definitions(_COLUMNS if state == _COLUMNS_EOF else _PARAMS)
         raise Malformed("a packet after the end of the answer")
+
+    def file_sent(self) -> None:
+        """The file asked for has gone to the server: its answer to the statement follows."""
+        self.infile = None
+        self.state = _FIRST
 
     def finish(self, status: int) -> None:
         """The answer ended with one OK or result set and this status (read by a scanner)."""

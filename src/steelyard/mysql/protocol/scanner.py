@@ -25,7 +25,7 @@ HEADER = 4
 
 
 class AnswerScanner:
-    __slots__ = ("_cont", "_partial", "_skip", "_whole", "tracker")
+    __slots__ = ("_cont", "_partial", "_skip", "_whole", "seq", "tracker")
 
     def __init__(self, tracker: ResponseTracker) -> None:
         self.tracker = tracker
@@ -33,6 +33,7 @@ class AnswerScanner:
         self._skip = 0  # bytes of a skipped packet still to come in later chunks
         self._cont = False  # the packet being skipped is followed by a continuation
         self._whole = bytearray()  # a shaping packet of 16 MiB or more being joined
+        self.seq = 0  # the sequence id of the last packet handed to the tracker
 
     def _whole_answer(self, data: bytes) -> int:
         """The common case, in one pass: an OK, or one result set whose end is in `data`
@@ -150,6 +151,7 @@ class AnswerScanner:
                     continue
                 payload = bytes(whole)
                 whole.clear()
+            self.seq = data[start - 1]
             if tracker.feed(payload):
                 return pos - base
         if pos > n:
