@@ -39,7 +39,7 @@ from steelyard.redis.dispatch import (
     classify,
     not_supported,
 )
-from steelyard.redis.slots import SLOTS, slot_of
+from steelyard.redis.slots import SLOTS, slot_of, slots_of
 
 if TYPE_CHECKING:
     from steelyard.redis.backend import BackendConn
@@ -329,9 +329,12 @@ class ClientSession(asyncio.Protocol):
             else:
                 self.forward(slot, [argv[i] for i in decision.keys], resp.encode_command(argv))
         elif kind is Kind.BLOCKING:
-            self.blocking(decision.slot, [argv[i] for i in decision.keys], argv)
+            self.blocking([decision.slot], [argv[i] for i in decision.keys], argv)
         elif kind is Kind.ERROR:
-            self.answer(resp.error(decision.error))
+            if decision.cross is not None and self.fe.redis.cross_slot == "group":
+                self.colocated(argv, decision)
+            else:
+                self.answer(resp.error(decision.error))
         elif kind is Kind.LOCAL:
             self.local(argv, decision)
         elif kind is Kind.SPLIT:
@@ -363,11 +366,17 @@ class ClientSession(asyncio.Protocol):
         self._turn += 1
         return readers[self._turn % len(readers)]
 
-    def read(self, master: str, command: bytes) -> None:
-        """A read on a replica of `master`; if that replica cannot answer, on the master."""
-        fill = self.reserve()
+    def read(
+        self, master: str, command: bytes, fill: Callable[[bytes], None] | None = None, db: int = -1
+    ) -> None:
+        """A read on a replica of `master`; if that replica cannot answer, on the master.
+        (`fill` and `db`: of a command read earlier, whose place in the FIFO is taken.)"""
+        if fill is None:
+            fill = self.reserve()
         reader = self.reader(master)
-        backends, db = self.fe.backends, self.db
+        backends = self.fe.backends
+        if db < 0:
+            db = self.db
         if reader == master:
             backends.get(master, db).send(command, fill)
             return
@@ -401,6 +410,40 @@ class ClientSession(asyncio.Protocol):
             go(self.route[slot], fill)
         else:
             self.fe.router.via(slot, self.db, keys, lambda address: go(address, fill), fill)
+
+    def colocated(self, argv: list[bytes], decision: Decision) -> None:
+        """Keys in several slots (`cross_slot: group`): the command runs on the group that
+        owns them all, once none of those slots is moving (CROSSSLOT across groups)."""
+        keys = [argv[i] for i in decision.keys]
+        slots = slots_of(keys)
+        if decision.cross is Kind.TRANSACTION:
+            self.transaction(argv, decision, slots)
+            return
+        if decision.cross is Kind.BLOCKING:
+            self.blocking(slots, keys, argv)
+            return
+        command, db, backends = resp.encode_command(argv), self.db, self.fe.backends
+        reads = self.read_replicas and not decision.write
+
+        def go(address: str, fill: Callable[[bytes], None]) -> None:
+            if reads:
+                self.read(address, command, fill, db)
+            else:
+                backends.get(address, db).send(command, fill)
+
+        fill = self.reserve()
+        self.fe.router.via_slots(slots, lambda address: go(address, fill), fill)
+
+    def one_group(self, slots: list[int]) -> bool:
+        """May a command or a transaction name keys in all of `slots`? One slot: yes; several:
+        with `cross_slot: group`, when one group owns them all (a slot no group owns is left
+        for routing to report)."""
+        if len(slots) <= 1:
+            return True
+        if self.fe.redis.cross_slot != "group":
+            return False
+        route = self.route
+        return len({route[s] for s in slots if route[s]}) <= 1
 
     # pub/sub ----------------------------------------------------------------------------------
 
@@ -448,18 +491,22 @@ class ClientSession(asyncio.Protocol):
 
     # transactions ---------------------------------------------------------------------------
     # MULTI ... EXEC is queued here and sent in one go on a connection of the session's own,
-    # to the master of the one slot every key of the transaction hashes to. WATCH pins that
+    # to the master of the one slot every key of the transaction hashes to (or, with
+    # `cross_slot: group`, of the one group that owns all their slots). WATCH pins that
     # connection first (the server watches per connection), so EXEC must run on it.
 
     tx: list[bytes] | None = None  # commands queued since MULTI
     tx_keys: list[bytes] = []  # every key the queued commands name
-    tx_slot = -1
+    tx_slots: list[int] = []  # their slots (and the watched ones), each once
     tx_error: str | None = None  # set when a queued command was refused: EXEC aborts
-    # After WATCH: (slot, pinned connection, its master). No connection when the slot was
+    # After WATCH: (slots, pinned connection, its master). No connection when a slot was
     # moving: the keys may change place, so EXEC fails as if they had been modified.
-    watch: tuple[int, BackendConn | None, str] | None = None
+    watch: tuple[list[int], BackendConn | None, str] | None = None
 
-    def transaction(self, argv: list[bytes], decision: Decision) -> None:
+    def transaction(
+        self, argv: list[bytes], decision: Decision, slots: list[int] | None = None
+    ) -> None:
+        """`slots`: WATCH's keys' slots when they are several (`cross_slot: group`)."""
         name = decision.name
         if name == "multi":
             if self.tx is not None:
@@ -467,7 +514,7 @@ class ClientSession(asyncio.Protocol):
                 return
             self.tx = []
             self.tx_keys = []
-            self.tx_slot = self.watch[0] if self.watch else -1
+            self.tx_slots = list(self.watch[0]) if self.watch else []
             self.tx_error = None
             self.answer(resp.OK)
         elif name == "exec":
@@ -483,17 +530,25 @@ class ClientSession(asyncio.Protocol):
             if self.tx is not None:
                 self.answer(resp.error("ERR WATCH inside MULTI is not allowed"))
                 return
-            slot = decision.slot
-            if self.watch is not None and self.watch[0] != slot:
+            slots = slots or [decision.slot]
+            watch = self.watch
+            every = list(dict.fromkeys(watch[0] + slots)) if watch else slots
+            if not self.one_group(every):
                 self.answer(resp.error(CROSSSLOT))
                 return
-            if self.watch is None:
-                if self.moving[slot] is None:
-                    address = self.route[slot]
-                    self.watch = (slot, self.fe.backends.private(address, self.db), address)
+            at_rest = all(self.moving[s] is None for s in slots)
+            if watch is None:
+                if at_rest:
+                    address = self.route[slots[0]]
+                    conn = self.fe.backends.private(address, self.db)
                 else:
-                    self.watch = (slot, None, "")
-            conn = self.watch[1]
+                    conn, address = None, ""
+            else:
+                _, conn, address = watch
+                if conn is not None and not at_rest:
+                    conn.fail("watch dropped")  # EXEC fails as if the keys had been modified
+                    conn = None
+            self.watch = (every, conn, address)
             if conn is None:
                 self.answer(resp.OK)
             else:
@@ -504,6 +559,12 @@ class ClientSession(asyncio.Protocol):
 
     def queue_in_tx(self, argv: list[bytes], decision: Decision) -> None:
         kind = decision.kind
+        if (
+            kind is Kind.ERROR
+            and decision.cross is not None
+            and self.fe.redis.cross_slot == "group"
+        ):
+            kind = decision.cross  # its slots are checked below
         if kind is Kind.ERROR:
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(decision.error))
@@ -515,18 +576,17 @@ class ClientSession(asyncio.Protocol):
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(f"ERR {decision.name.upper()} is not allowed in a transaction"))
             return
-        slot = decision.slot
-        if kind is Kind.SPLIT:
-            slot = -2  # its keys span slots
-        if slot == -2 or (slot >= 0 and self.tx_slot >= 0 and slot != self.tx_slot):
+        keys = [argv[i] for i in decision.keys]
+        slots = [decision.slot] if decision.slot >= 0 else slots_of(keys)
+        every = list(dict.fromkeys(self.tx_slots + slots))
+        if not self.one_group(every):
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(CROSSSLOT))
             return
-        if slot >= 0:
-            self.tx_slot = slot
+        self.tx_slots = every
         assert self.tx is not None
         self.tx.append(resp.encode_command(argv))
-        self.tx_keys += [argv[i] for i in decision.keys]
+        self.tx_keys += keys
         self.answer(b"+QUEUED\r\n")
 
     def exec(self) -> None:
@@ -538,11 +598,12 @@ class ClientSession(asyncio.Protocol):
             self.drop_watch()
             self.answer(resp.error(self.tx_error))
             return
-        slot = self.tx_slot if self.tx_slot >= 0 else 0
+        slots = self.tx_slots or [0]
         watch, self.watch = self.watch, None  # EXEC ends the watch on the server too
         if watch is not None:
             _, conn, address = watch
-            if conn is None or self.moving[slot] is not None or self.route[slot] != address:
+            moving, route = self.moving, self.route
+            if conn is None or any(moving[s] is not None or route[s] != address for s in slots):
                 # The watched keys may have changed place: report them as modified.
                 if conn is not None:
                     conn.fail("watch dropped")
@@ -555,7 +616,11 @@ class ClientSession(asyncio.Protocol):
         def go(address: str, fill: Callable[[bytes], None]) -> None:
             self.run_tx(backends.private(address, db), queued, fill)
 
-        self.routed(slot, self.tx_keys, go)
+        if len(slots) == 1:
+            self.routed(slots[0], self.tx_keys, go)
+        else:
+            fill = self.reserve()
+            self.fe.router.via_slots(slots, lambda address: go(address, fill), fill)
 
     @staticmethod
     def run_tx(conn: BackendConn, queued: list[bytes], fill: Callable[[bytes], None]) -> None:
@@ -581,14 +646,21 @@ class ClientSession(asyncio.Protocol):
                 conn.fail("watch dropped")
             self.watch = None
 
-    def blocking(self, slot: int, keys: list[bytes], argv: list[bytes]) -> None:
-        """On this session's own connection to the slot's master: waiting there blocks no one
+    def blocking(self, slots: list[int], keys: list[bytes], argv: list[bytes]) -> None:
+        """On this session's own connection to the slots' master: waiting there blocks no one
         else. Replies still leave in order through the FIFO.
 
-        When the slot moves while the command waits, the proxy wakes it (CLIENT UNBLOCK: it
-        answers as if timed out) and sends it again where the slot's keys now are, so a BLPOP
-        does not wait on a server its list has left."""
-        command, db = resp.encode_command(argv), self.db
+        When one of its slots moves while the command waits, the proxy wakes it (CLIENT
+        UNBLOCK: it answers as if timed out) and sends it again where the slots' keys now
+        are, so a BLPOP does not wait on a server its list has left. A command on several
+        slots (`cross_slot: group`) is sent again once they have all settled."""
+        command, db, router = resp.encode_command(argv), self.db, self.fe.router
+
+        def route(fill: Callable[[bytes], None]) -> None:
+            if len(slots) == 1:
+                router.via(slots[0], db, keys, lambda a: go(a, fill), fill)
+            else:
+                router.via_slots(slots, lambda a: go(a, fill), fill)
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
             conn = self.private_conns.get((address, db))
@@ -599,14 +671,14 @@ class ClientSession(asyncio.Protocol):
                     del self.blocked[gone]
                 self.blocked[conn] = deque()
             waits = self.blocked[conn]
-            wait = Blocked(slot)
+            wait = Blocked(slots)
             waits.append(wait)
 
             def answered(raw: bytes) -> None:
                 if waits and waits[0] is wait:
                     waits.popleft()
                 if wait.moved and raw in TIMED_OUT and not conn.closed:
-                    self.fe.router.via(slot, db, keys, lambda a: go(a, fill), fill)
+                    route(fill)
                     self.fe.backends.flush()
                 else:
                     fill(raw)
@@ -614,14 +686,14 @@ class ClientSession(asyncio.Protocol):
 
             conn.send(command, answered)
 
-        self.routed(slot, keys, go)
+        route(self.reserve())
 
     def slots_locked(self, source: str, slots: set[int]) -> None:
         """Slots of `source` are about to move: wake the commands blocked on them there."""
         for conn, waits in self.blocked.items():
             if conn.address == source:
                 for wait in waits:
-                    if wait.slot in slots:
+                    if not slots.isdisjoint(wait.slots):
                         wait.moved = True
                 self.unblock(conn)
 
@@ -975,11 +1047,11 @@ class ClientSession(asyncio.Protocol):
 class Blocked:
     """A blocking command sent on a session's own connection, until it is answered."""
 
-    __slots__ = ("moved", "slot", "waking")
+    __slots__ = ("moved", "slots", "waking")
 
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-        self.moved = False  # its slot started moving while it waited
+    def __init__(self, slots: list[int]) -> None:
+        self.slots = slots  # of its keys
+        self.moved = False  # one of its slots started moving while it waited
         self.waking = False  # a CLIENT UNBLOCK for it is on its way
 
 
