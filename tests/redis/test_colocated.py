@@ -1,0 +1,305 @@
+"""Multi-key commands whose keys are in several slots of one group (`cross_slot: group`), under
+`steelyard run` with real redis-servers and redis-py: they run on that group as on a single
+Redis; across groups, and with `cross_slot: refuse`, they get Redis Cluster's CROSSSLOT."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_py
+
+from fixtures.procs import Steelyard, base_config, free_port, wait_for
+from fixtures.redis_server import RedisServer
+from steelyard.redis.slots import slot_of
+
+CROSSSLOT = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+
+
+def config(tmp_path, port: int, servers: list[RedisServer], **redis_extra: Any) -> dict:
+    cfg = base_config(tmp_path, workers=1)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}"}],
+        "groups": [{"id": i + 1, "master": s.address} for i, s in enumerate(servers)],
+        **redis_extra,
+    }
+    return cfg
+
+
+def client(port: int) -> redis_py.Redis:
+    # protocol=2: the proxy speaks RESP2 only until HELLO 3 is supported.
+    c = redis_py.Redis(port=port, protocol=2, socket_timeout=30)
+    wait_for(c.ping, what="redis listener")
+    return c
+
+
+class Cluster:
+    def __init__(self, tmp_path, n: int, **redis_extra: Any) -> None:
+        self.servers = [RedisServer(tmp_path) for _ in range(n)]
+        self.port = free_port()
+        self.cfg = config(tmp_path, self.port, self.servers, **redis_extra)
+        self.sy = Steelyard(tmp_path, self.cfg)
+        self.c = client(self.port)
+
+    def stop(self) -> None:
+        self.sy.stop(timeout=10)
+        for s in self.servers:
+            s.stop()
+
+    def exchange(self, data: bytes, replies: int) -> bytes:
+        """Raw commands on a new connection; the bytes of `replies` one-line replies."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            s.sendall(data)
+            out = b""
+            while out.count(b"\r\n") < replies:
+                chunk = s.recv(65536)
+                assert chunk, "the proxy closed the connection"
+                out += chunk
+            return out
+
+
+def keys(prefix: str, n: int, group_slots: range = range(1024)) -> list[bytes]:
+    """`n` keys named after `prefix`, each in a slot of its own within `group_slots`."""
+    out: list[bytes] = []
+    seen: set[int] = set()
+    i = 0
+    while len(out) < n:
+        key = f"{prefix}:{i}".encode()
+        slot = slot_of(key)
+        if slot in group_slots and slot not in seen:
+            seen.add(slot)
+            out.append(key)
+        i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("one-group"), 1)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("two-groups"), 2)  # 0-511 on 1, 512-1023 on 2
+    yield cluster
+    cluster.stop()
+
+
+# one group: every slot is its own ---------------------------------------------------------
+
+
+def test_set_stores(one):
+    c, (server,) = one.c, one.servers
+    x, y, dst, dst2 = keys("sets", 4)
+    c.sadd(x, "a", "b", "c")
+    c.sadd(y, "b", "c", "d")
+    assert c.sunionstore(dst, [x, y]) == 4
+    assert set(server.command(b"SMEMBERS", dst)) == {b"a", b"b", b"c", b"d"}
+    assert c.sinterstore(dst2, [x, y]) == 2
+    assert set(server.command(b"SMEMBERS", dst2)) == {b"b", b"c"}
+    assert c.sinter(x, y) == {b"b", b"c"}
+    assert c.smove(x, y, "a") is True
+    assert c.smembers(y) == {b"a", b"b", b"c", b"d"}
+    assert not server.command(b"SISMEMBER", x, b"a")
+
+
+def test_renames_and_copy(one):
+    c, (server,) = one.c, one.servers
+    src, dst, other, copy = keys("ren", 4)
+    c.set(src, "v")
+    c.set(other, "taken")
+    assert c.rename(src, dst) is True
+    assert server.command(b"GET", dst) == b"v"
+    assert server.command(b"EXISTS", src) == 0
+    assert c.renamenx(dst, other) is False
+    assert c.renamenx(dst, src) is True
+    assert c.copy(src, copy) is True
+    assert server.command(b"GET", copy) == b"v"
+    assert c.get(src) == b"v"
+
+
+def test_sorted_set_stores_and_pops(one):
+    c, (server,) = one.c, one.servers
+    x, y, dst, dst2 = keys("zsets", 4)
+    c.zadd(x, {"a": 1, "b": 2})
+    c.zadd(y, {"b": 3, "c": 4})
+    assert c.zunionstore(dst, [x, y]) == 3
+    assert server.command(b"ZSCORE", dst, b"b") == b"5"
+    assert c.zinterstore(dst2, [x, y]) == 1
+    assert server.command(b"ZRANGE", dst2, b"0", b"-1", b"WITHSCORES") == [b"b", b"5"]
+    empty = keys("zsets-empty", 1)[0]
+    assert c.execute_command("BZMPOP", 0, 2, empty, x, "MIN") == [x, [[b"a", b"1"]]]
+    assert server.command(b"ZRANGE", x, b"0", b"-1") == [b"b"]
+
+
+def test_list_moves_and_pops(one):
+    c, (server,) = one.c, one.servers
+    x, y, z = keys("lists", 3)
+    c.rpush(x, "1", "2", "3")
+    assert c.lmove(x, y, "LEFT", "RIGHT") == b"1"
+    assert server.command(b"LRANGE", y, b"0", b"-1") == [b"1"]
+    assert c.execute_command("LMPOP", 2, z, x, "LEFT") == [x, [b"2"]]
+    assert c.execute_command("BLMPOP", 0, 2, z, x, "RIGHT", "COUNT", 5) == [x, [b"3"]]
+    assert server.command(b"EXISTS", x) == 0
+    # several empty lists: times out with a nil, as Redis does
+    assert c.execute_command("BLMPOP", 0.05, 2, z, x, "LEFT") is None
+    assert c.blpop([z, x], timeout=0.05) is None
+
+
+def test_a_blocked_move_is_served_by_a_later_push(one):
+    c, (server,) = one.c, one.servers
+    src, dst = keys("blmove", 2)
+    got: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(client(one.port).blmove(src, dst, 0, "LEFT", "RIGHT"))
+    )
+    waiter.start()
+    wait_for(lambda: b"blocked_clients:1" in server.command(b"INFO", b"clients"), what="blocked")
+    assert c.rpush(src, "job") == 1
+    waiter.join(30)
+    assert got == [b"job"]
+    assert server.command(b"LRANGE", dst, b"0", b"-1") == [b"job"]
+    assert server.command(b"EXISTS", src) == 0
+
+
+def test_strings_bits_and_hyperloglogs(one):
+    c, (server,) = one.c, one.servers
+    a, b, dst, h1, h2, hdst = keys("bits", 6)
+    assert c.msetnx({a: b"\x0f", b: b"\xff"}) is True
+    assert c.msetnx({a: "again", dst: "new"}) is False  # one exists: none is set
+    assert server.command(b"EXISTS", dst) == 0
+    assert c.bitop("AND", dst, a, b) == 1
+    assert server.command(b"GET", dst) == b"\x0f"
+    c.pfadd(h1, "x", "y")
+    c.pfadd(h2, "y", "z")
+    assert c.pfmerge(hdst, h1, h2) is True
+    assert c.pfcount(hdst) == 3
+    assert c.pfcount(h1, h2) == 3
+
+
+def test_sort_store(one):
+    c, (server,) = one.c, one.servers
+    src, dst = keys("sort", 2)
+    c.rpush(src, "3", "1", "2")
+    assert c.sort(src, store=dst) == 3
+    assert server.command(b"LRANGE", dst, b"0", b"-1") == [b"1", b"2", b"3"]
+
+
+def test_xread_over_two_streams(one):
+    c = one.c
+    s1, s2 = keys("streams", 2)
+    id1 = c.xadd(s1, {"f": "1"})
+    id2 = c.xadd(s2, {"f": "2"})
+    assert c.xread({s1: 0, s2: 0}) == [[s1, [(id1, {b"f": b"1"})]], [s2, [(id2, {b"f": b"2"})]]]
+    assert c.xread({s1: "$", s2: "$"}, block=50) == []  # BLOCK: a timeout answers nil
+
+
+def test_eval_with_keys_in_two_slots(one):
+    c, (server,) = one.c, one.servers
+    k1, k2 = keys("eval", 2)
+    script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('APPEND', KEYS[2], ARGV[1])"
+    assert c.eval(script, 2, k1, k2, "v") == 1
+    assert server.command(b"MGET", k1, k2) == [b"v", b"v"]
+
+
+def test_multi_over_several_slots(one):
+    c, (server,) = one.c, one.servers
+    k1, k2, k3 = keys("tx", 3)
+    p = c.pipeline(transaction=True)
+    p.set(k1, "1").incr(k2).mset({k1: "one", k3: "three"}).mget(k1, k2, k3).delete(k1, k3)
+    assert p.execute() == [True, 1, True, [b"one", b"1", b"three"], 2]
+    assert server.command(b"MGET", k1, k2, k3) == [None, b"1", None]
+
+
+def test_watch_over_several_slots(one):
+    c, (server,) = one.c, one.servers
+    k1, k2, out = keys("watch", 3)
+    c.mset({k1: "1", k2: "2"})
+    with c.pipeline() as p:
+        p.watch(k1, k2)
+        total = int(p.get(k1)) + int(p.get(k2))
+        p.multi()
+        p.set(out, total)
+        assert p.execute() == [True]
+    assert server.command(b"GET", out) == b"3"
+    # a watched key changed by another client: EXEC answers nil (redis-py: WatchError)
+    with c.pipeline() as p:
+        p.watch(k1)
+        p.watch(k2)  # a second WATCH, in another slot
+        client(one.port).set(k2, "changed")
+        p.multi()
+        p.set(out, "late")
+        with pytest.raises(redis_py.WatchError):
+            p.execute()
+    assert server.command(b"GET", out) == b"3"
+
+
+def test_refuse_answers_crossslot_and_reloads_back(one):
+    k1, k2 = keys("refuse", 2)
+    refuse = {**one.cfg, "redis": {**one.cfg["redis"], "cross_slot": "refuse"}}
+    one.sy.reload(refuse)
+    try:
+        commands = (
+            b"SET %b v\r\nRENAME %b %b\r\nGET %b\r\n"
+            b"MULTI\r\nSET %b 1\r\nSET %b 2\r\nEXEC\r\nWATCH %b %b\r\nGET %b\r\n"
+        ) % (k1, k1, k2, k1, k1, k2, k1, k2, k1)
+        assert one.exchange(commands, 10) == (
+            b"+OK\r\n" + CROSSSLOT + b"$1\r\nv\r\n"
+            b"+OK\r\n+QUEUED\r\n" + CROSSSLOT
+            + b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+            + CROSSSLOT + b"$1\r\nv\r\n"
+        )  # fmt: skip
+    finally:
+        one.sy.reload(one.cfg)
+    assert one.c.rename(k1, k2) is True  # `group` again
+    assert one.servers[0].command(b"GET", k2) == b"v"
+
+
+# two groups: keys of one group together, keys of two groups refused -------------------------
+
+LOW, HIGH = range(512), range(512, 1024)
+
+
+def test_keys_of_one_group_run_on_it(two):
+    c, (a, b) = two.c, two.servers
+    for slots, server, other in ((LOW, a, b), (HIGH, b, a)):
+        x, y, dst = keys(f"same-{slots.start}", 3, slots)
+        c.sadd(x, "1")
+        c.sadd(y, "2")
+        assert c.sunionstore(dst, [x, y]) == 2
+        assert set(server.command(b"SMEMBERS", dst)) == {b"1", b"2"}
+        assert other.command(b"EXISTS", dst) == 0
+        p = c.pipeline(transaction=True)
+        p.rename(dst, x).scard(x).mset({y: "s", dst: "d"})
+        assert p.execute() == [True, 2, True]
+        assert server.command(b"MGET", y, dst) == [b"s", b"d"]
+
+
+def test_keys_of_two_groups_get_crossslot(two):
+    (lo,) = keys("apart-lo", 1, LOW)
+    (hi,) = keys("apart-hi", 1, HIGH)
+    commands = (
+        b"RENAME %b %b\r\nPING\r\nBLMOVE %b %b LEFT LEFT 0\r\nPING\r\nWATCH %b %b\r\nPING\r\n"
+        b"MULTI\r\nSET %b 1\r\nSET %b 2\r\nEXEC\r\nPING\r\n"
+    ) % (lo, hi, lo, hi, lo, hi, lo, hi)
+    assert two.exchange(commands, 11) == (
+        CROSSSLOT + b"+PONG\r\n" + CROSSSLOT + b"+PONG\r\n" + CROSSSLOT + b"+PONG\r\n"
+        b"+OK\r\n+QUEUED\r\n" + CROSSSLOT
+        + b"-EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n"
+    )  # fmt: skip
+    assert two.servers[0].command(b"EXISTS", lo) == 0  # the transaction did not run
+
+
+def test_watch_of_one_group_then_a_key_of_another(two):
+    x, y = keys("watch-lo", 2, LOW)
+    (hi,) = keys("watch-hi", 1, HIGH)
+    commands = b"WATCH %b %b\r\nWATCH %b\r\nMULTI\r\nSET %b 1\r\nEXEC\r\n" % (x, y, hi, y)
+    assert two.exchange(commands, 6) == (
+        b"+OK\r\n" + CROSSSLOT + b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
+    )  # fmt: skip
+    assert two.servers[0].command(b"GET", y) == b"1"
