@@ -303,3 +303,94 @@ def test_watch_of_one_group_then_a_key_of_another(two):
         b"+OK\r\n" + CROSSSLOT + b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
     )  # fmt: skip
     assert two.servers[0].command(b"GET", y) == b"1"
+
+
+# while slots move -----------------------------------------------------------------------------
+
+
+def moves_done(sy: Steelyard) -> None:
+    def done() -> bool:
+        data = sy.api("GET", "/api/redis/migrations")
+        return not data["moves"] and data["progress"] is None
+
+    wait_for(done, 60, "migrations done")
+
+
+def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path):
+    """SUNIONSTORE of a key at rest on group 2 and one whose slot moves from group 1 to 2:
+    held while the slot moves (it would be CROSSSLOT before, and its key is half copied),
+    then run on group 2 with both keys there."""
+    cluster = Cluster(tmp_path, 2, big_key_bytes="20KB")
+    try:
+        c, (a, b), sy = cluster.c, cluster.servers, cluster.sy
+        (here,) = keys("here", 1, HIGH)
+        (big,) = keys("moving", 1, LOW)
+        c.sadd(big, *[f"m{i}" for i in range(3000)])  # copied in chunks: held while copied
+        c.sadd(here, "h", "m1")
+        target = redis_py.Redis(port=b.port, protocol=2, socket_timeout=30)
+        target.client_pause(600_000, all=False)  # the copy's writes wait: the slot stays moving
+        try:
+            slot = slot_of(big)
+            sy.api("POST", "/api/redis/migrate", {"slots": str(slot), "to": 2})
+
+            def migrating() -> bool:
+                data = sy.api("GET", "/api/redis/migrations")
+                # progress is set once every proxy has the slot migrating
+                states = {m["slot"]: m["state"] for m in data["moves"]}
+                return states.get(slot) == "migrating" and data["progress"] is not None
+
+            wait_for(migrating, what="the slot migrating")
+            read = sy.api("GET", "/api/redis")["proxies"][0]["commands"]
+            with socket.create_connection(("127.0.0.1", cluster.port), timeout=30) as s:
+                s.sendall(b"SUNIONSTORE %b %b %b\r\n" % (here, here, big))
+                wait_for(
+                    lambda: sy.api("GET", "/api/redis")["proxies"][0]["commands"] > read,
+                    what="the command read by the proxy",
+                )
+                s.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    s.recv(64)  # held: its slot is moving
+                s.setblocking(True)
+                target.client_unpause()
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    chunk = s.recv(64)
+                    assert chunk, "the proxy closed the connection"
+                    reply += chunk
+        finally:
+            target.client_unpause()
+        assert reply == b":3001\r\n"
+        moves_done(sy)
+        assert b.command(b"SCARD", here) == 3001
+        assert a.command(b"EXISTS", big, here) == 0
+    finally:
+        cluster.stop()
+
+
+def test_a_blocked_move_follows_its_slots_and_delivers_once(tmp_path):
+    cluster = Cluster(tmp_path, 2)
+    try:
+        c, (a, b), sy = cluster.c, cluster.servers, cluster.sy
+        src, dst = keys("jobs", 2, LOW)
+        got: list[Any] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(client(cluster.port).blmove(src, dst, 0, "LEFT", "RIGHT"))
+        )
+        waiter.start()
+        wait_for(lambda: b"blocked_clients:1" in a.command(b"INFO", b"clients"), what="blocked")
+        slots = f"{slot_of(src)},{slot_of(dst)}"
+        sy.api("POST", "/api/redis/migrate", {"slots": slots, "to": 2})
+        moves_done(sy)
+        # woken on group 1 as its slots started moving, sent again to group 2 once they settled
+        wait_for(lambda: b"blocked_clients:1" in b.command(b"INFO", b"clients"), what="re-blocked")
+        assert b"blocked_clients:0" in a.command(b"INFO", b"clients")
+        assert not got
+        assert c.rpush(src, "job-1") == 1
+        waiter.join(30)
+        assert got == [b"job-1"]
+        assert c.rpush(src, "job-2") == 1
+        assert b.command(b"LRANGE", dst, b"0", b"-1") == [b"job-1"]
+        assert b.command(b"LRANGE", src, b"0", b"-1") == [b"job-2"]
+        assert a.command(b"EXISTS", src, dst) == 0
+    finally:
+        cluster.stop()
