@@ -394,3 +394,41 @@ def test_a_blocked_move_follows_its_slots_and_delivers_once(tmp_path):
         assert a.command(b"EXISTS", src, dst) == 0
     finally:
         cluster.stop()
+
+
+def calls(server: RedisServer, command: str) -> int:
+    text = server.command(b"INFO", b"commandstats").decode()
+    for line in text.splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_reads_over_several_slots_go_to_a_replica(tmp_path):
+    fast = ("--repl-diskless-sync-delay", "0")
+    master, replica = RedisServer(tmp_path, 0, *fast), RedisServer(tmp_path, 0, *fast)
+    port = free_port()
+    cfg = base_config(tmp_path, workers=1)
+    cfg["redis"] = {
+        "proxies": [{"listen": f"127.0.0.1:{port}", "read_from_replicas": True}],
+        "groups": [{"id": 1, "master": master.address, "replicas": [replica.address]}],
+        "health_interval": "200ms",
+    }
+    sy = Steelyard(tmp_path, cfg)
+    try:
+        wait_for(lambda: sy.api("GET", "/api/redis")["groups"][0]["readers"] == [replica.address],
+                 what="the replica fit for reads")  # fmt: skip
+        c = client(port)
+        x, y, dst = keys("replica", 3)
+        c.sadd(x, "1", "2")
+        c.sadd(y, "2", "3")
+        wait_for(lambda: replica.command(b"EXISTS", x, y) == 2, what="replicated")
+        assert c.sinter(x, y) == {b"2"}
+        assert (calls(replica, "sinter"), calls(master, "sinter")) == (1, 0)
+        assert c.sinterstore(dst, [x, y]) == 1  # a write: the master (replicated from there)
+        assert calls(master, "sinterstore") == 1
+        assert master.command(b"SMEMBERS", dst) == [b"2"]
+    finally:
+        sy.stop(timeout=10)
+        master.stop()
+        replica.stop()
