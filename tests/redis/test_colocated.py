@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Any
 
 import pytest
@@ -44,6 +44,11 @@ class Cluster:
         self.sy = Steelyard(tmp_path, self.cfg)
         self.c = client(self.port)
 
+    def owned(self, group: int) -> set[int]:
+        """The slots `group` owns now, from the dashboard's slot map."""
+        slots = self.sy.api("GET", "/api/redis/slots")["slots"]
+        return {s for s, g in enumerate(slots) if g == group}
+
     def stop(self) -> None:
         self.sy.stop(timeout=10)
         for s in self.servers:
@@ -61,8 +66,8 @@ class Cluster:
             return out
 
 
-def keys(prefix: str, n: int, group_slots: range = range(1024)) -> list[bytes]:
-    """`n` keys named after `prefix`, each in a slot of its own within `group_slots`."""
+def keys(prefix: str, n: int, group_slots: Container[int] = range(1024)) -> list[bytes]:
+    """`n` keys named after `prefix`, each in a slot of its own among `group_slots`."""
     out: list[bytes] = []
     seen: set[int] = set()
     i = 0
@@ -149,6 +154,14 @@ def test_list_moves_and_pops(one):
     # several empty lists: times out with a nil, as Redis does
     assert c.execute_command("BLMPOP", 0.05, 2, z, x, "LEFT") is None
     assert c.blpop([z, x], timeout=0.05) is None
+    c.rpush(x, "4")
+    assert c.brpoplpush(x, z, 0) == b"4"
+    assert c.brpop([y, z], 0) == (y, b"1")
+    assert c.brpop([y, z], 0) == (z, b"4")
+    c.zadd(x, {"a": 1})
+    c.zadd(z, {"b": 2})
+    assert c.bzpopmax([y, z, x], 0) == (z, b"b", 2.0)  # the first key that has members
+    assert c.bzpopmin([z, x], 0) == (x, b"a", 1.0)
 
 
 def test_a_blocked_move_is_served_by_a_later_push(one):
@@ -262,13 +275,11 @@ def test_refuse_answers_crossslot_and_reloads_back(one):
 
 # two groups: keys of one group together, keys of two groups refused -------------------------
 
-LOW, HIGH = range(512), range(512, 1024)
-
 
 def test_keys_of_one_group_run_on_it(two):
     c, (a, b) = two.c, two.servers
-    for slots, server, other in ((LOW, a, b), (HIGH, b, a)):
-        x, y, dst = keys(f"same-{slots.start}", 3, slots)
+    for group, server, other in ((1, a, b), (2, b, a)):
+        x, y, dst = keys(f"same-{group}", 3, two.owned(group))
         c.sadd(x, "1")
         c.sadd(y, "2")
         assert c.sunionstore(dst, [x, y]) == 2
@@ -281,8 +292,8 @@ def test_keys_of_one_group_run_on_it(two):
 
 
 def test_keys_of_two_groups_get_crossslot(two):
-    (lo,) = keys("apart-lo", 1, LOW)
-    (hi,) = keys("apart-hi", 1, HIGH)
+    (lo,) = keys("apart-lo", 1, two.owned(1))
+    (hi,) = keys("apart-hi", 1, two.owned(2))
     commands = (
         b"RENAME %b %b\r\nPING\r\nBLMOVE %b %b LEFT LEFT 0\r\nPING\r\nWATCH %b %b\r\nPING\r\n"
         b"MULTI\r\nSET %b 1\r\nSET %b 2\r\nEXEC\r\nPING\r\n"
@@ -296,8 +307,8 @@ def test_keys_of_two_groups_get_crossslot(two):
 
 
 def test_watch_of_one_group_then_a_key_of_another(two):
-    x, y = keys("watch-lo", 2, LOW)
-    (hi,) = keys("watch-hi", 1, HIGH)
+    x, y = keys("watch-lo", 2, two.owned(1))
+    (hi,) = keys("watch-hi", 1, two.owned(2))
     commands = b"WATCH %b %b\r\nWATCH %b\r\nMULTI\r\nSET %b 1\r\nEXEC\r\n" % (x, y, hi, y)
     assert two.exchange(commands, 6) == (
         b"+OK\r\n" + CROSSSLOT + b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
@@ -323,8 +334,8 @@ def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path)
     cluster = Cluster(tmp_path, 2, big_key_bytes="20KB")
     try:
         c, (a, b), sy = cluster.c, cluster.servers, cluster.sy
-        (here,) = keys("here", 1, HIGH)
-        (big,) = keys("moving", 1, LOW)
+        (here,) = keys("here", 1, cluster.owned(2))
+        (big,) = keys("moving", 1, cluster.owned(1))
         c.sadd(big, *[f"m{i}" for i in range(3000)])  # copied in chunks: held while copied
         c.sadd(here, "h", "m1")
         target = redis_py.Redis(port=b.port, protocol=2, socket_timeout=30)
@@ -371,7 +382,7 @@ def test_a_blocked_move_follows_its_slots_and_delivers_once(tmp_path):
     cluster = Cluster(tmp_path, 2)
     try:
         c, (a, b), sy = cluster.c, cluster.servers, cluster.sy
-        src, dst = keys("jobs", 2, LOW)
+        src, dst = keys("jobs", 2, cluster.owned(1))
         got: list[Any] = []
         waiter = threading.Thread(
             target=lambda: got.append(client(cluster.port).blmove(src, dst, 0, "LEFT", "RIGHT"))
