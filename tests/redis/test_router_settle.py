@@ -123,3 +123,18 @@ def test_waiters_of_a_slot_left_without_owner_are_answered(router):
     router.apply(view(3, slots=[1] * 5 + [0] + [1] * 506 + [2] * 512))
     error = b"-ERR slot 5 is not assigned to any group\r\n"
     assert out.events == single.events == [("fail", error)]
+
+
+def test_waiters_are_routed_once_the_whole_view_is_in_place(router):
+    """Slot 5's move ends in the same view that starts slot 700's: a command on both waits
+    on, though slot 5 comes first in the view (routed halfway, it would go to the old
+    owner of 700)."""
+    out = Outcome()
+    router.apply(view(2, moving={5: move("locked")}))
+    router.via_slots([5, 700], out.go, out.fail)
+    after = [1] * 5 + [2] + [1] * 506 + [2] * 512
+    router.apply(view(3, slots=after, moving={700: move("locked", B, A)}))
+    assert out.events == []
+    after[700] = 1
+    router.apply(view(4, slots=after))
+    assert out.events == [("fail", resp.error(CROSSSLOT))]  # 5 on group 2, 700 on group 1

@@ -72,6 +72,9 @@ class Router:
         self.version = -1
         # Called with (source, slots) when slots start moving (commands blocked there wake).
         self.on_lock: Callable[[str, set[int]], None] | None = None
+        # While a view is applied: what waited for slots to settle, called once it is all in
+        # place (a command routed halfway through would see other slots' old state).
+        self._settled: list[Callable[[], None]] | None = None
 
     # applying a view -----------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class Router:
             if int(g) in self.masters
         }
         moving_view: dict[str, Any] = view.get("moving", {})
+        self._settled = []
         waits: list[asyncio.Future[None]] = []
         lock_sources: set[str] = set()
         locked: dict[str, set[int]] = {}  # source -> slots that start moving now
@@ -134,6 +138,9 @@ class Router:
                 old.state = LOCKED  # new commands wait behind the moves in flight
             else:
                 self._end(old, None)
+        settled, self._settled = self._settled, None
+        for then in settled:
+            then()
         if self.on_lock is not None:
             for source, slots in locked.items():
                 self.on_lock(source, slots)
@@ -146,8 +153,11 @@ class Router:
             self.moving[m.slot] = None
         self._release(m)
         settled, m.settled = m.settled, []
-        for then in settled:
-            then()
+        if self._settled is not None:
+            self._settled += settled  # called at the end of apply()
+        else:
+            for then in settled:
+                then()
         if fut is not None and not fut.done():
             fut.set_result(None)
 

@@ -153,6 +153,7 @@ class ClientSession(asyncio.Protocol):
             self.dispatch(argv)
             if self.closing:
                 break
+            fast = self.fast  # none while a command waits for its slots (see hold())
         self.after_read()
 
     def read_unauthenticated(self, data: bytes) -> None:
@@ -289,6 +290,13 @@ class ClientSession(asyncio.Protocol):
     # commands -------------------------------------------------------------------------------
 
     def dispatch(self, argv: list[bytes]) -> None:
+        held = self.held
+        if held is not None:
+            held.append(argv)  # behind a command waiting for its slots to settle
+            if len(held) >= self.fe.cfg.max_pipeline and self.transport is not None:
+                self.transport.pause_reading()  # as with max_pipeline replies in flight
+                self.paused = True
+            return
         if not self.authed and argv[0].upper() not in (b"AUTH", b"QUIT", b"HELLO"):
             self.answer(b"-NOAUTH Authentication required.\r\n")
             return
@@ -432,7 +440,33 @@ class ClientSession(asyncio.Protocol):
                 backends.get(address, db).send(command, fill)
 
         fill = self.reserve()
-        self.fe.router.via_slots(slots, lambda address: go(address, fill), fill)
+        router = self.fe.router
+        self.hold(slots, lambda: router.via_slots(slots, lambda address: go(address, fill), fill))
+
+    # Commands read while a command on several slots waits for them to settle.
+    held: deque[list[bytes]] | None = None
+
+    def hold(self, slots: list[int], run: Callable[[], None]) -> None:
+        """`run` (which routes a command on `slots`) now if none of them is moving, else once
+        they have all settled. Until then the commands this client sends next wait behind
+        it, and are dispatched in order after it: none overtakes it on a key they share, as
+        commands on one slot never overtake each other."""
+        if not self.fe.router.when_settled(slots, lambda: self.hold(slots, run)):
+            if self.held is None:
+                self.held = deque()
+                self.fast = {}  # every command through dispatch(), to be held
+            return
+        run()
+        held = self.held
+        if held is None:
+            return
+        self.held = None
+        self.fast = self.fe.fast
+        while held and self.held is None and not self.closing:
+            self.dispatch(held.popleft())
+        if self.held is not None:
+            self.held.extend(held)  # one of them waits in its turn: the rest behind it
+        self.ready()
 
     def one_group(self, slots: list[int]) -> bool:
         """May a command or a transaction name keys in all of `slots`? One slot: yes; several:
@@ -620,7 +654,8 @@ class ClientSession(asyncio.Protocol):
             self.routed(slots[0], self.tx_keys, go)
         else:
             fill = self.reserve()
-            self.fe.router.via_slots(slots, lambda address: go(address, fill), fill)
+            router = self.fe.router
+            self.hold(slots, lambda: router.via_slots(slots, lambda a: go(a, fill), fill))
 
     @staticmethod
     def run_tx(conn: BackendConn, queued: list[bytes], fill: Callable[[bytes], None]) -> None:
@@ -686,7 +721,11 @@ class ClientSession(asyncio.Protocol):
 
             conn.send(command, answered)
 
-        route(self.reserve())
+        fill = self.reserve()
+        if len(slots) == 1:
+            route(fill)
+        else:
+            self.hold(slots, lambda: route(fill))
 
     def slots_locked(self, source: str, slots: set[int]) -> None:
         """Slots of `source` are about to move: wake the commands blocked on them there."""
