@@ -229,6 +229,20 @@ def test_multi_over_several_slots(one):
     assert server.command(b"MGET", k1, k2, k3) == [None, b"1", None]
 
 
+def test_commands_after_exec_wait_for_its_answer(one):
+    """The transaction runs on a connection of its own: a command pipelined after EXEC (on
+    the shared connection) sees what it wrote, as on a single Redis."""
+    k1, k2 = keys("after-exec", 2)
+    for tx_keys in ((k1,), (k1, k2)):
+        queued = b"".join(b"INCR %b\r\n" % k for k in tx_keys)
+        commands = b"SET %b 1\r\nMULTI\r\n%bEXEC\r\nGET %b\r\nPING\r\n" % (k1, queued, k1)
+        replies = b"+OK\r\n+OK\r\n" + b"+QUEUED\r\n" * len(tx_keys)
+        replies += b"*%d\r\n:2\r\n" % len(tx_keys) + b":1\r\n" * (len(tx_keys) - 1)
+        replies += b"$1\r\n2\r\n+PONG\r\n"
+        assert one.exchange(commands, replies.count(b"\r\n")) == replies, tx_keys
+        one.c.delete(k1, k2)
+
+
 def test_watch_over_several_slots(one):
     c, (server,) = one.c, one.servers
     k1, k2, out = keys("watch", 3)
@@ -327,11 +341,21 @@ def moves_done(sy: Steelyard) -> None:
     wait_for(done, 60, "migrations done")
 
 
-def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path):
-    """SUNIONSTORE of a key at rest on group 2 and one whose slot moves from group 1 to 2:
-    held while the slot moves (it would be CROSSSLOT before, and its key is half copied),
-    then run on group 2 with both keys there. The client's next command (on the key at rest)
-    waits behind it: it does not overtake it."""
+def recv_until(s: socket.socket, size: int) -> bytes:
+    out = b""
+    while len(out) < size:
+        chunk = s.recv(65536)
+        assert chunk, "the proxy closed the connection"
+        out += chunk
+    return out
+
+
+@pytest.mark.parametrize("in_tx", [False, True], ids=["command", "exec"])
+def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path, in_tx):
+    """SUNIONSTORE of a key at rest on group 2 and one whose slot moves from group 1 to 2
+    (alone, or in MULTI/EXEC without WATCH): held while the slot moves (it would be
+    CROSSSLOT before, and its key is half copied), then run on group 2 with both keys there.
+    The client's next command (on the key at rest) waits behind it: it does not overtake."""
     cluster = Cluster(tmp_path, 2, big_key_bytes="20KB")
     try:
         c, (a, b), sy = cluster.c, cluster.servers, cluster.sy
@@ -339,6 +363,17 @@ def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path)
         (big,) = keys("moving", 1, cluster.owned(1))
         c.sadd(big, *[f"m{i}" for i in range(3000)])  # copied in chunks: held while copied
         c.sadd(here, "h", "m1")
+        union = b"SUNIONSTORE %b %b %b\r\n" % (here, here, big)
+        if in_tx:
+            commands, early, late = (
+                b"MULTI\r\n" + union + b"EXEC\r\n",
+                b"+OK\r\n+QUEUED\r\n",
+                b"*1\r\n",
+            )
+        else:
+            commands, early, late = union, b"", b""
+        commands += b"SCARD %b\r\n" % here
+        late += b":3001\r\n:3001\r\n"
         target = redis_py.Redis(port=b.port, protocol=2, socket_timeout=30)
         target.client_pause(600_000, all=False)  # the copy's writes wait: the slot stays moving
         try:
@@ -354,24 +389,24 @@ def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path)
             wait_for(migrating, what="the slot migrating")
             read = sy.api("GET", "/api/redis")["proxies"][0]["commands"]
             with socket.create_connection(("127.0.0.1", cluster.port), timeout=30) as s:
-                s.sendall(b"SUNIONSTORE %b %b %b\r\nSCARD %b\r\n" % (here, here, big, here))
+                s.sendall(commands)
                 wait_for(
-                    lambda: sy.api("GET", "/api/redis")["proxies"][0]["commands"] > read,
-                    what="the command read by the proxy",
+                    lambda: (
+                        sy.api("GET", "/api/redis")["proxies"][0]["commands"]
+                        >= read + commands.count(b"\r\n")
+                    ),
+                    what="the commands read by the proxy",
                 )
+                assert recv_until(s, len(early)) == early
                 s.setblocking(False)
                 with pytest.raises(BlockingIOError):
                     s.recv(64)  # held: its slot is moving
                 s.setblocking(True)
                 target.client_unpause()
-                reply = b""
-                while reply.count(b"\r\n") < 2:
-                    chunk = s.recv(64)
-                    assert chunk, "the proxy closed the connection"
-                    reply += chunk
+                reply = recv_until(s, len(late))
         finally:
             target.client_unpause()
-        assert reply == b":3001\r\n:3001\r\n"
+        assert reply == late
         moves_done(sy)
         assert b.command(b"SCARD", here) == 3001
         assert a.command(b"EXISTS", big, here) == 0

@@ -443,20 +443,29 @@ class ClientSession(asyncio.Protocol):
         router = self.fe.router
         self.hold(slots, lambda: router.via_slots(slots, lambda address: go(address, fill), fill))
 
-    # Commands read while a command on several slots waits for them to settle.
+    # Commands read while an earlier one waits (for its slots to settle, or for the answer
+    # of a transaction): dispatched in order once it is on its way.
     held: deque[list[bytes]] | None = None
 
     def hold(self, slots: list[int], run: Callable[[], None]) -> None:
         """`run` (which routes a command on `slots`) now if none of them is moving, else once
-        they have all settled. Until then the commands this client sends next wait behind
-        it, and are dispatched in order after it: none overtakes it on a key they share, as
-        commands on one slot never overtake each other."""
+        they have all settled, with the commands this client sends meanwhile held behind
+        it: none overtakes it on a key they share, as commands on one slot never overtake
+        each other."""
         if not self.fe.router.when_settled(slots, lambda: self.hold(slots, run)):
-            if self.held is None:
-                self.held = deque()
-                self.fast = {}  # every command through dispatch(), to be held
+            self.hold_next()
             return
         run()
+        self.release_held()
+
+    def hold_next(self) -> None:
+        """The commands this client sends from now on wait until release_held()."""
+        if self.held is None:
+            self.held = deque()
+            self.fast = {}  # every command through dispatch(), to be held
+
+    def release_held(self) -> None:
+        """Dispatch the held commands in order (until one of them has to wait in its turn)."""
         held = self.held
         if held is None:
             return
@@ -465,19 +474,25 @@ class ClientSession(asyncio.Protocol):
         while held and self.held is None and not self.closing:
             self.dispatch(held.popleft())
         if self.held is not None:
-            self.held.extend(held)  # one of them waits in its turn: the rest behind it
+            self.held.extend(held)  # the rest wait behind the one that waits
         self.ready()
 
     def one_group(self, slots: list[int]) -> bool:
-        """May a command or a transaction name keys in all of `slots`? One slot: yes; several:
-        with `cross_slot: group`, when one group owns them all (a slot no group owns is left
-        for routing to report)."""
+        """May a transaction name keys in all of `slots`? One slot: yes; several: with
+        `cross_slot: group`, when one group owns them all, a moving slot counted as its
+        target's (EXEC waits for it; a slot no group owns is left for routing to report)."""
         if len(slots) <= 1:
             return True
         if self.fe.redis.cross_slot != "group":
             return False
-        route = self.route
-        return len({route[s] for s in slots if route[s]}) <= 1
+        route, moving = self.route, self.moving
+        owners = set()
+        for s in slots:
+            m = moving[s]
+            owner = route[s] if m is None or not m.target else m.target
+            if owner:
+                owners.add(owner)
+        return len(owners) <= 1
 
     # pub/sub ----------------------------------------------------------------------------------
 
@@ -634,6 +649,7 @@ class ClientSession(asyncio.Protocol):
             return
         slots = self.tx_slots or [0]
         watch, self.watch = self.watch, None  # EXEC ends the watch on the server too
+        conn: BackendConn | None = None
         if watch is not None:
             _, conn, address = watch
             moving, route = self.moving, self.route
@@ -643,19 +659,27 @@ class ClientSession(asyncio.Protocol):
                     conn.fail("watch dropped")
                 self.answer(b"*-1\r\n")
                 return
-            self.run_tx(conn, queued, self.reserve())
-            return
-        db, backends = self.db, self.fe.backends
+        # It runs on a connection of its own: the client's next commands wait for its answer
+        # (on the shared connections they would overtake it).
+        fill = self.reserve()
+        self.hold_next()
 
-        def go(address: str, fill: Callable[[bytes], None]) -> None:
-            self.run_tx(backends.private(address, db), queued, fill)
+        def done(raw: bytes) -> None:
+            fill(raw)
+            self.release_held()
+
+        if conn is not None:
+            self.run_tx(conn, queued, done)  # pinned by WATCH
+            return
+        db, backends, router = self.db, self.fe.backends, self.fe.router
+
+        def go(address: str) -> None:
+            self.run_tx(backends.private(address, db), queued, done)
 
         if len(slots) == 1:
-            self.routed(slots[0], self.tx_keys, go)
+            router.via(slots[0], db, self.tx_keys, go, done)
         else:
-            fill = self.reserve()
-            router = self.fe.router
-            self.hold(slots, lambda: router.via_slots(slots, lambda a: go(a, fill), fill))
+            router.via_slots(slots, go, done)
 
     @staticmethod
     def run_tx(conn: BackendConn, queued: list[bytes], fill: Callable[[bytes], None]) -> None:
