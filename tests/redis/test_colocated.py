@@ -479,3 +479,23 @@ def test_reads_over_several_slots_go_to_a_replica(tmp_path):
         sy.stop(timeout=10)
         master.stop()
         replica.stop()
+
+
+def test_exec_after_watched_slots_moved_answers_as_if_modified(tmp_path):
+    cluster = Cluster(tmp_path, 2)
+    try:
+        (a, b), sy = cluster.servers, cluster.sy
+        x, y = keys("watched", 2, cluster.owned(1))
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=30) as s:
+            s.sendall(b"WATCH %b %b\r\n" % (x, y))
+            assert recv_until(s, 5) == b"+OK\r\n"
+            sy.api("POST", "/api/redis/migrate", {"slots": f"{slot_of(x)},{slot_of(y)}", "to": 2})
+            moves_done(sy)
+            # both slots are on group 2 now: the transaction is queued, and EXEC fails as if
+            # the watched keys had been modified (their group changed since WATCH)
+            s.sendall(b"MULTI\r\nSET %b 1\r\nEXEC\r\nPING\r\n" % x)
+            replies = b"+OK\r\n+QUEUED\r\n*-1\r\n+PONG\r\n"
+            assert recv_until(s, len(replies)) == replies
+        assert a.command(b"EXISTS", x) == b.command(b"EXISTS", x) == 0
+    finally:
+        cluster.stop()
