@@ -8,8 +8,9 @@ variable or a text PREPARE hidden in a multi-statement, in a procedure (CALL) or
 IMMEDIATE.
 
 Each case here: A leaves the state and disconnects; once the connection is back in the pool
-(one per server: `backend_pool_size: 1`), B logs in on the SAME backend connection (same
-CONNECTION_ID(), so the test would catch a proxy that merely closes connections) and sees
+(one per server: `backend_pool_size: 1`), B logs in on the SAME backend connection (the same
+server thread id, @@pseudo_thread_id: CONNECTION_ID() through the proxy is the proxy's session
+id; so the test would catch a proxy that merely closes connections) and sees
 none of it. Clients: PyMySQL (no CLIENT_SESSION_TRACK: the proxy's own reading of the
 statements decides), the codec's raw client (with CLIENT_SESSION_TRACK: the server's
 SERVER_SESSION_STATE_CHANGED flag proves changes too), and the mariadb command-line client.
@@ -145,12 +146,12 @@ def test_nothing_crosses_with_pymysql(pooled, case, leave, ask, expected):
             c.execute(sql)
             while c.nextset():
                 pass
-    a_id = _one_value(a, "SELECT CONNECTION_ID()")
+    a_id = _one_value(a, "SELECT @@pseudo_thread_id")
     a.close()
     _back(sy, case, a_id)
     b = _login(port, "other", "pw2")
     if case not in IN_A_DATABASE:
-        assert _one_value(b, "SELECT CONNECTION_ID()") == a_id  # the same backend connection
+        assert _one_value(b, "SELECT @@pseudo_thread_id") == a_id  # the same backend connection
     assert _error(lambda: _one_value(b, ask)) == expected, case
     b.close()
 
@@ -186,13 +187,13 @@ def test_nothing_crosses_with_session_tracking(pooled, case, leave, ask, expecte
     for sql in leave:
         t, _ = a.exchange(Command.QUERY, sql.encode())
         assert t.error is None, (case, sql, t.error)
-    a_id = _raw_value(a, "SELECT CONNECTION_ID()")
+    a_id = _raw_value(a, "SELECT @@pseudo_thread_id")
     a.exchange(Command.QUIT)
     a.close()
     _back(sy, case, a_id)
     b = RawClient(port, "other", "pw2")
     if case not in IN_A_DATABASE:
-        assert _raw_value(b, "SELECT CONNECTION_ID()") == a_id
+        assert _raw_value(b, "SELECT @@pseudo_thread_id") == a_id
     assert _raw_value(b, ask) == expected, case
     b.close()
 
@@ -215,11 +216,11 @@ def test_nothing_crosses_with_the_mariadb_client(pooled):
     a = _cli(port, "app", "pw",
              "SET @secret = 'tenant-a'; SET SESSION time_zone = '+05:00';"
              f"CREATE TEMPORARY TABLE {DB}.shadow (v INT); PREPARE s FROM 'SELECT 1';"
-             "SELECT CONNECTION_ID()")  # fmt: skip
+             "SELECT @@pseudo_thread_id")  # fmt: skip
     (a_id,) = _rows(a)[-1]
     _back(sy, "mariadb client", int(a_id))
     b = _cli(port, "other", "pw2",
-             "SELECT CONNECTION_ID(), DATABASE(), @secret, @@session.time_zone")  # fmt: skip
+             "SELECT @@pseudo_thread_id, DATABASE(), @secret, @@session.time_zone")  # fmt: skip
     assert _rows(b) == [[a_id, "NULL", "NULL", "SYSTEM"]]
     for ask, code in ((f"SELECT v FROM {DB}.shadow", "1146"), ("EXECUTE s", "1243")):
         b = _cli(port, "other", "pw2", ask)
@@ -249,7 +250,7 @@ def test_a_connection_whose_multi_statement_option_changed_is_not_reused(pooled,
     a = RawClient(port, "app", "pw")
     t, _ = a.exchange(Command.SET_OPTION, b"\x01\x00")  # MYSQL_OPTION_MULTI_STATEMENTS_OFF
     assert t.error is None
-    a_id = _raw_value(a, "SELECT CONNECTION_ID()")
+    a_id = _raw_value(a, "SELECT @@pseudo_thread_id")
     t, _ = a.exchange(Command.QUERY, b"SELECT 1; SELECT 2")
     assert t.error is not None and t.error.code == 1064  # off for A, as asked
     a.exchange(Command.QUIT)

@@ -50,8 +50,13 @@ def test_local_fanout_and_unsupported():
                  [b"SCAN", b"0"], [b"AUTH", b"pw"], [b"QUIT"]):  # fmt: skip
         assert decide(*argv).kind is Kind.LOCAL, argv
     assert decide(b"KEYS", b"*").kind is Kind.FANOUT
-    d = decide(b"CONFIG", b"GET", b"maxmemory")
-    assert d.kind is Kind.ERROR and d.error == "ERR command 'CONFIG' is not supported by the proxy"
+    d = decide(b"MONITOR")
+    assert d.kind is Kind.ERROR and d.error == "ERR command 'MONITOR' is not supported by the proxy"
+    for argv in ([b"CONFIG", b"GET", b"maxmemory"], [b"FUNCTION", b"LOAD", b"x"],
+                 [b"SCRIPT", b"EXISTS", b"a"], [b"FUNCTION", b"HELP"]):  # fmt: skip
+        assert decide(*argv).kind is Kind.SERVER, argv
+    assert decide(b"CONFIG", b"REWRITE").error.startswith("ERR CONFIG REWRITE is not supported")
+    assert decide(b"SCRIPT", b"DEBUG", b"YES").error.startswith("ERR SCRIPT DEBUG is not")
     assert "not supported" in decide(b"EVAL", b"return 1", b"0").error
 
 

@@ -47,7 +47,7 @@ def proxy(redis_servers, request):
 
 
 def client(port: int) -> redis_py.Redis:
-    # RESP2: what the proxy speaks (redis-py 8 would start with HELLO 3 and get NOPROTO)
+    # RESP2 (RESP3 clients: test_resp3_proxy.py, test_redispy_defaults.py)
     return redis_py.Redis(port=port, socket_timeout=10, protocol=2)
 
 

@@ -59,8 +59,9 @@ def test_redis_cli_through_the_proxy(tmp_path, redis_servers, steelyard):
     assert cli("MSET", "x", "1", "y", "2") == "OK"
     assert cli("MGET", "x", "y", "nope").split("\n") == ["1", "2", ""]  # nil: an empty line
     assert cli("DBSIZE") == "3"
-    assert cli("CONFIG", "GET", "maxmemory").strip() == (
-        "ERR command 'CONFIG' is not supported by the proxy"
+    assert cli("CONFIG", "GET", "maxmemory").split("\n") == ["maxmemory", "0"]
+    assert cli("CONFIG", "SET", "maxmemory", "1").strip() == (
+        "ERR command 'CONFIG SET' is not supported by the proxy (allow_fanout is off)"
     )
     # a pipe of commands, as `redis-cli --pipe`-style bulk loads do
     piped = subprocess.run(

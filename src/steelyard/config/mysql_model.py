@@ -21,6 +21,9 @@ class MysqlUserConfig(Strict):
     name: str = Field(min_length=1, max_length=80)
     password: str = ""
     max_connections: int = Field(0, ge=0)  # 0: no limit (MySQL's max_user_connections)
+    # sees every session in SHOW PROCESSLIST and may KILL any (MySQL's PROCESS privilege);
+    # without it a user sees and kills its own sessions only
+    process: bool = False
 
 
 class FirewallConfig(Strict):

@@ -10,6 +10,10 @@ markers that matter:
   side effects or depend on the session: GET_LOCK, LAST_INSERT_ID, FOUND_ROWS, NEXTVAL, ...);
 - what it does to the session: a transaction begins or ends, autocommit or the database
   changes, a variable is SET;
+- KILL, SHOW PROCESSLIST and CONNECTION_ID() speak of the proxy's sessions (processlist.py,
+  sessionid.py): a multi-statement with a KILL is named by it, so the session refuses it rather
+  than pass it to a server; `connection_id` says a statement may call CONNECTION_ID(), found
+  with the rest and cached with it, so only such statements pay for the rewrite;
 - what pins the session to its backend connection (state that cannot move to another one):
   temporary tables, GET_LOCK, user variables (`@x`), LOCK TABLES, SQL_CALC_FOUND_ROWS, a text
   PREPARE. The session layer applies the rules; this module only names the facts.
@@ -37,6 +41,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from functools import lru_cache
 
+from steelyard.mysql.sessionid import mentions
 from steelyard.mysql.split import mask, split
 
 
@@ -65,6 +70,7 @@ class Statement:
     dirties: bool = False  # may leave state on the connection the session does not track
     several: bool = False  # a multi-statement
     careful: bool = False  # (the digest has a `;`, a backslash or an executable comment)
+    connection_id: bool = False  # may call CONNECTION_ID() (the session rewrites it: sessionid.py)
 
     @property
     def changes_session(self) -> bool:
@@ -104,6 +110,7 @@ _WHERE = re.compile(rb"\bWHERE\b", re.I)
 _SESSION_TRACK = re.compile(rb"\bsession_track_", re.I)
 _AUTOCOMMIT = re.compile(rb"^\s*(?:@@(?:SESSION\.|LOCAL\.)?|SESSION\s+|LOCAL\s+)?autocommit\s*"
                          rb"(?::?=)\s*(\w+)\s*$", re.I)  # fmt: skip
+_CONNECTION_ID = re.compile(rb"(?<![\w.$@`])CONNECTION_ID\s*\(", re.I)
 _LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`", re.S)
 
 
@@ -138,7 +145,9 @@ def classify(sql: bytes) -> Statement:
     if st.careful or (len(sql) > 4096 and _careful_needed(sql)):
         return _careful(sql)  # several statements, or code in an executable comment
     if st.keyword == "SET" or st.keyword == "USE":
-        return _classify(head)  # by their text, whose values matter, but never beyond 4 KiB
+        st = _classify(head)  # by their text, whose values matter, but never beyond 4 KiB
+    if len(sql) > 4096 and not st.connection_id and mentions(sql):
+        return replace(st, connection_id=True)  # (past the digest: the rewrite looks closer)
     return st
 
 
@@ -171,6 +180,7 @@ def _careful(sql: bytes) -> Statement:
     parts = split(sql)
     found = [_one(p) for p in parts]
     several = len(parts) > 1
+    calls = any(s.connection_id for s in found) or (len(sql) > 4096 and mentions(sql))
     if b"\\" in sql:  # the reading without backslash escapes (NO_BACKSLASH_ESCAPES)
         other = split(sql, backslash=False)
         several = several or len(other) > 1
@@ -184,7 +194,7 @@ def _careful(sql: bytes) -> Statement:
             database=first.database, sets=first.sets,
             pins=next((s.pins for s in found if s.pins), None), unpins=first.unpins,
             unbounded_write=any(s.unbounded_write for s in found),
-            dirties=any(s.dirties for s in found),
+            dirties=any(s.dirties for s in found), connection_id=calls,
         )  # fmt: skip
     changes = any(
         s.dirties or s.pins or s.unpins or s.sets or s.database is not None
@@ -192,12 +202,15 @@ def _careful(sql: bytes) -> Statement:
         for s in found
     )  # fmt: skip
     offending = next((s for s in found if s.unbounded_write), found[0])
+    if any(s.keyword == "KILL" for s in found):
+        offending = next(s for s in found if s.keyword == "KILL")  # the proxy's to answer
     pins = next((s.pins for s in found if s.pins), None)
     if changes and pins is None:
         pins = "a multi-statement changing the session"
     return Statement(
         _route(found), offending.keyword, pins=pins,
         unbounded_write=offending.unbounded_write, dirties=changes, several=True,
+        connection_id=calls,
     )  # fmt: skip
 
 
@@ -208,6 +221,8 @@ def _route(found: list[Statement]) -> Route:
 @lru_cache(maxsize=4096)
 def _classify(sql: bytes) -> Statement:
     st = _classify_text(sql)
+    if _CONNECTION_ID.search(sql) and _CONNECTION_ID.search(_strip_literals(sql)):
+        st = replace(st, connection_id=True)
     if _careful_needed(sql):
         return replace(st, careful=True)
     return st

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from steelyard.mysql.classify import Route
 from steelyard.mysql.client import MySQLError, backend_context
 from steelyard.mysql.protocol.constants import Status
 from steelyard.mysql.session import BACKEND_BASE, SHAPING, MysqlSession
+from steelyard.mysql.sessionid import LOCAL_MASK, compose
 from steelyard.tcp.frontend import ProtocolFrontend
 
 FALLBACK_VERSION = "8.0.36-steelyard"  # when the primary cannot be asked
@@ -41,6 +42,8 @@ class ListenerStats:
 
 
 Report = Callable[[str, Server, bool, str], None]
+# A request to the other workers' listeners, through the supervisor: their answers.
+Relay = Callable[[dict[str, Any]], Awaitable[list[Any]]]
 
 
 class NoServer(ConnectionError):
@@ -56,6 +59,10 @@ class MysqlFrontend(ProtocolFrontend):
         # passive results to the supervisor: (pool, server, ok, cause)
         self.report: Report = report or (lambda pool, server, ok, cause: None)
         self.sessions: set[MysqlSession] = set()
+        self.by_id: dict[int, MysqlSession] = {}  # the sessions by their id (sessionid.py)
+        self.worker = 0  # this worker process's index: the top bits of the session ids
+        self.relay: Relay | None = None  # to the other workers (SHOW PROCESSLIST, KILL)
+        self.now = time.monotonic()  # the clock of the last sweep (processlist times)
         self.backend_pools: dict[tuple[str, int], ServerPool] = {}
         self._ids = itertools.count(1)
         self.user_counts: dict[str, int] = {}
@@ -96,7 +103,11 @@ class MysqlFrontend(ProtocolFrontend):
         return not self.networks or in_networks(host, self.networks)
 
     def next_id(self) -> int:
-        return next(self._ids) & 0xFFFFFFFF
+        """A session id no session of this listener in this worker has (sessionid.py)."""
+        while True:
+            n = next(self._ids) & LOCAL_MASK
+            if n and compose(self.worker, n) not in self.by_id:
+                return compose(self.worker, n)
 
     def users_take(self, name: str, limit: int) -> bool:
         n = self.user_counts.get(name, 0)
@@ -166,7 +177,7 @@ class MysqlFrontend(ProtocolFrontend):
         """Called every second by the worker: counters are kept as commands end, and idle
         connections to servers taken out of service (drain, maint, ejected, down) are closed,
         so the server sees them go; clients past their login or idle timeout are closed."""
-        now = time.monotonic()
+        self.now = now = time.monotonic()
         for session in list(self.sessions):  # (time_out removes it from the set)
             which = session.expired(now)
             if which is not None:

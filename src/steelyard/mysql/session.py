@@ -38,6 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from steelyard.log import log
+from steelyard.mysql import processlist, sessionid
 from steelyard.mysql.backend import BackendConn, Prepared, ServerPool
 from steelyard.mysql.classify import Route, Statement, classify
 from steelyard.mysql.client import MySQLError
@@ -58,6 +59,7 @@ from steelyard.mysql.protocol.constants import (
     ER_UNKNOWN_COM_ERROR,
     ER_UNKNOWN_ERROR,
     ER_UNKNOWN_STMT_HANDLER,
+    ER_UNSUPPORTED_PS,
     ER_WRONG_ARGUMENTS,
     MAX_PAYLOAD,
     UTF8MB4_GENERAL_CI,
@@ -152,6 +154,11 @@ class MysqlSession(asyncio.Protocol):
     def __init__(self, fe: MysqlFrontend) -> None:
         self.fe = fe
         self.cfg = fe.cfg
+        self.id = 0  # the proxy's id of the session (sessionid.py)
+        # what SHOW PROCESSLIST shows: the command under way, since when (the listener's clock)
+        self.doing = 0
+        self.current = b""
+        self.since = fe.now
         self.transport: asyncio.Transport | None = None
         self.packets = PacketReader(LOGIN_PACKET_LIMIT)  # max_allowed_packet once logged in
         self.started = self.last_active = time.monotonic()  # (the login and idle timeouts)
@@ -213,6 +220,8 @@ class MysqlSession(asyncio.Protocol):
             self.refuse(ER_CON_COUNT_ERROR, "Too many connections", 0)
             return
         self.fe.sessions.add(self)
+        self.id = self.fe.next_id()
+        self.fe.by_id[self.id] = self
         self.spawn(self.greet())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -221,6 +230,8 @@ class MysqlSession(asyncio.Protocol):
         self.lost = True
         self.transport = None
         self.fe.sessions.discard(self)
+        if self.fe.by_id.get(self.id) is self:
+            del self.fe.by_id[self.id]
         if self.authed:
             self.fe.users_left(self.user)
         if self.task is not None:
@@ -245,6 +256,15 @@ class MysqlSession(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
         return nxt
+
+    def close_now(self, abort: bool = False) -> None:
+        """Closed by a KILL (processlist.py); `abort`: without sending what is written."""
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()  # (its own KILL's answer goes out first)
+        self.connection_lost(None)
 
     def refuse(self, code: tuple[int, str], message: str, seq: int) -> None:
         log("mysql_refused", "warn", peer=self.peer, user=self.user or None, error=message)
@@ -368,6 +388,8 @@ class MysqlSession(asyncio.Protocol):
     def done(self) -> None:
         """The command under way is answered: the next one may start."""
         self.busy = False
+        self.since = self.fe.now  # asleep
+        self.current = b""
         self.after = self.statement = None
         self.dirtying = self.explained = False
         if self.queue:
@@ -392,7 +414,7 @@ class MysqlSession(asyncio.Protocol):
         """The greeting names the backends' own server version, so clients pick what that
         server knows (a MySQL 8 client sends utf8mb4_0900_ai_ci to a MySQL 8, not to MariaDB)."""
         greeting = handshake.Greeting(
-            await self.fe.server_version(), self.fe.next_id(), self.salt,
+            await self.fe.server_version(), self.id, self.salt,
             SERVER_CAPS | (Capability.SSL if self.fe.tls_context else 0),
             UTF8MB4_GENERAL_CI, Status.AUTOCOMMIT, auth.SHA2,
         )  # fmt: skip
@@ -579,6 +601,7 @@ class MysqlSession(asyncio.Protocol):
             self.reply_error(ER_MALFORMED_PACKET, "Malformed communication packet")
             return
         command = payload[0]
+        self.doing, self.current, self.since = command, payload, self.fe.now
         if command == Command.QUERY:
             self.query(payload)
         elif command == Command.STMT_EXECUTE:
@@ -611,8 +634,12 @@ class MysqlSession(asyncio.Protocol):
         elif command == Command.RESET_CONNECTION:
             self.reset_state()
             self.reply_ok()
+        elif command == Command.PROCESS_KILL:
+            processlist.process_kill(self, payload)
+        elif command == Command.PROCESS_INFO:
+            self.spawn(processlist.show(self, False))
         else:
-            # Replication, shutdown, kill and the like have no place through a pooling proxy.
+            # Replication, shutdown and the like have no place through a pooling proxy.
             self.reply_error(ER_UNKNOWN_COM_ERROR, "Unknown command")
 
     def reset_state(self) -> None:
@@ -626,6 +653,10 @@ class MysqlSession(asyncio.Protocol):
 
     def query(self, payload: bytes) -> None:
         st = classify(payload[1:])
+        if st.connection_id:  # CONNECTION_ID() is the session's id (the route stays)
+            payload, self.framed = b"\x03" + sessionid.rewrite(payload[1:], self.id), None
+        if st.keyword in processlist.KEYWORDS and processlist.statement(self, payload[1:], st):
+            return  # SHOW PROCESSLIST, KILL: the proxy's sessions
         if self.cfg.firewall.block_unbounded_writes and st.unbounded_write:
             self.reply_error(
                 ER_UNKNOWN_ERROR,
@@ -874,6 +905,14 @@ class MysqlSession(asyncio.Protocol):
             )
             return
         st = classify(sql)
+        if st.connection_id:
+            sql = sessionid.rewrite(sql, self.id)
+        if st.keyword == "KILL":  # its id would name a backend's connection
+            self.reply_error(
+                ER_UNSUPPORTED_PS,
+                "This command is not supported in the prepared statement protocol yet",
+            )
+            return
         conn = self.ready(st.route)
         if conn is not None:
             prepared = conn.statements.get((conn.db, sql))

@@ -10,6 +10,12 @@ reply: it is cut off, as by a server that dies.
 
 A long reply (STREAM_FROM bytes read and not complete) flows on to its client in pieces as it
 arrives, when it is the next reply that client is owed, instead of being held whole.
+
+Connections speak the protocol of the clients they serve: the pool keeps them by (address, db,
+protocol), and a protocol-3 one opens with `HELLO 3` (its AUTH inside), so the replies a RESP3
+client gets are the server's own RESP3 bytes, forwarded as they are. A RESP3 push frame is
+never the answer to a request: it goes to the connection's push callback (Pub/Sub), or, on a
+connection without one, is dropped with a log line.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from steelyard.log import log
 from steelyard.redis import resp
 
 ReplyCallback = Callable[[bytes], None]
@@ -46,8 +53,11 @@ class ReplySlot:
 
 
 class BackendConn(asyncio.Protocol):
-    def __init__(self, pool: BackendPool, address: str, db: int, private: bool = False) -> None:
+    def __init__(
+        self, pool: BackendPool, address: str, db: int, private: bool = False, protocol: int = 2
+    ) -> None:
         self.pool = pool
+        self.protocol = protocol  # 2 or 3: what its clients speak, set up by HELLO 3
         self.private = private  # one session's own connection (blocking commands), not shared
         self.blocking = False  # carries blocking commands: may wait for a long time
         self.client_id = -1  # the server's id for this connection (blocking ones ask for it)
@@ -99,11 +109,19 @@ class BackendConn(asyncio.Protocol):
         self.connecting = False
         # AUTH and SELECT go first; their replies are checked like any other.
         setup: list[bytes] = []
-        if self.pool.auth:
+        checks: list[ReplyCallback] = []
+        if self.protocol == 3:
+            hello = [b"HELLO", b"3"]
+            if self.pool.auth:
+                hello += [b"AUTH", b"default", self.pool.auth.encode()]
+            setup.append(resp.encode_command(hello))
+            checks.append(self._check_hello)
+        elif self.pool.auth:
             setup.append(resp.encode_command([b"AUTH", self.pool.auth.encode()]))
+            checks.append(self._check_setup)
         if self.db:
             setup.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
-        checks: list[ReplyCallback] = [self._check_setup] * len(setup)
+            checks.append(self._check_setup)
         if self.blocking:
             # Its id lets the proxy wake a command blocked on a slot that moves away.
             setup.append(resp.encode_command([b"CLIENT", b"ID"]))
@@ -121,11 +139,21 @@ class BackendConn(asyncio.Protocol):
         if not reply.startswith(b"+OK"):
             self.fail(f"backend {self.address} refused the connection setup: {reply[:100]!r}")
 
+    def _check_hello(self, reply: bytes) -> None:
+        """HELLO 3 answers with a map of the server's details (an error for a Redis before 6,
+        or a wrong password): without it the replies would not be the RESP3 its clients
+        expect."""
+        if not reply.startswith(b"%"):
+            self.fail(f"backend {self.address} refused the connection setup: {reply[:100]!r}")
+
     def data_received(self, data: bytes) -> None:
         try:
             replies = self.framer.feed(data)
         except resp.ProtocolError as exc:
             self.fail(f"backend {self.address}: {exc}")
+            return
+        if self.framer.pushes:
+            self._with_pushes(replies)
             return
         waiting = self.waiting
         for reply in replies:
@@ -151,6 +179,27 @@ class BackendConn(asyncio.Protocol):
             if head.__class__ is ReplySlot:
                 head.session.stream(head, self.framer)  # type: ignore[attr-defined]
 
+    def _with_pushes(self, replies: list[bytes]) -> None:
+        """data_received when push frames (RESP3) came: each reply looked at on its own, so
+        that a push is never taken for the answer a request waits for."""
+        framer = self.framer
+        for reply in replies:
+            if reply[0] == 0x3E:  # '>'
+                framer.pushes -= 1
+                if self.push is not None:
+                    self.push(reply)
+                else:
+                    log("redis_backend_push_dropped", "warn", backend=self.address,
+                        reply=reply[:100])  # fmt: skip
+            elif self.waiting:
+                self.waiting.popleft()(reply)
+            elif self.push is not None:
+                self.push(reply)
+            else:
+                self.fail(f"backend {self.address} sent a reply nobody asked for")
+                return
+        # No streaming while a push may be under way: its head is nobody's reply.
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(f"backend {self.address} closed the connection")
 
@@ -172,24 +221,28 @@ class BackendConn(asyncio.Protocol):
                     # and an error now would read as the reply's next element.
                     session.broken_stream(message)
                     continue
-            if callback not in (self._check_setup, self._got_id):  # == on bound methods
+            if callback not in (self._check_setup, self._check_hello, self._got_id):
                 callback(error)
+        # A fail from inside data_received (a refused setup) leaves that loop holding this
+        # deque: emptied, the replies still to come (NOAUTH for each request) answer no one
+        # a second time.
+        waiting.clear()
 
 
 class BackendPool:
-    """The shared backend connections of one worker, by (address, db)."""
+    """The shared backend connections of one worker, by (address, db, protocol)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, auth: str | None = None) -> None:
         self.loop = loop
         self.auth = auth
-        self.conns: dict[tuple[str, int], BackendConn] = {}
+        self.conns: dict[tuple[str, int, int], BackendConn] = {}
         self.privates: set[BackendConn] = set()
         self._dirty: list[BackendConn] = []
         self._flush_scheduled = False
 
-    def private(self, address: str, db: int) -> BackendConn:
+    def private(self, address: str, db: int, protocol: int = 2) -> BackendConn:
         """A connection of one session's own: blocking commands must not stall the others."""
-        conn = BackendConn(self, address, db, private=True)
+        conn = BackendConn(self, address, db, private=True, protocol=protocol)
         self.privates.add(conn)
         self.loop.create_task(self._connect(conn))
         return conn
@@ -197,10 +250,12 @@ class BackendPool:
     def all(self) -> list[BackendConn]:
         return [*self.conns.values(), *self.privates]
 
-    def get(self, address: str, db: int) -> BackendConn:
-        conn = self.conns.get((address, db))
+    def get(self, address: str, db: int, protocol: int = 2) -> BackendConn:
+        """The shared connection for clients of `protocol` (2 or 3) on `db` of `address`."""
+        conn = self.conns.get((address, db, protocol))
         if conn is None:
-            conn = self.conns[(address, db)] = BackendConn(self, address, db)
+            conn = BackendConn(self, address, db, protocol=protocol)
+            self.conns[(address, db, protocol)] = conn
             self.loop.create_task(self._connect(conn))
         return conn
 
@@ -225,8 +280,9 @@ class BackendPool:
 
     def forget(self, conn: BackendConn) -> None:
         self.privates.discard(conn)
-        if not conn.private and self.conns.get((conn.address, conn.db)) is conn:
-            del self.conns[(conn.address, conn.db)]
+        key = (conn.address, conn.db, conn.protocol)
+        if not conn.private and self.conns.get(key) is conn:
+            del self.conns[key]
         if conn in self._dirty:
             self._dirty.remove(conn)
 

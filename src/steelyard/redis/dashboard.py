@@ -11,6 +11,9 @@ source group move together, so one SCAN pass over the source serves them all:
 
 A batch found locked or migrating at start (the supervisor stopped mid-way) resumes from the
 progress saved in the store.
+
+A group about to take its first slots gets the libraries and scripts loaded through the proxy
+first, as does a replica about to become a master or to serve reads (see `library`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from steelyard.log import log
 from steelyard.redis import slotstore
 from steelyard.redis.client import connect
 from steelyard.redis.ha import HealthWatcher
+from steelyard.redis.library import ScriptRecord, copy_functions, load_scripts
 from steelyard.redis.model import ModelError, Topology, check_address
 from steelyard.redis.mover import Mover, Progress, Servers, describe, saved_holds
 from steelyard.redis.sentinel import SentinelFollower
@@ -59,6 +63,7 @@ class Dashboard:
                 self.held = saved_holds(data)  # every proxy holds them again from the start
             except (KeyError, TypeError, ValueError):
                 store.delete(PROGRESS_KEY)
+        self.scripts = ScriptRecord(store)  # bodies of the scripts loaded through proxies
         self.history: list[dict[str, Any]] = []  # finished batches, newest last
         self.error: str | None = None  # the last mover failure, until a batch finishes
         self._wake = asyncio.Event()
@@ -106,6 +111,9 @@ class Dashboard:
     async def set_readers(self, readers: dict[int, list[str]]) -> None:
         """The replicas fit for reads changed (health): every proxy learns it."""
         if readers != self.readers:
+            for gid, fit in readers.items():
+                for address in set(fit) - set(self.readers.get(gid, [])):
+                    await self.give_scripts(address, "reader")  # EVALSHA_RO may run there
             async with self.lock:
                 self.readers = readers
                 await self.broadcast(self.view())
@@ -167,6 +175,7 @@ class Dashboard:
 
         self._check(change)
         await self.replicaof(address, None)
+        await self.give_scripts(address, reason)  # it has the functions: they replicate
         group = self.topo.groups[gid]
         for other in group.servers():
             if other != address:
@@ -194,19 +203,23 @@ class Dashboard:
         group = self.topo.groups.get(gid)
         if group is None or group.master == address:
             return
+        await self.give_scripts(address, reason)
         old = await self.change(lambda t: t.switch_master(gid, address))
         log("redis_master_switched", group=gid, master=address, old=old, reason=reason)
 
     async def assign(self, slots: list[int], gid: int) -> None:
+        await self.equip([gid])
         await self.change(lambda t: t.assign(slots, gid))
         log("redis_slots_assigned", slots=ranges(slots), group=gid)
 
     async def migrate(self, slots: list[int], to: int) -> list[int]:
+        await self.equip([to])
         queued: list[int] = await self.change(lambda t: t.migrate(slots, to))
         log("redis_move_queued", slots=ranges(queued) or None, to=to)
         return queued
 
     async def rebalance(self) -> list[int]:
+        await self.equip(list(self.topo.groups))
         queued: list[int] = await self.change(lambda t: t.rebalance())
         log("redis_rebalance", slots=ranges(queued) or None, moves=len(queued))
         return queued
@@ -231,6 +244,35 @@ class Dashboard:
             f"{address}: {ip} is not a host of this cluster's servers: add its network to "
             "admin.server_networks to let the dashboard log in to it with backend_auth"
         )
+
+    async def equip(self, gids: list[int]) -> None:
+        """Groups about to take their first slots get an exact copy of a serving master's
+        libraries and every recorded script first (a failure refuses the change: their FCALLs
+        and EVALSHAs would fail)."""
+        topo = self.topo
+        serving = [g for g in topo.groups.values() if topo.owned(g.id)]
+        incoming = {m.to for m in topo.moves.values()}
+        auth = self.backend_auth()
+        for gid in gids:
+            group = topo.groups.get(gid)
+            if group is None or topo.owned(gid) or gid in incoming:
+                continue  # unknown (the model refuses it), serving already, or equipped
+            source = next((g.master for g in serving if g.id != gid), None)
+            functions = "none"
+            if source is not None:
+                functions = await copy_functions(source, group.master, auth)
+            await load_scripts(group.master, list(self.scripts.bodies.values()), auth)
+            log("redis_group_equipped", group=gid, master=group.master, functions=functions,
+                source=source, scripts=len(self.scripts.bodies))  # fmt: skip
+
+    async def give_scripts(self, address: str, reason: str) -> None:
+        """Load every recorded script on a server about to serve (a failure is logged: a
+        failover must go on, and a client that gets NOSCRIPT loads the script again)."""
+        try:
+            await load_scripts(address, list(self.scripts.bodies.values()), self.backend_auth())
+        except (RedisError, OSError) as exc:
+            log("redis_scripts_not_loaded", "warn", server=address, reason=reason,
+                scripts=len(self.scripts.bodies), cause=describe(exc))  # fmt: skip
 
     def _check(self, fn: Callable[[Topology], Any]) -> None:
         """Raise the model's refusal before touching any server."""
@@ -434,6 +476,12 @@ class Dashboard:
             "progress": progress,
             "history": self.history,
             "error": self.error,
+            # scripts loaded through the proxies, kept for masters that join later
+            "scripts": {
+                "kept": len(self.scripts.bodies),
+                "bytes": self.scripts.size,
+                "dropped": self.scripts.dropped,
+            },
         }
 
 

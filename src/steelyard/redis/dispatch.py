@@ -8,6 +8,8 @@ rules are testable and the session layer only carries them out:
 - SPLIT: MGET, MSET, DEL, UNLINK, EXISTS, TOUCH over several slots; split per slot and merged.
 - TRANSACTION / PUBSUB / BLOCKING: need a connection of their own (pinned or dedicated).
 - FANOUT: KEYS, FLUSHDB, FLUSHALL on every group (only with `allow_fanout`).
+- SERVER: FUNCTION, SCRIPT and CONFIG subcommands, sent to every group's master (or one, or
+  every server) and merged as one Redis would answer (see `scripting`).
 - ERROR: the reply is known now (unknown command, wrong arity, CROSSSLOT, not supported).
 
 Keys in several slots answer CROSSSLOT, as Redis Cluster does; the decision says in `cross`
@@ -34,6 +36,7 @@ class Kind(Enum):
     PUBSUB = "pubsub"
     BLOCKING = "blocking"
     FANOUT = "fanout"
+    SERVER = "server"
     ERROR = "error"
 
 
@@ -64,20 +67,46 @@ FANOUT = frozenset({"keys", "flushdb", "flushall"})
 SPLIT = frozenset({"mget", "mset", "del", "unlink", "exists", "touch"})
 # Server-wide or topology commands that mean nothing through a sharding proxy.
 UNSUPPORTED = frozenset(
-    {"config", "debug", "shutdown", "monitor", "sync", "psync", "replconf", "replicaof",
+    {"debug", "shutdown", "monitor", "sync", "psync", "replconf", "replicaof",
      "slaveof", "migrate", "move", "randomkey", "cluster", "readonly", "readwrite", "wait",
-     "waitaof", "bgsave", "save", "lastsave", "bgrewriteaof", "script", "function", "client",
+     "waitaof", "bgsave", "save", "lastsave", "bgrewriteaof", "client",
      "swapdb", "failover", "latency", "slowlog", "memory", "module", "acl", "lolwut",
      "restore-asking", "asking", "role"}
 )  # fmt: skip
 
 
-# Commands that run a script on a server: `scripts: deny` refuses them.
-SCRIPTS = frozenset({"eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro"})
+# Refused with a reason of their own (CLIENT TRACKING: client-side caching needs invalidation
+# messages from every server a client's keys live on, which the proxy does not relay).
+REFUSED = {
+    "client|tracking": "ERR CLIENT TRACKING is not supported by the proxy (client-side caching "
+    "needs invalidation messages from every group)",
+}
+
+# Server-wide commands the proxy runs on every group (see `scripting`).
+SERVER = frozenset({"function", "script", "config"})
+# Subcommands of those it refuses: SCRIPT DEBUG needs one server's own session with the
+# client; CONFIG REWRITE would rewrite the servers' files, which is not a proxy's call.
+SERVER_REFUSED = {
+    "script|debug": "ERR SCRIPT DEBUG is not supported by the proxy (it debugs on one server)",
+    "config|rewrite": "ERR CONFIG REWRITE is not supported by the proxy: it must not rewrite "
+    "the servers' config files; run it on each server",
+}
+
+# Commands that run a script on a server or load one: `scripts: deny` refuses them.
+SCRIPTS = frozenset(
+    {"eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro", "function|load",
+     "function|restore", "script|load"}
+)  # fmt: skip
 
 
 def not_supported(name: str) -> str:
-    return f"ERR command '{name.upper()}' is not supported by the proxy"
+    return f"ERR command '{name.upper().replace('|', ' ')}' is not supported by the proxy"
+
+
+def unknown_subcommand(argv: list[bytes]) -> str:
+    # Redis: "unknown subcommand 'X'. Try FUNCTION HELP." (the subcommand cut at 128 bytes).
+    sub = argv[1].decode("utf-8", "replace")[:128]
+    return f"ERR unknown subcommand '{sub}'. Try {argv[0].decode('utf-8', 'replace').upper()} HELP."
 
 
 def unknown(argv: list[bytes]) -> str:
@@ -102,8 +131,17 @@ def classify(argv: list[bytes], table: CommandTable) -> Decision:
         )
     if base in LOCAL or name in LOCAL:
         return Decision(Kind.LOCAL, name)
+    if name in REFUSED:
+        return Decision(Kind.ERROR, name, error=REFUSED[name])
     if base in UNSUPPORTED:
         return Decision(Kind.ERROR, name, error=not_supported(base))
+    if base in SERVER:
+        if name == base:
+            return Decision(Kind.ERROR, name, error=unknown_subcommand(argv))
+        refused = SERVER_REFUSED.get(name)
+        if refused is not None:
+            return Decision(Kind.ERROR, name, error=refused)
+        return Decision(Kind.SERVER, name, write=info.write)
     if base in PUBSUB:
         return Decision(Kind.PUBSUB, name)
     if base in FANOUT:
@@ -151,7 +189,7 @@ def fast_table(table: CommandTable) -> dict[bytes, tuple[int, bool]]:
     may write). The session routes these without `classify`; every other spelling or command
     takes the general path."""
     out: dict[bytes, tuple[int, bool]] = {}
-    excluded = LOCAL | TRANSACTION | PUBSUB | FANOUT | SPLIT | UNSUPPORTED
+    excluded = LOCAL | TRANSACTION | PUBSUB | FANOUT | SPLIT | UNSUPPORTED | SERVER
     for name, info in table.commands.items():
         if name in excluded or info.subcommands or info.blocking or len(info.specs) != 1:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from steelyard.config.redis_model import RedisConfig, RedisProxyConfig
@@ -17,6 +18,9 @@ from steelyard.tcp.frontend import ProtocolFrontend
 
 
 class RedisFrontend(ProtocolFrontend):
+    # A message for the supervisor (the worker's channel): scripts loaded through the proxy.
+    report: Callable[[dict[str, Any]], None] | None = None
+
     def __init__(
         self,
         cfg: RedisProxyConfig,

@@ -5,6 +5,11 @@ subscribers of that channel listen on the same one. Patterns can match channels 
 so PSUBSCRIBE listens on every master (a message is published on one server only, so it is
 never delivered twice). A subscribing session gets a connection of its own per server in push
 mode; confirmations carry the session's own subscription count, as one Redis would give.
+
+In RESP3 (after HELLO 3) confirmations and messages are push frames (`>`), and the push
+connections say HELLO 3 too, so messages arrive as the server's own push frames; a message from
+a connection opened before the client switched protocol is relabelled (`*` and `>` frames of
+Pub/Sub messages differ only in their type byte).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Subscriptions:
         self.pending: dict[tuple[bytes, bytes], list[tuple[Callable[[bytes], None], int]]] = {}
         self.conns: dict[str, BackendConn] = {}
         self.where: dict[tuple[bytes, bytes], set[str]] = {}  # channel -> servers listened on
+        self.protocol = 2  # the session's: confirmations and messages are framed for it
 
     @property
     def active(self) -> bool:
@@ -63,7 +69,8 @@ class Subscriptions:
     def _conn(self, address: str) -> BackendConn:
         conn = self.conns.get(address)
         if conn is None or conn.closed:
-            conn = self.conns[address] = self.fe.backends.private(address, self.db)
+            conn = self.fe.backends.private(address, self.db, self.protocol)
+            self.conns[address] = conn
             conn.push = self._on_push
         return conn
 
@@ -99,9 +106,10 @@ class Subscriptions:
                     conn.send_push(resp.encode_command([undo.upper(), name]))
             self.where[(kind, name)] = want
 
-    @staticmethod
-    def _confirmation(kind: bytes, name: bytes | None, count: int) -> bytes:
-        return resp.array([resp.bulk(kind), resp.bulk(name), resp.integer(count)])
+    def _confirmation(self, kind: bytes, name: bytes | None, count: int) -> bytes:
+        protocol = self.protocol
+        channel = resp.null(protocol) if name is None else resp.bulk(name)
+        return resp.push([resp.bulk(kind), channel, resp.integer(count)], protocol)
 
     def subscribe(self, kind: bytes, names: list[bytes]) -> None:
         for name in names:
@@ -144,6 +152,8 @@ class Subscriptions:
         kind = message[0]
         if kind in KINDS or kind in UNDO:
             self._confirm(kind, message[1])
+        elif (raw[0] == 0x3E) != (self.protocol == 3):  # '>': framed for the other protocol
+            self.emit((b">" if self.protocol == 3 else b"*") + raw[1:])
         else:
             self.emit(raw)  # message, pmessage, smessage: as the server wrote it
 

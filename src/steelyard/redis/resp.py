@@ -1,4 +1,4 @@
-"""RESP2, sans-IO: client requests in, backend replies framed, replies encoded.
+"""RESP2 and RESP3, sans-IO: client requests in, backend replies framed, replies encoded.
 
 Requests: `FastRequestParser` (the one sessions use) lets hiredis read the common case, a
 canonical RESP array of bulk strings, and hands anything else (inline commands, malformed or
@@ -10,9 +10,12 @@ arguments already read of the command under way in `buffered()`, the client's qu
 
 Replies from backends are only framed (`ReplyFramer` finds where each reply ends and returns its
 raw bytes) so that the proxy forwards them without rebuilding them; the head of a long reply
-still on its way can be taken out (`take_head`) and forwarded before its end arrives. Replies
-that must be read (merging MGET parts, summing DBSIZE, SCAN cursors, INFO) are parsed with
-hiredis (`parse`).
+still on its way can be taken out (`take_head`) and forwarded before its end arrives. The
+framer knows every RESP3 type too (a client that said `HELLO 3` is served by backend
+connections that said it as well): they take its slower branches, so RESP2 replies cost what
+they did. Replies that must be read (summing DBSIZE, SCAN cursors, INFO) are parsed with hiredis
+(`parse`); merges that move elements around (MGET) take them as raw bytes (`elements`), which
+keeps each one exactly as its server wrote it, in either protocol.
 """
 
 from __future__ import annotations
@@ -399,7 +402,9 @@ class ReplyFramer:
     that its head too can be handed out (`take_head`) before the rest has arrived.
     """
 
-    __slots__ = ("_buf", "_bulk_end", "_cool", "_miss", "_pending", "_pos", "_start", "under_way")
+    __slots__ = (
+        "_buf", "_bulk_end", "_cool", "_miss", "_pending", "_pos", "_start", "pushes", "under_way",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -412,6 +417,9 @@ class ReplyFramer:
         # Bytes of the reply under way read (whole elements, or into a big bulk) and not
         # handed out yet: an attribute, read by the backend after every read.
         self.under_way = 0
+        # RESP3 push frames (`>`) begun so far: a backend that sees this move looks at its
+        # replies one by one, since a push is no answer to a request (see backend.py).
+        self.pushes = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
@@ -450,7 +458,19 @@ class ReplyFramer:
                     pos = end + 2
                     continue
                 elif kind != 0x2A:  # '*'
-                    raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
+                    # RESP3: one-line types here, everything else walks on like an array.
+                    if kind not in _RESP3_KINDS:
+                        raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
+                    if kind in _ONE_LINE3:
+                        end = find(b"\r\n", pos)
+                        if end < 0:
+                            break
+                        _check_line(buf, pos, end)
+                        out.append(bytes(buf[pos : end + 2]))
+                        pos = end + 2
+                        continue
+                    if kind == 0x3E:  # '>'
+                        self.pushes += 1
                 start = pos
                 pending = 1
             pos, pending = self._elements(buf, pos, pending)
@@ -538,6 +558,32 @@ class ReplyFramer:
                     pending += count
             elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # + : -
                 pos = end + 2
+            elif kind in _ONE_LINE3:  # _ # , (
+                _check_line(buf, pos, end)
+                pos = end + 2
+            elif kind == 0x3D or kind == 0x21:  # = !  (sized like a bulk string)
+                size = _length(buf, pos, end, "bulk")
+                if size < 0:
+                    raise ProtocolError("invalid bulk length from the server")
+                if end + 4 + size > n:
+                    if size >= BIG_BULK:
+                        self._bulk_end = end + 4 + size
+                        pos = n
+                    break
+                pos = end + 4 + size
+            elif kind == 0x25 or kind == 0x7C:  # % |  (pairs)
+                count = _length(buf, pos, end, "aggregate")
+                pos = end + 2
+                if count > 0:
+                    pending += 2 * count
+                if kind == 0x7C:
+                    # An attribute annotates the element that follows: that one is still due.
+                    pending += 1
+            elif kind == 0x7E or kind == 0x3E:  # ~ >
+                count = _length(buf, pos, end, "aggregate")
+                pos = end + 2
+                if count > 0:
+                    pending += count
             else:
                 raise ProtocolError(f"unexpected reply type {chr(kind)!r} from the server")
             pending -= 1
@@ -580,6 +626,27 @@ def _skip_bulks(buf: bytearray, pos: int, count: int) -> tuple[int, int]:
     return end, skipped
 
 
+# RESP3 types: `_` null, `#` boolean, `,` double, `(` big number (one line each); `=` verbatim
+# string and `!` blob error (sized); `%` map, `~` set, `>` push, `|` attribute (aggregates).
+_ONE_LINE3 = frozenset(b"_#,(")
+_RESP3_KINDS = frozenset(b"_#,(=!%~>|")
+
+
+def _check_line(buf: bytearray, pos: int, end: int) -> None:
+    """The one-line RESP3 types hold what their type says (a stray byte here means the stream
+    is out of step, and every reply after it would go to the wrong client)."""
+    kind = buf[pos]
+    body = buf[pos + 1 : end]
+    if kind == 0x5F:  # '_'
+        ok = not body
+    elif kind == 0x23:  # '#'
+        ok = body == b"t" or body == b"f"
+    else:  # , (
+        ok = bool(body) and b"\r" not in body
+    if not ok:
+        raise ProtocolError(f"invalid {chr(kind)!r} reply from the server")
+
+
 def _length(buf: bytearray, pos: int, end: int, what: str) -> int:
     try:
         return int(buf[pos + 1 : end])
@@ -588,10 +655,44 @@ def _length(buf: bytearray, pos: int, end: int, what: str) -> int:
 
 
 def parse(raw: bytes) -> object:
-    """A whole raw reply -> Python value (bytes, int, list, hiredis.ReplyError)."""
+    """A whole raw reply -> Python value (bytes, int, list, hiredis.ReplyError).
+
+    RESP3 as hiredis 3.5 reads it: a map is a dict, a set a list, a push a list
+    (hiredis.PushNotification), a double a float, a big number and a verbatim string bytes
+    (the latter without its `txt:` format), a null None, a boolean a bool. Two it does not
+    read: an attribute (it returns the attribute alone) and a blob error (ProtocolError); no
+    merge of the proxy parses either kind.
+    """
     reader = hiredis.Reader()
     reader.feed(raw)
     return reader.gets()
+
+
+def elements(raw: bytes) -> list[bytes]:
+    """The elements of a whole aggregate reply (array, set, map, push), each as the raw bytes
+    its server wrote: merges move them without decoding them, in either protocol."""
+    pos = raw.index(b"\r\n") + 2
+    n = len(raw)
+    find = raw.find
+    out: list[bytes] = []
+    # Bulk strings, nulls and one-line elements here (MGET's values, names); anything nested
+    # is left to a framer.
+    while pos < n:
+        kind = raw[pos]
+        end = find(b"\r\n", pos)
+        if kind == 0x24:  # '$'
+            size = int(raw[pos + 1 : end])
+            stop = end + 4 + size if size >= 0 else end + 2
+        elif kind in _FLAT_LINES:
+            stop = end + 2
+        else:
+            return out + ReplyFramer().feed(raw[pos:])
+        out.append(raw[pos:stop])
+        pos = stop
+    return out
+
+
+_FLAT_LINES = frozenset(b"+-:_#,(")
 
 
 # encoders ----------------------------------------------------------------------------------
@@ -627,6 +728,35 @@ def bulk(value: bytes | None) -> bytes:
     if value is None:
         return b"$-1\r\n"
     return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def null(protocol: int) -> bytes:
+    """A null reply: RESP2's null bulk string, RESP3's null."""
+    return b"_\r\n" if protocol == 3 else b"$-1\r\n"
+
+
+def null_array(protocol: int) -> bytes:
+    """A null where Redis 7 sends a null array in RESP2 (EXEC after a failed WATCH)."""
+    return b"_\r\n" if protocol == 3 else b"*-1\r\n"
+
+
+def text(value: bytes, protocol: int) -> bytes:
+    """A text Redis sends as a verbatim string in RESP3 (INFO), a bulk string in RESP2."""
+    if protocol == 3:
+        return b"=%d\r\ntxt:%b\r\n" % (len(value) + 4, value)
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def mapping(raw_pairs: list[bytes], protocol: int) -> bytes:
+    """A map (RESP3) or a flat array (RESP2) of already-encoded keys and values, in turn."""
+    if protocol == 3:
+        return b"%%%d\r\n" % (len(raw_pairs) // 2) + b"".join(raw_pairs)
+    return array(raw_pairs)
+
+
+def push(raw_items: list[bytes], protocol: int) -> bytes:
+    """An out-of-band message (Pub/Sub): a push frame in RESP3, an array in RESP2."""
+    return (b">" if protocol == 3 else b"*") + b"%d\r\n" % len(raw_items) + b"".join(raw_items)
 
 
 def simple(value: str) -> bytes:

@@ -169,10 +169,12 @@ class Router:
     def _barrier(self, source: str) -> asyncio.Future[None]:
         """Resolves when every request sent to `source` so far has been answered."""
         fut: asyncio.Future[None] = self.backends.loop.create_future()
+        # Not subscriber connections: they carry no command on a key, and a RESP2 PONG there
+        # arrives among the messages, so a message could be taken for it.
         conns = [
             c
             for c in self.backends.all()
-            if c.address == source and not c.closed and not c.blocking
+            if c.address == source and not c.closed and not c.blocking and c.push is None
         ]
         left = [len(conns)]
         if not conns:

@@ -7,6 +7,11 @@ split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answe
 reply at the head of the FIFO leaves before it is filled: its head is written as it comes from
 the backend (`stream`), the rest when it ends.
 
+After HELLO 3 a session speaks RESP3: its requests go on backend connections that speak it
+too (backend.py), so the servers' replies pass through as they are, and what the session builds
+or merges itself (nulls, INFO, HELLO, MGET over groups, Pub/Sub confirmations) is framed for
+its protocol.
+
 Before AUTH (with `auth` set) a client is read one command at a time under Redis's limits for
 strangers (a bulk over 16 KiB or more than 10 arguments is refused at its header).
 
@@ -29,7 +34,7 @@ from typing import TYPE_CHECKING
 from zlib import crc32
 
 from steelyard.log import log
-from steelyard.redis import pubsub, resp
+from steelyard.redis import pubsub, resp, scripting
 from steelyard.redis.backend import ReplySlot
 from steelyard.redis.dispatch import (
     CROSSSLOT,
@@ -79,7 +84,7 @@ class ClientSession(asyncio.Protocol):
         self.connected = 0.0  # when accepted (auth_timeout counts from here)
         self.peer = "-"
         self._flush_scheduled = False
-        self.private_conns: dict[tuple[str, int], BackendConn] = {}
+        self.private_conns: dict[tuple[str, int, int], BackendConn] = {}  # address, db, protocol
         self.blocked: dict[BackendConn, deque[Blocked]] = {}  # per blocking connection
         # The router's tables (changed in place by every view the dashboard pushes).
         self.route = fe.router.route
@@ -143,7 +148,9 @@ class ClientSession(asyncio.Protocol):
                             address = route[slot]
                             conn = conns.get(address)
                             if conn is None or conn.closed:
-                                conn = conns[address] = self.fe.backends.get(address, self.db)
+                                conn = conns[address] = self.fe.backends.get(
+                                    address, self.db, self.protocol
+                                )
                             reply = ReplySlot(self)
                             replies.append(reply)
                             conn.send(command, reply)
@@ -301,7 +308,12 @@ class ClientSession(asyncio.Protocol):
             self.answer(b"-NOAUTH Authentication required.\r\n")
             return
         subs = self.subs
-        if subs is not None and subs.active and argv[0].upper() not in pubsub.ALLOWED:
+        if (
+            subs is not None
+            and subs.active
+            and self.protocol == 2  # RESP3 runs any command while subscribed
+            and argv[0].upper() not in pubsub.ALLOWED
+        ):
             name = argv[0].decode("utf-8", "replace").lower()
             self.answer(
                 resp.error(
@@ -332,7 +344,7 @@ class ClientSession(asyncio.Protocol):
                 if self.read_replicas and not decision.write:
                     self.read(address, resp.encode_command(argv))
                 else:
-                    conn = self.fe.backends.get(address, self.db)
+                    conn = self.fe.backends.get(address, self.db, self.protocol)
                     conn.send(resp.encode_command(argv), self.reserve())
             else:
                 self.forward(slot, [argv[i] for i in decision.keys], resp.encode_command(argv))
@@ -347,6 +359,8 @@ class ClientSession(asyncio.Protocol):
             self.local(argv, decision)
         elif kind is Kind.SPLIT:
             self.split(argv, decision)
+        elif kind is Kind.SERVER:
+            scripting.run(self, argv, decision)
         elif kind is Kind.FANOUT:
             if not self.fe.redis.allow_fanout:
                 self.answer(resp.error(not_supported(decision.name) + " (allow_fanout is off)"))
@@ -382,29 +396,29 @@ class ClientSession(asyncio.Protocol):
         if fill is None:
             fill = self.reserve()
         reader = self.reader(master)
-        backends = self.fe.backends
+        backends, protocol = self.fe.backends, self.protocol
         if db < 0:
             db = self.db
         if reader == master:
-            backends.get(master, db).send(command, fill)
+            backends.get(master, db, protocol).send(command, fill)
             return
 
         def answered(raw: bytes) -> None:
             if raw.startswith(REPLICA_UNFIT):
-                backends.get(master, db).send(command, fill)
+                backends.get(master, db, protocol).send(command, fill)
                 backends.flush()
             else:
                 fill(raw)
 
-        backends.get(reader, db).send(command, answered)
+        backends.get(reader, db, protocol).send(command, answered)
 
     def forward(self, slot: int, keys: list[bytes], command: bytes) -> None:
         """Send `command` (naming `keys`) to `slot` on the shared connections."""
-        db = self.db
+        db, protocol = self.db, self.protocol
         backends = self.fe.backends
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
-            backends.get(address, db).send(command, fill)
+            backends.get(address, db, protocol).send(command, fill)
 
         self.routed(slot, keys, go)
 
@@ -430,14 +444,15 @@ class ClientSession(asyncio.Protocol):
         if decision.cross is Kind.BLOCKING:
             self.blocking(slots, keys, argv)
             return
-        command, db, backends = resp.encode_command(argv), self.db, self.fe.backends
+        command, db, protocol = resp.encode_command(argv), self.db, self.protocol
+        backends = self.fe.backends
         reads = self.read_replicas and not decision.write
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
             if reads:
                 self.read(address, command, fill, db)
             else:
-                backends.get(address, db).send(command, fill)
+                backends.get(address, db, protocol).send(command, fill)
 
         fill = self.reserve()
         router = self.fe.router
@@ -504,13 +519,15 @@ class ClientSession(asyncio.Protocol):
             # Channels are not keys: nothing moves with a slot, publish on its owner now.
             address = self.route[slot_of(argv[1])]
             if address:
-                self.send_on(self.fe.backends.get(address, self.db), resp.encode_command(argv))
+                conn = self.fe.backends.get(address, self.db, self.protocol)
+                self.send_on(conn, resp.encode_command(argv))
             else:
                 self.answer(resp.error(f"ERR slot {slot_of(argv[1])} is not assigned to any group"))
             return
         if word in pubsub.KINDS or word in pubsub.UNDO:
             if self.subs is None:
                 self.subs = pubsub.Subscriptions(self.fe, self.db, self.reserve, self.emit)
+                self.subs.protocol = self.protocol
             if word in pubsub.KINDS:
                 self.subs.subscribe(word, argv[1:])
             else:
@@ -589,7 +606,7 @@ class ClientSession(asyncio.Protocol):
             if watch is None:
                 if at_rest:
                     address = self.route[slots[0]]
-                    conn = self.fe.backends.private(address, self.db)
+                    conn = self.fe.backends.private(address, self.db, self.protocol)
                 else:
                     conn, address = None, ""
             else:
@@ -657,7 +674,7 @@ class ClientSession(asyncio.Protocol):
                 # The watched keys may have changed place: report them as modified.
                 if conn is not None:
                     conn.fail("watch dropped")
-                self.answer(b"*-1\r\n")
+                self.answer(resp.null_array(self.protocol))
                 return
         # It runs on a connection of its own: the client's next commands wait for its answer
         # (on the shared connections they would overtake it).
@@ -671,10 +688,10 @@ class ClientSession(asyncio.Protocol):
         if conn is not None:
             self.run_tx(conn, queued, done)  # pinned by WATCH
             return
-        db, backends, router = self.db, self.fe.backends, self.fe.router
+        db, backends, router, protocol = self.db, self.fe.backends, self.fe.router, self.protocol
 
         def go(address: str) -> None:
-            self.run_tx(backends.private(address, db), queued, done)
+            self.run_tx(backends.private(address, db, protocol), queued, done)
 
         if len(slots) == 1:
             router.via(slots[0], db, self.tx_keys, go, done)
@@ -713,7 +730,8 @@ class ClientSession(asyncio.Protocol):
         UNBLOCK: it answers as if timed out) and sends it again where the slots' keys now
         are, so a BLPOP does not wait on a server its list has left. A command on several
         slots (`cross_slot: group`) is sent again once they have all settled."""
-        command, db, router = resp.encode_command(argv), self.db, self.fe.router
+        command, db, protocol = resp.encode_command(argv), self.db, self.protocol
+        router = self.fe.router
 
         def route(fill: Callable[[bytes], None]) -> None:
             if len(slots) == 1:
@@ -722,9 +740,10 @@ class ClientSession(asyncio.Protocol):
                 router.via_slots(slots, lambda a: go(a, fill), fill)
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
-            conn = self.private_conns.get((address, db))
+            conn = self.private_conns.get((address, db, protocol))
             if conn is None or conn.closed:
-                conn = self.private_conns[(address, db)] = self.fe.backends.private(address, db)
+                conn = self.fe.backends.private(address, db, protocol)
+                self.private_conns[(address, db, protocol)] = conn
                 conn.blocking = True
                 for gone in [c for c in self.blocked if c.closed]:
                     del self.blocked[gone]
@@ -807,7 +826,7 @@ class ClientSession(asyncio.Protocol):
                 part = readers.get(part) or readers.setdefault(part, self.reader(part))
             groups.setdefault(part, []).append(i)
         sends = []
-        db, backends, router = self.db, self.fe.backends, self.fe.router
+        db, backends, router, protocol = self.db, self.fe.backends, self.fe.router, self.protocol
         for part, pos in groups.items():
             command = [argv[0]]
             for i in pos:
@@ -820,20 +839,24 @@ class ClientSession(asyncio.Protocol):
 
                 def send(fill: Callable[[bytes], None], s: int = part, k: list[bytes] = keys,
                          raw: bytes = raw) -> None:  # fmt: skip
-                    router.via(s, db, k, lambda a: backends.get(a, db).send(raw, fill), fill)
+                    router.via(
+                        s, db, k, lambda a: backends.get(a, db, protocol).send(raw, fill), fill
+                    )
 
                 sends.append(send)
-        self.gather(sends, lambda results: merge_split(name, list(groups.values()), results))
+        self.gather(
+            sends, lambda results: merge_split(name, list(groups.values()), results, protocol)
+        )
 
     def to(self, address: str, command: bytes) -> Callable[[Callable[[bytes], None]], None]:
         """A part of a gathered request: `command` to `address` on the shared connection."""
-        conn = self.fe.backends.get(address, self.db)
+        conn = self.fe.backends.get(address, self.db, self.protocol)
         return lambda fill: conn.send(command, fill)
 
     def local(self, argv: list[bytes], decision: Decision) -> None:
         name = decision.name
-        if name == "ping" and self.subs is not None and self.subs.active:
-            # In subscriber mode Redis answers PING with a push-shaped array.
+        if name == "ping" and self.subs is not None and self.subs.active and self.protocol == 2:
+            # In RESP2 subscriber mode Redis answers PING with a push-shaped array.
             message = argv[1] if len(argv) > 1 else b""
             self.answer(resp.array([resp.bulk(b"pong"), resp.bulk(message)]))
         elif name == "ping":
@@ -870,7 +893,7 @@ class ClientSession(asyncio.Protocol):
                 self.name = argv[2]
             self.answer(resp.OK)
         elif name == "client|getname":
-            self.answer(resp.bulk(self.name or None))
+            self.answer(resp.bulk(self.name) if self.name else resp.null(self.protocol))
         elif name == "client|id":
             self.answer(resp.integer(id(self) & 0x7FFFFFFF))
         else:
@@ -938,7 +961,7 @@ class ClientSession(asyncio.Protocol):
                 keys = raw[_second_element(raw) :]  # the keys array as the server wrote it
                 fill(resp.array([resp.bulk(str(composite).encode()), keys]))
 
-        self.fe.backends.get(masters[index], self.db).send(command, done)
+        self.fe.backends.get(masters[index], self.db, self.protocol).send(command, done)
 
     def info(self, argv: list[bytes]) -> None:
         """A proxy section and the keyspace summed over the groups."""
@@ -966,28 +989,36 @@ class ClientSession(asyncio.Protocol):
                 "# Keyspace",
             ]
             lines += [f"{db}:keys={k},expires={e}" for db, (k, e) in sorted(totals.items())]
-            return resp.bulk(("\r\n".join(lines) + "\r\n").encode())
+            return resp.text(("\r\n".join(lines) + "\r\n").encode(), protocol)
+
+        protocol = self.protocol  # of this request: a HELLO after it does not change it
 
         self.fanout([b"INFO", b"keyspace"], merge)
 
     def hello(self, argv: list[bytes]) -> None:
-        """RESP2 only: HELLO 3 gets Redis's NOPROTO; AUTH and SETNAME options are honoured."""
+        """HELLO [2|3 [AUTH user pass] [SETNAME name]]: the session speaks the protocol asked
+        for from the next reply on (the backend connections it uses follow, see backend.py);
+        the answer is Redis 7's, a map in RESP3 and a flat array in RESP2. As Redis 7.0, the
+        version is checked first, then the options in turn, each taking effect as read."""
         args = argv[1:]
+        protocol = self.protocol
         if args:
             try:
-                version = int(args[0])
+                protocol = int(args[0])
             except ValueError:
                 self.answer(resp.error("ERR Protocol version is not an integer or out of range"))
                 return
-            if version != 2:
+            if protocol not in (2, 3):
                 self.answer(b"-NOPROTO unsupported protocol version\r\n")
                 return
             args = args[1:]
+        # Each option takes effect as it is read (Redis 7.0's order): a bad option after a
+        # good AUTH or SETNAME leaves those done, and the protocol unchanged.
         i = 0
         while i < len(args):
             option = args[i].upper()
             if option == b"AUTH" and len(args) >= i + 3:
-                if not self.credentials_ok(args[i + 1], args[i + 2]):
+                if not self.hello_credentials_ok(args[i + 1], args[i + 2]):
                     self.answer(
                         resp.error("WRONGPASS invalid username-password pair or user is disabled.")
                     )
@@ -995,24 +1026,46 @@ class ClientSession(asyncio.Protocol):
                 self.authed = True
                 i += 3
             elif option == b"SETNAME" and i + 1 < len(args):
-                self.name = args[i + 1]
+                name = args[i + 1]
+                if any(c < 0x21 or c > 0x7E for c in name):
+                    self.answer(resp.error(BAD_CLIENT_NAME))
+                    return
+                self.name = name
                 i += 2
             else:
                 self.answer(resp.error(f"ERR Syntax error in HELLO option '{args[i].decode()}'"))
                 return
         if not self.authed:
-            self.answer(b"-NOAUTH HELLO must be called with the client already authenticated\r\n")
+            self.answer(
+                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise "
+                b"the HELLO AUTH <user> <pass> option can be used to authenticate the client and "
+                b"select the RESP protocol version at the same time\r\n"
+            )
             return
+        if protocol != self.protocol:
+            self.protocol = protocol
+            self.conns = {}  # the shared connections of the other protocol from now on
+            if self.subs is not None:
+                self.subs.protocol = protocol
         fields = [
             resp.bulk(b"server"), resp.bulk(b"redis"),
             resp.bulk(b"version"), resp.bulk(b"7.0.0"),
-            resp.bulk(b"proto"), resp.integer(2),
+            resp.bulk(b"proto"), resp.integer(protocol),
             resp.bulk(b"id"), resp.integer(id(self) & 0x7FFFFFFF),
             resp.bulk(b"mode"), resp.bulk(b"standalone"),
             resp.bulk(b"role"), resp.bulk(b"master"),
             resp.bulk(b"modules"), resp.array([]),
         ]  # fmt: skip
-        self.answer(resp.array(fields))
+        self.answer(resp.mapping(fields, protocol))
+
+    protocol = 2  # RESP2 until HELLO 3
+
+    def hello_credentials_ok(self, user: bytes, password: bytes) -> bool:
+        """HELLO's AUTH: without `auth` the proxy's one user, `default`, takes any password,
+        as Redis's passwordless default user does (redis-py sends one when it has it)."""
+        if self.fe.cfg.auth is None:
+            return user == b"default"
+        return self.credentials_ok(user, password)
 
     def auth(self, argv: list[bytes]) -> None:
         if len(argv) > 3:
@@ -1118,12 +1171,15 @@ class Blocked:
         self.waking = False  # a CLIENT UNBLOCK for it is on its way
 
 
-# What a blocking command answers when woken by CLIENT UNBLOCK (as on a timeout), in RESP2.
-TIMED_OUT = (b"*-1\r\n", b"$-1\r\n")
+# What a blocking command answers when woken by CLIENT UNBLOCK (as on a timeout): RESP2's null
+# array or null bulk, RESP3's null.
+TIMED_OUT = (b"*-1\r\n", b"$-1\r\n", b"_\r\n")
 
 # A replica's answers that mean "ask the master": our own connection errors, a replica still
 # loading its data, or one that lost its master with replica-serve-stale-data off.
 REPLICA_UNFIT = (b"-ERR backend ", b"-LOADING", b"-MASTERDOWN")
+
+BAD_CLIENT_NAME = "ERR Client names cannot contain spaces, newlines or special characters."
 
 # Unsent replies past which the client's input is paused until they drain to a quarter.
 PAUSE_READING_AT = 1024 * 1024
@@ -1148,11 +1204,9 @@ def merge_unique(parts: list[bytes]) -> bytes:
     """Arrays of names from every server: each name once, in the order first seen."""
     seen: dict[bytes, None] = {}
     for raw in parts:
-        items = resp.parse(raw)
-        assert isinstance(items, list)
-        for item in items:
+        for item in resp.elements(raw):  # bulk strings: equal names, equal bytes
             seen.setdefault(item, None)
-    return resp.array([resp.bulk(n) for n in seen])
+    return resp.array(list(seen))
 
 
 def merge_numsub(parts: list[bytes]) -> bytes:
@@ -1169,7 +1223,9 @@ def merge_numsub(parts: list[bytes]) -> bytes:
     return resp.array(out)
 
 
-def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> bytes:
+def merge_split(
+    name: str, groups: list[list[int]], results: list[bytes], protocol: int = 2
+) -> bytes:
     """The answers of a split command, one per server (`groups[i]`: its key positions)."""
     if name == "mset":
         return resp.OK
@@ -1179,11 +1235,12 @@ def merge_split(name: str, groups: list[list[int]], results: list[bytes]) -> byt
         return results[0]  # one server had every key: its answer is already in key order
     # MGET: each server's array holds its keys' values in the order they were sent.
     value_at: dict[int, bytes] = {}
+    null = resp.null(protocol)  # a missing key's value: `$-1` in RESP2, `_` in RESP3
     for pos, raw in zip(groups, results, strict=True):
         values = resp.parse(raw)
         assert isinstance(values, list)
         for i, value in zip(pos, values, strict=True):
-            value_at[i] = b"$-1\r\n" if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+            value_at[i] = null if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
     return b"*%d\r\n" % len(value_at) + b"".join([value_at[i] for i in sorted(value_at)])
 
 

@@ -8,10 +8,23 @@ Supervisor -> worker:  {"t": "config", "config": {...}, "states": [[pool, addres
                        {"t": "state", "pool", "server", "state": {...}}  ("seq": n when
                         an operator's change: answered by "applied")
                        {"t": "stop", "timeout": seconds}  stop accepting, drain, exit
+                       {"t": "query", "n", "q": {...}, "until": monotonic deadline}  another
+                        worker's request, answered by "answer" with the same n (dropped when
+                        read after the deadline: the asker has been told it came to nothing)
+                       {"t": "answer", "n", "a": [answer, ...]}  the answers to this worker's
+                        "ask" n (the workers that answered within RELAY_TIMEOUT)
 Worker -> supervisor:  {"t": "ready", "pid"} | {"t": "applied", "seq"} | {"t": "error", "message"}
                        {"t": "result", "pool", "server", "ok", "reason"}
                        {"t": "stats", "servers": [[pool, address, active, total, failures,
                                                    bytes_in, bytes_out], ...]}   (deltas but active)
+                       {"t": "ask", "n", "q": {...}}  a request for the other workers (the one
+                        whose index is q["worker"], else all), relayed by the supervisor as
+                        "query"; {"t": "answer", "n", "a": {...}} answers a "query"
+                       {"t": "redis_script", "body": latin-1 text} | {"t": "redis_script",
+                        "flush": true}  a SCRIPT LOAD / FLUSH through a Redis proxy
+
+Requests between workers are the MySQL listener's SHOW PROCESSLIST and KILL (q["listen"] names
+the listener, see mysql/processlist.py).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import json
 from typing import Any
 
 MAX_LINE = 64 * 1024 * 1024  # a config push can be large
+RELAY_TIMEOUT = 5.0  # seconds the supervisor waits for a worker's answer to a relayed request
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -2,7 +2,8 @@
 
 It is the one place that decides runtime state (health verdicts, passive ejections, slow-start
 ramps, operator changes) and pushes every change to each worker as a small message. Workers
-report connect failures and counters back. SIGHUP reloads (a bad config is refused and the old
+report connect failures and counters back, and ask each other through it (a MySQL listener's
+SHOW PROCESSLIST and KILL span its workers). SIGHUP reloads (a bad config is refused and the old
 one keeps serving), SIGTERM/SIGINT drain and stop, and a worker that dies is restarted.
 """
 
@@ -46,7 +47,7 @@ from steelyard.log import log
 from steelyard.mysql.status import MysqlStats
 from steelyard.redis.dashboard import Dashboard
 from steelyard.runtime.fds import admin_connection_cap, raise_fd_limit
-from steelyard.runtime.ipc import Channel
+from steelyard.runtime.ipc import RELAY_TIMEOUT, Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
 from steelyard.vrrp.group import SyncGroup
@@ -67,6 +68,8 @@ class WorkerHandle:
     task: asyncio.Task[None] | None = None
     active: dict[tuple[str, str], int] = field(default_factory=dict)
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    # requests relayed to it for another worker, awaiting its answer
+    answers: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -371,10 +374,18 @@ class Supervisor:
                     self.mysql_stats.update(handle.index, msg["mysql"])
             elif kind == "result":
                 self._on_result(msg)
+            elif kind == "redis_script" and self.redis is not None:
+                self.redis.scripts.reported(msg)
             elif kind == "applied":
                 ack = handle.acks.pop(msg.get("seq"), None)
                 if ack is not None and not ack.done():
                     ack.set_result(None)
+            elif kind == "ask":
+                self._background(self._relay(handle, msg))
+            elif kind == "answer":
+                answer = handle.answers.pop(msg.get("n", -1), None)
+                if answer is not None and not answer.done():
+                    answer.set_result(msg.get("a"))
             elif kind == "ready":
                 if not handle.ready.done():
                     handle.ready.set_result(None)
@@ -386,6 +397,9 @@ class Supervisor:
         for ack in handle.acks.values():
             if not ack.done():
                 ack.set_result(None)  # gone: its successor starts from the current state
+        for answer in handle.answers.values():
+            if not answer.done():
+                answer.set_result(None)  # gone with the sessions it was asked about
         # Its connections are gone with it: stop counting them against max_conns.
         self.counters.clear_row(handle.index)
         self.mysql_stats.worker_gone(handle.index)
@@ -449,6 +463,36 @@ class Supervisor:
             except TimeoutError:
                 cause = f"no acknowledgement of a state change in {BARRIER_TIMEOUT}s"
                 log("worker_slow", "warn", index=w.index, pid=w.proc.pid, cause=cause)
+
+    async def _relay(self, asker: WorkerHandle, msg: dict[str, Any]) -> None:
+        """A worker's request to the others (the one q["worker"] names, else all of them):
+        the answers that come within RELAY_TIMEOUT go back to it; a worker that does not answer
+        in time is left out and logged."""
+        q = msg.get("q") or {}
+        index = q.get("worker")
+        if index is not None:
+            targets = [w for w in self.workers.values() if w.index == index and w is not asker]
+        else:
+            targets = [w for w in self.workers.values() if w is not asker]
+        waits = []
+        for w in targets:
+            self._seq += 1
+            answer = w.answers[self._seq] = self.loop.create_future()
+            # past the deadline the worker drops it: a kill reported failed must not happen
+            deadline = time.monotonic() + RELAY_TIMEOUT  # (one clock for every process)
+            w.channel.send({"t": "query", "n": self._seq, "q": q, "until": deadline})
+            waits.append((w, self._seq, answer))
+        if waits:
+            await asyncio.wait([answer for _, _, answer in waits], timeout=RELAY_TIMEOUT)
+        answers = []
+        for w, seq, answer in waits:
+            if not answer.done():
+                w.answers.pop(seq, None)
+                log("worker_slow", "warn", index=w.index, pid=w.proc.pid,
+                    cause=f"no answer to a {q.get('k')} request in {RELAY_TIMEOUT}s")  # fmt: skip
+            elif answer.result() is not None:
+                answers.append(answer.result())
+        asker.channel.send({"t": "answer", "n": msg.get("n"), "a": answers})
 
     def _refresh(self, pool_name: str) -> None:
         self.pools[pool_name].refresh()

@@ -1,8 +1,10 @@
 """A data-plane worker process: owns listeners (SO_REUSEPORT) and moves bytes.
 
 It decides nothing about health or admin state: it applies what the supervisor pushes and
-reports what it sees (connect failures, counters). Started as
-`python -m steelyard.runtime.worker FD`, where FD is its end of a Unix socket pair.
+reports what it sees (connect failures, counters); requests about its MySQL sessions from other
+workers come relayed by the supervisor, and go back the same way. Started as
+`python -m steelyard.runtime.worker FD COUNTERS_FD INDEX`, where FD is its end of a Unix socket
+pair and INDEX its place among the workers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from steelyard import log as logmod
@@ -24,9 +27,10 @@ from steelyard.core.backend import Pool, Server, find_server, require_server
 from steelyard.core.counters import SharedCounters
 from steelyard.http.frontend import HttpFrontend
 from steelyard.log import log
+from steelyard.mysql import processlist
 from steelyard.mysql.frontend import MysqlFrontend
 from steelyard.redis.frontend import RedisFrontend
-from steelyard.runtime.ipc import Channel
+from steelyard.runtime.ipc import RELAY_TIMEOUT, Channel
 from steelyard.runtime.names import listener_name
 from steelyard.runtime.pools import build_pools
 from steelyard.tcp.frontend import TcpFrontend, WorkerContext, describe
@@ -44,9 +48,14 @@ STATS_INTERVAL = 1.0
 
 
 class Worker:
-    def __init__(self, channel: Channel, counters: SharedCounters | None = None) -> None:
+    def __init__(
+        self, channel: Channel, counters: SharedCounters | None = None, index: int = 0
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.channel = channel
+        self.index = index  # among the supervisor's workers (MySQL session ids carry it)
+        self._asks: dict[int, asyncio.Future[list[Any]]] = {}  # relays awaiting an answer
+        self._ask_seq = 0
         self.ctx = WorkerContext(self.loop, self._report)
         self.counters = counters
         self.pools: dict[str, Pool] = {}
@@ -90,6 +99,12 @@ class Worker:
                     self.apply_state(msg)
                 elif kind == "redis":
                     self.apply_redis(msg)
+                elif kind == "answer":
+                    ask = self._asks.pop(msg.get("n", -1), None)
+                    if ask is not None and not ask.done():
+                        ask.set_result(msg.get("a") or [])
+                elif kind == "query":
+                    self._background(self.answer(msg))
                 elif kind == "stop":
                     await self.stop(float(msg.get("timeout", 0)))
                     self._send_stats()
@@ -150,8 +165,10 @@ class Worker:
             elif isinstance(lst, RedisProxyConfig):
                 assert cfg.redis is not None
                 fe = RedisFrontend(lst, cfg.redis, self.loop, redis_view)
+                fe.report = self.channel.send  # scripts loaded, for the dashboard's record
             elif isinstance(lst, MysqlListenerConfig):
                 fe = MysqlFrontend(lst, self.pools, self.loop, self._report)
+                fe.worker, fe.relay = self.index, self.relay
             else:
                 fe = TcpFrontend(lst, self.pools[lst.pool], self.ctx)
             try:
@@ -197,9 +214,46 @@ class Worker:
             await asyncio.gather(*waits)
             self.channel.send({"t": "applied", "seq": seq})
 
-        task = self.loop.create_task(ack())
+        self._background(ack())
+
+    def _background(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)
+
+    # requests between workers (MySQL SHOW PROCESSLIST and KILL) -------------------------
+
+    async def relay(self, query: dict[str, Any]) -> list[Any]:
+        """Ask the other workers (through the supervisor): their answers, [] when none came
+        in time."""
+        if self.channel.writer.is_closing():
+            return []  # orphaned: nobody relays
+        self._ask_seq += 1
+        n = self._ask_seq
+        ask = self._asks[n] = self.loop.create_future()
+        self.channel.send({"t": "ask", "n": n, "q": query})
+        try:
+            return await asyncio.wait_for(ask, RELAY_TIMEOUT + 1.0)
+        except TimeoutError:
+            log("relay_timeout", "warn", pid=os.getpid(), what=query.get("k"))
+            return []
+        finally:
+            self._asks.pop(n, None)
+
+    async def answer(self, msg: dict[str, Any]) -> None:
+        """Another worker's request about this worker's sessions of a MySQL listener."""
+        q = msg.get("q") or {}
+        if time.monotonic() > msg.get("until", 0.0):
+            log("relay_late", "warn", pid=os.getpid(), what=q.get("k"))
+            return  # the asker was told it came to nothing: it must not happen now
+        fe = self.frontends.get(q.get("listen", ""))
+        a: dict[str, Any] = {}
+        if isinstance(fe, MysqlFrontend):
+            try:
+                a = await processlist.serve(fe, q)
+            except (KeyError, TypeError, ValueError) as exc:
+                log("relay_bad_request", "error", pid=os.getpid(), cause=repr(exc))
+        self.channel.send({"t": "answer", "n": msg.get("n"), "a": a})
 
     def apply_state(self, msg: dict[str, Any]) -> None:
         try:
@@ -302,7 +356,7 @@ class Worker:
 async def _main(fd: int, counters_fd: int, row: int) -> int:
     sock = socket.socket(fileno=fd)
     channel = await Channel.open(sock)
-    worker = Worker(channel, SharedCounters(counters_fd, row))
+    worker = Worker(channel, SharedCounters(counters_fd, row), row)
     loop = asyncio.get_running_loop()
     # Signals go to the supervisor; a worker only obeys its channel. Ctrl-C in a terminal
     # reaches the whole process group, so ignore it here and let the supervisor drain us.

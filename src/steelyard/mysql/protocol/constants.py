@@ -106,6 +106,12 @@ ER_UNKNOWN_ERROR = (1105, "HY000")  # what the proxy's own refusals (firewall) a
 ER_SECURE_TRANSPORT_REQUIRED = (3159, "HY000")  # MySQL's; MariaDB has no code of its own
 ER_MALFORMED_PACKET = (1835, "HY000")  # Malformed communication packet
 ER_CONNECTION_KILLED = (1927, "70100")  # Connection was killed (MariaDB)
+ER_NO_SUCH_THREAD = (1094, "HY000")  # Unknown thread id: %lu
+ER_KILL_DENIED_ERROR = (1095, "HY000")  # You are not owner of thread %lu
+ER_QUERY_INTERRUPTED = (1317, "70100")  # Query execution was interrupted
+ER_NO_SUCH_QUERY = (1957, "HY000")  # Unknown query id: %lld (MariaDB)
+ER_NOT_SUPPORTED_YET = (1235, "42000")  # This version of MariaDB doesn't yet support '%s'
+ER_UNSUPPORTED_PS = (1295, "HY000")  # This command is not supported in the prepared ...
 CR_SERVER_LOST = (2013, "HY000")  # Lost connection to MySQL server during query
 
 UTF8MB4_GENERAL_CI = 45
