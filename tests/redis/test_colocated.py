@@ -30,8 +30,7 @@ def config(tmp_path, port: int, servers: list[RedisServer], **redis_extra: Any) 
 
 
 def client(port: int) -> redis_py.Redis:
-    # protocol=2: the proxy speaks RESP2 only until HELLO 3 is supported.
-    c = redis_py.Redis(port=port, protocol=2, socket_timeout=30)
+    c = redis_py.Redis(port=port, socket_timeout=30)  # redis-py's defaults: RESP3 (HELLO 3)
     wait_for(c.ping, what="redis listener")
     return c
 
@@ -374,7 +373,7 @@ def test_a_command_on_a_moving_slot_waits_then_runs_where_its_keys_are(tmp_path,
             commands, early, late = union, b"", b""
         commands += b"SCARD %b\r\n" % here
         late += b":3001\r\n:3001\r\n"
-        target = redis_py.Redis(port=b.port, protocol=2, socket_timeout=30)
+        target = redis_py.Redis(port=b.port, socket_timeout=30)
         target.client_pause(600_000, all=False)  # the copy's writes wait: the slot stays moving
         try:
             slot = slot_of(big)
