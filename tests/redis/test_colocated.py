@@ -5,6 +5,7 @@ Redis; across groups, and with `cross_slot: refuse`, they get Redis Cluster's CR
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 from collections.abc import Container, Iterator
 from typing import Any
@@ -327,6 +328,26 @@ def test_watch_of_one_group_then_a_key_of_another(two):
         b"+OK\r\n" + CROSSSLOT + b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
     )  # fmt: skip
     assert two.servers[0].command(b"GET", y) == b"1"
+
+
+def test_redis_cli_over_one_group_and_two(two):
+    x, y = keys("cli-lo", 2, two.owned(1))
+    (hi,) = keys("cli-hi", 1, two.owned(2))
+
+    def cli(*argv: bytes, protocol: str = "-2") -> str:
+        command = ["redis-cli", protocol, "--no-raw", "-p", str(two.port), *map(bytes.decode, argv)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout
+
+    assert cli(b"RPUSH", x, b"a", b"b") == "(integer) 2\n"
+    assert cli(b"LMOVE", x, y, b"LEFT", b"LEFT") == '"a"\n'
+    assert cli(b"LMPOP", b"2", y, x, b"RIGHT", b"COUNT", b"5", protocol="-3") == (
+        f'1) "{y.decode()}"\n2) 1) "a"\n'
+    )
+    assert cli(b"RENAME", x, hi) == (
+        "(error) CROSSSLOT Keys in request don't hash to the same slot\n"
+    )
+    assert two.servers[0].command(b"LRANGE", x, b"0", b"-1") == [b"b"]
 
 
 # while slots move -----------------------------------------------------------------------------
