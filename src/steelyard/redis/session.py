@@ -7,6 +7,11 @@ split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answe
 reply at the head of the FIFO leaves before it is filled: its head is written as it comes from
 the backend (`stream`), the rest when it ends.
 
+A command whose keys are in several slots of one group (`cross_slot: group`) runs on that
+group. Two kinds of command hold the client's next commands until they are on their way, so
+that none overtakes them: one waiting for a moving slot to settle, and EXEC (its transaction
+runs on a connection of its own) until it has answered.
+
 After HELLO 3 a session speaks RESP3: its requests go on backend connections that speak it
 too (backend.py), so the servers' replies pass through as they are, and what the session builds
 or merges itself (nulls, INFO, HELLO, MGET over groups, Pub/Sub confirmations) is framed for
