@@ -479,3 +479,30 @@ def test_lock_barrier_leaves_subscriber_connections_alone(servers, proxy, protoc
 
 async def _barrier(fe, source: str) -> None:
     await fe.router._barrier(source)
+
+
+def test_reset_command_time_and_auth_default(servers, proxy):
+    """RESET, COMMAND, TIME and AUTH of the passwordless default user, against Redis 7."""
+    direct, through = both(servers, proxy)
+    cases = [
+        ["SELECT", "3"],
+        ["CLIENT", "SETNAME", "before"],
+        ["SUBSCRIBE", "rch"],
+        ["RESET"],  # back to RESP2, db 0, no name, no subscription
+        ["CLIENT", "GETNAME"],
+        ["GET", "missing"],
+        ["HGETALL", "missing"],
+        ["COMMAND", "COUNT"],
+        ["COMMAND", "INFO", "get", "mset"],
+        ["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+        ["AUTH", "default", "anything"],
+        ["AUTH", "bob", "anything"],
+        ["AUTH", "anything"],
+    ]
+    for argv in cases:
+        assert through.call(*argv) == direct.call(*argv), argv
+    assert through.call("GET", "missing") == b"$-1\r\n"
+    now = resp.elements(through.call("TIME"))
+    assert len(now) == 2 and int(resp.parse(now[0])) > 1_700_000_000  # type: ignore[arg-type]
+    direct.close()
+    through.close()

@@ -901,8 +901,32 @@ class ClientSession(asyncio.Protocol):
             self.answer(resp.bulk(self.name) if self.name else resp.null(self.protocol))
         elif name == "client|id":
             self.answer(resp.integer(id(self) & 0x7FFFFFFF))
+        elif name == "reset":
+            self.reset()
+        elif name == "time" or name.startswith("command"):
+            # Every master runs the same Redis: any one answers for the proxy.
+            masters = sorted(set(self.fe.masters.values()))
+            if masters:
+                self.to(masters[0], resp.encode_command(argv))(self.reserve())
+            else:
+                self.answer(resp.error("ERR no group has a master"))
         else:
             self.answer(resp.error(not_supported(name) + " yet"))
+
+    def reset(self) -> None:
+        """RESET as Redis 7: the transaction, watches and subscriptions dropped, database 0,
+        RESP2, no name, and (with `auth`) not authenticated any more."""
+        self.tx = None
+        self.drop_watch()
+        if self.subs is not None:
+            self.subs.close()
+            self.subs = None
+        self.db = 0
+        self.protocol = 2
+        self.conns = {}
+        self.name = b""
+        self.authed = self.fe.cfg.auth is None
+        self.answer(b"+RESET\r\n")
 
     name = b""
 
@@ -1075,6 +1099,14 @@ class ClientSession(asyncio.Protocol):
     def auth(self, argv: list[bytes]) -> None:
         if len(argv) > 3:
             self.answer(resp.error("ERR syntax error"))
+        elif self.fe.cfg.auth is None and len(argv) == 3:
+            # Redis's default user without a password takes any password; no other user exists.
+            if argv[1] == b"default":
+                self.answer(resp.OK)
+            else:
+                self.answer(
+                    resp.error("WRONGPASS invalid username-password pair or user is disabled.")
+                )
         elif self.fe.cfg.auth is None:
             self.answer(
                 resp.error(
