@@ -96,7 +96,8 @@ def test_select_and_errors_as_redis(proxy):
     c = client(port)
     c.set("k", "db0")
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    raw.sendall(b"SELECT 3\r\nGET k\r\nSET k db3\r\nSELECT 16\r\nGET\r\nFOO a\r\nSINTER a b\r\n")
+    # a (slot 579) and a1 (slot 35) are in different groups: CROSSSLOT
+    raw.sendall(b"SELECT 3\r\nGET k\r\nSET k db3\r\nSELECT 16\r\nGET\r\nFOO a\r\nSINTER a a1\r\n")
     data = b""
     while data.count(b"\r\n") < 7:
         data += raw.recv(65536)

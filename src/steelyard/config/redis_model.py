@@ -87,6 +87,10 @@ class RedisConfig(Strict):
     # group, where a script may call any command the backend user may run, including those
     # the proxy refuses (FLUSHALL): the backend's ACL is the real guard. `deny` refuses them.
     scripts: Literal["allow", "deny"] = "allow"
+    # A command whose keys hash to several slots (SUNIONSTORE, RENAME, BLMOVE, MULTI/EXEC...):
+    # `group` runs it on the group that owns all those slots (CROSSSLOT when they belong to
+    # several groups), as a single Redis would; `refuse` answers CROSSSLOT as Redis Cluster does.
+    cross_slot: Literal["group", "refuse"] = "group"
     max_bulk_bytes: Size = 512 * 1024 * 1024
     big_key_bytes: Size = 64 * 1024 * 1024  # copied in chunks when moved
     migrate_batch: int = Field(100, ge=1, le=10000)  # keys per MIGRATE

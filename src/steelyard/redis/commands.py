@@ -66,6 +66,8 @@ class CommandInfo:
                 if start < 0:
                     continue
             else:
+                if self.name == "sort":
+                    _sort_store(argv, out)
                 continue
             if start >= argc:
                 continue
@@ -94,6 +96,24 @@ class CommandInfo:
                 if p not in out:
                     out.append(p)
         return out
+
+
+def _sort_store(argv: list[bytes], out: list[int]) -> None:
+    """SORT's STORE destination, which its key specs leave unknown: found as Redis finds it
+    (the arguments of LIMIT, BY and GET skipped; the last STORE wins)."""
+    store = -1
+    i = 2
+    while i < len(argv):
+        word = argv[i].upper()
+        if word == b"LIMIT":
+            i += 2
+        elif word in (b"BY", b"GET"):
+            i += 1
+        elif word == b"STORE" and i + 1 < len(argv):
+            store = i + 1
+        i += 1
+    if store > 0 and store not in out:
+        out.append(store)
 
 
 def _find_keyword(argv: list[bytes], spec: KeySpec) -> int:

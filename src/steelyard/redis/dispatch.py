@@ -12,6 +12,10 @@ rules are testable and the session layer only carries them out:
   every server) and merged as one Redis would answer (see `scripting`).
 - ERROR: the reply is known now (unknown command, wrong arity, CROSSSLOT, not supported).
 
+Keys in several slots answer CROSSSLOT, as Redis Cluster does; the decision says in `cross`
+what the command would be if one group owned all those slots, so that the session (which knows
+the slot map) can run it there (`cross_slot: group`).
+
 Errors use Redis's own texts where Redis has one, with their code (`ERR ...`, `CROSSSLOT ...`).
 """
 
@@ -44,6 +48,8 @@ class Decision:
     keys: list[int] = field(default_factory=list)  # key positions in argv
     error: str = ""  # ERROR: the message, without the leading '-'
     write: bool = False
+    # CROSSSLOT only: the kind the command has when one group owns all its keys' slots.
+    cross: Kind | None = None
 
 
 # Answered by the proxy itself.
@@ -144,17 +150,17 @@ def classify(argv: list[bytes], table: CommandTable) -> Decision:
     if base in TRANSACTION:
         slot = _one_slot(argv, keys)
         if slot == -2:
-            return Decision(Kind.ERROR, name, error=CROSSSLOT)
+            return Decision(Kind.ERROR, name, keys=keys, error=CROSSSLOT, cross=Kind.TRANSACTION)
         return Decision(Kind.TRANSACTION, name, slot=slot, keys=keys)
     if not keys:
         # EVAL/FCALL with no keys and other keyless commands: no slot tells where to run them.
         return Decision(Kind.ERROR, name, error=not_supported(base) + " without keys")
     slot = _one_slot(argv, keys)
-    if slot == -2:
-        if base in SPLIT:
-            return Decision(Kind.SPLIT, name, keys=keys, write=info.write)
-        return Decision(Kind.ERROR, name, error=CROSSSLOT)
+    if slot == -2 and base in SPLIT:
+        return Decision(Kind.SPLIT, name, keys=keys, write=info.write)
     kind = Kind.BLOCKING if _blocks(base, argv, info.blocking) else Kind.SLOT
+    if slot == -2:
+        return Decision(Kind.ERROR, name, keys=keys, error=CROSSSLOT, write=info.write, cross=kind)
     return Decision(kind, name, slot=slot, keys=keys, write=info.write)
 
 

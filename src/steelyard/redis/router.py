@@ -13,16 +13,21 @@ the old owner after it moved):
 - done (the owner changed): new commands wait until the moves this proxy started are answered,
   so a command never overtakes an earlier one on the same key.
 
+A command whose keys are in several slots of one group (`cross_slot: group`) does not move its
+keys itself: it waits until none of its slots is moving (`when_settled`), then is routed again
+(`via_slots`); once sent to the owner, a later lock's barrier covers it like any command.
+
 The fast path is `moving[slot] is None`: one list lookup, then the owner from `route`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from steelyard.redis import resp
+from steelyard.redis.dispatch import CROSSSLOT
 from steelyard.redis.slots import SLOTS
 
 if TYPE_CHECKING:
@@ -38,7 +43,8 @@ UNASSIGNED = "unassigned"
 
 
 class Moving:
-    __slots__ = ("done", "ended", "held", "pending", "slot", "source", "state", "target", "waiting")
+    __slots__ = ("done", "ended", "held", "pending", "settled", "slot", "source", "state", "target",
+                 "waiting")  # fmt: skip
 
     def __init__(self, slot: int, state: str, source: str = "", target: str = "") -> None:
         self.slot = slot
@@ -47,6 +53,7 @@ class Moving:
         self.target = target
         self.held: set[bytes] = set()  # keys the mover is copying itself
         self.waiting: list[Waiting] = []
+        self.settled: list[Callable[[], None]] = []  # called once the slot is at rest again
         self.pending = 0  # migrate-on-access requests not yet answered
         self.done: Callable[[], None] | None = None  # set when the move has ended here
         self.ended: asyncio.Future[None] | None = None  # resolved by `done`
@@ -65,6 +72,9 @@ class Router:
         self.version = -1
         # Called with (source, slots) when slots start moving (commands blocked there wake).
         self.on_lock: Callable[[str, set[int]], None] | None = None
+        # While a view is applied: what waited for slots to settle, called once it is all in
+        # place (a command routed halfway through would see other slots' old state).
+        self._settled: list[Callable[[], None]] | None = None
 
     # applying a view -----------------------------------------------------------------------
 
@@ -81,6 +91,7 @@ class Router:
             if int(g) in self.masters
         }
         moving_view: dict[str, Any] = view.get("moving", {})
+        self._settled = []
         waits: list[asyncio.Future[None]] = []
         lock_sources: set[str] = set()
         locked: dict[str, set[int]] = {}  # source -> slots that start moving now
@@ -115,6 +126,8 @@ class Router:
             if not owner:
                 if old is None or old.state != UNASSIGNED:
                     self.moving[slot] = Moving(slot, UNASSIGNED)
+                    if old is not None:
+                        self._end(old, old.ended)  # what waited on it gets the unassigned error
                 continue
             if old is None:
                 continue
@@ -125,6 +138,9 @@ class Router:
                 old.state = LOCKED  # new commands wait behind the moves in flight
             else:
                 self._end(old, None)
+        settled, self._settled = self._settled, None
+        for then in settled:
+            then()
         if self.on_lock is not None:
             for source, slots in locked.items():
                 self.on_lock(source, slots)
@@ -136,6 +152,12 @@ class Router:
         if self.moving[m.slot] is m:
             self.moving[m.slot] = None
         self._release(m)
+        settled, m.settled = m.settled, []
+        if self._settled is not None:
+            self._settled += settled  # called at the end of apply()
+        else:
+            for then in settled:
+                then()
         if fut is not None and not fut.done():
             fut.set_result(None)
 
@@ -205,6 +227,43 @@ class Router:
 
         command = self.migrate_command(target, db, list(dict.fromkeys(keys)))
         self.backends.get(m.source, db).send(command, moved)
+
+    def when_settled(self, slots: Sequence[int], then: Callable[[], None]) -> bool:
+        """True when none of `slots` is moving (locked, migrating, or done with moves still in
+        flight); otherwise False, and `then` is called once the first moving one is at rest
+        again (the caller checks again then: another may still be moving). A slot no group
+        owns counts as at rest: routing answers its error."""
+        moving = self.moving
+        for slot in slots:
+            m = moving[slot]
+            if m is not None and m.state != UNASSIGNED:
+                m.settled.append(then)
+                return False
+        return True
+
+    def via_slots(self, slots: Sequence[int], go: Go, fail: Fail) -> None:
+        """Run a command naming keys in several `slots` on the master of the one group that
+        owns them all, once none of them is moving; CROSSSLOT when they are in several
+        groups, the unassigned error for a slot no group owns."""
+        if not self.when_settled(slots, lambda: self.via_slots(slots, go, fail)):
+            return
+        error = self.owner_error(slots)
+        if error is not None:
+            fail(error)
+        else:
+            go(self.route[slots[0]])
+
+    def owner_error(self, slots: Sequence[int]) -> bytes | None:
+        """None when one group owns every one of `slots`, else the error to answer."""
+        route = self.route
+        for slot in slots:
+            if not route[slot]:
+                return resp.error(f"ERR slot {slot} is not assigned to any group")
+        owner = route[slots[0]]
+        for slot in slots:
+            if route[slot] != owner:
+                return resp.error(CROSSSLOT)
+        return None
 
     def migrate_command(self, target: str, db: int, keys: list[bytes]) -> bytes:
         host, _, port = target.rpartition(":")

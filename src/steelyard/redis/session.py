@@ -7,6 +7,11 @@ split over slots (MGET, MSET, DEL, ...) fills its slot when every part has answe
 reply at the head of the FIFO leaves before it is filled: its head is written as it comes from
 the backend (`stream`), the rest when it ends.
 
+A command whose keys are in several slots of one group (`cross_slot: group`) runs on that
+group. Two kinds of command hold the client's next commands until they are on their way, so
+that none overtakes them: one waiting for a moving slot to settle, and EXEC (its transaction
+runs on a connection of its own) until it has answered.
+
 After HELLO 3 a session speaks RESP3: its requests go on backend connections that speak it
 too (backend.py), so the servers' replies pass through as they are, and what the session builds
 or merges itself (nulls, INFO, HELLO, MGET over groups, Pub/Sub confirmations) is framed for
@@ -44,7 +49,7 @@ from steelyard.redis.dispatch import (
     classify,
     not_supported,
 )
-from steelyard.redis.slots import SLOTS, slot_of
+from steelyard.redis.slots import SLOTS, slot_of, slots_of
 
 if TYPE_CHECKING:
     from steelyard.redis.backend import BackendConn
@@ -160,6 +165,7 @@ class ClientSession(asyncio.Protocol):
             self.dispatch(argv)
             if self.closing:
                 break
+            fast = self.fast  # none while a command waits for its slots (see hold())
         self.after_read()
 
     def read_unauthenticated(self, data: bytes) -> None:
@@ -296,6 +302,13 @@ class ClientSession(asyncio.Protocol):
     # commands -------------------------------------------------------------------------------
 
     def dispatch(self, argv: list[bytes]) -> None:
+        held = self.held
+        if held is not None:
+            held.append(argv)  # behind a command waiting for its slots to settle
+            if len(held) >= self.fe.cfg.max_pipeline and self.transport is not None:
+                self.transport.pause_reading()  # as with max_pipeline replies in flight
+                self.paused = True
+            return
         if not self.authed and argv[0].upper() not in (b"AUTH", b"QUIT", b"HELLO"):
             self.answer(b"-NOAUTH Authentication required.\r\n")
             return
@@ -341,9 +354,12 @@ class ClientSession(asyncio.Protocol):
             else:
                 self.forward(slot, [argv[i] for i in decision.keys], resp.encode_command(argv))
         elif kind is Kind.BLOCKING:
-            self.blocking(decision.slot, [argv[i] for i in decision.keys], argv)
+            self.blocking([decision.slot], [argv[i] for i in decision.keys], argv)
         elif kind is Kind.ERROR:
-            self.answer(resp.error(decision.error))
+            if decision.cross is not None and self.fe.redis.cross_slot == "group":
+                self.colocated(argv, decision)
+            else:
+                self.answer(resp.error(decision.error))
         elif kind is Kind.LOCAL:
             self.local(argv, decision)
         elif kind is Kind.SPLIT:
@@ -377,11 +393,17 @@ class ClientSession(asyncio.Protocol):
         self._turn += 1
         return readers[self._turn % len(readers)]
 
-    def read(self, master: str, command: bytes) -> None:
-        """A read on a replica of `master`; if that replica cannot answer, on the master."""
-        fill = self.reserve()
+    def read(
+        self, master: str, command: bytes, fill: Callable[[bytes], None] | None = None, db: int = -1
+    ) -> None:
+        """A read on a replica of `master`; if that replica cannot answer, on the master.
+        (`fill` and `db`: of a command read earlier, whose place in the FIFO is taken.)"""
+        if fill is None:
+            fill = self.reserve()
         reader = self.reader(master)
-        backends, db, protocol = self.fe.backends, self.db, self.protocol
+        backends, protocol = self.fe.backends, self.protocol
+        if db < 0:
+            db = self.db
         if reader == master:
             backends.get(master, db, protocol).send(command, fill)
             return
@@ -415,6 +437,82 @@ class ClientSession(asyncio.Protocol):
             go(self.route[slot], fill)
         else:
             self.fe.router.via(slot, self.db, keys, lambda address: go(address, fill), fill)
+
+    def colocated(self, argv: list[bytes], decision: Decision) -> None:
+        """Keys in several slots (`cross_slot: group`): the command runs on the group that
+        owns them all, once none of those slots is moving (CROSSSLOT across groups)."""
+        keys = [argv[i] for i in decision.keys]
+        slots = slots_of(keys)
+        if decision.cross is Kind.TRANSACTION:
+            self.transaction(argv, decision, slots)
+            return
+        if decision.cross is Kind.BLOCKING:
+            self.blocking(slots, keys, argv)
+            return
+        command, db, protocol = resp.encode_command(argv), self.db, self.protocol
+        backends = self.fe.backends
+        reads = self.read_replicas and not decision.write
+
+        def go(address: str, fill: Callable[[bytes], None]) -> None:
+            if reads:
+                self.read(address, command, fill, db)
+            else:
+                backends.get(address, db, protocol).send(command, fill)
+
+        fill = self.reserve()
+        router = self.fe.router
+        self.hold(slots, lambda: router.via_slots(slots, lambda address: go(address, fill), fill))
+
+    # Commands read while an earlier one waits (for its slots to settle, or for the answer
+    # of a transaction): dispatched in order once it is on its way.
+    held: deque[list[bytes]] | None = None
+
+    def hold(self, slots: list[int], run: Callable[[], None]) -> None:
+        """`run` (which routes a command on `slots`) now if none of them is moving, else once
+        they have all settled, with the commands this client sends meanwhile held behind
+        it: none overtakes it on a key they share, as commands on one slot never overtake
+        each other."""
+        if not self.fe.router.when_settled(slots, lambda: self.hold(slots, run)):
+            self.hold_next()
+            return
+        run()
+        self.release_held()
+
+    def hold_next(self) -> None:
+        """The commands this client sends from now on wait until release_held()."""
+        if self.held is None:
+            self.held = deque()
+            self.fast = {}  # every command through dispatch(), to be held
+
+    def release_held(self) -> None:
+        """Dispatch the held commands in order (until one of them has to wait in its turn)."""
+        held = self.held
+        if held is None:
+            return
+        self.held = None
+        self.fast = self.fe.fast
+        while held and self.held is None and not self.closing:
+            self.dispatch(held.popleft())
+        if self.held is not None:
+            self.held.extend(held)  # the rest wait behind the one that waits
+        self.ready()
+
+    def one_group(self, slots: list[int]) -> bool:
+        """May a transaction name keys in all of `slots`? One slot: yes; several: with
+        `cross_slot: group`, when one group owns them all, a moving slot counted as its
+        target's (EXEC waits for it; a slot no group owns is left for routing to report)."""
+        if len(slots) <= 1:
+            return True
+        if self.fe.redis.cross_slot != "group":
+            return False
+        route, moving = self.route, self.moving
+        owners = set()
+        for s in slots:
+            m = moving[s]
+            owner = route[s] if m is None or not m.target else m.target
+            if owner:
+                owners.add(owner)
+        return len(owners) <= 1
 
     # pub/sub ----------------------------------------------------------------------------------
 
@@ -464,18 +562,22 @@ class ClientSession(asyncio.Protocol):
 
     # transactions ---------------------------------------------------------------------------
     # MULTI ... EXEC is queued here and sent in one go on a connection of the session's own,
-    # to the master of the one slot every key of the transaction hashes to. WATCH pins that
+    # to the master of the one slot every key of the transaction hashes to (or, with
+    # `cross_slot: group`, of the one group that owns all their slots). WATCH pins that
     # connection first (the server watches per connection), so EXEC must run on it.
 
     tx: list[bytes] | None = None  # commands queued since MULTI
     tx_keys: list[bytes] = []  # every key the queued commands name
-    tx_slot = -1
+    tx_slots: list[int] = []  # their slots (and the watched ones), each once
     tx_error: str | None = None  # set when a queued command was refused: EXEC aborts
-    # After WATCH: (slot, pinned connection, its master). No connection when the slot was
+    # After WATCH: (slots, pinned connection, its master). No connection when a slot was
     # moving: the keys may change place, so EXEC fails as if they had been modified.
-    watch: tuple[int, BackendConn | None, str] | None = None
+    watch: tuple[list[int], BackendConn | None, str] | None = None
 
-    def transaction(self, argv: list[bytes], decision: Decision) -> None:
+    def transaction(
+        self, argv: list[bytes], decision: Decision, slots: list[int] | None = None
+    ) -> None:
+        """`slots`: WATCH's keys' slots when they are several (`cross_slot: group`)."""
         name = decision.name
         if name == "multi":
             if self.tx is not None:
@@ -483,7 +585,7 @@ class ClientSession(asyncio.Protocol):
                 return
             self.tx = []
             self.tx_keys = []
-            self.tx_slot = self.watch[0] if self.watch else -1
+            self.tx_slots = list(self.watch[0]) if self.watch else []
             self.tx_error = None
             self.answer(resp.OK)
         elif name == "exec":
@@ -499,18 +601,25 @@ class ClientSession(asyncio.Protocol):
             if self.tx is not None:
                 self.answer(resp.error("ERR WATCH inside MULTI is not allowed"))
                 return
-            slot = decision.slot
-            if self.watch is not None and self.watch[0] != slot:
+            slots = slots or [decision.slot]
+            watch = self.watch
+            every = list(dict.fromkeys(watch[0] + slots)) if watch else slots
+            if not self.one_group(every):
                 self.answer(resp.error(CROSSSLOT))
                 return
-            if self.watch is None:
-                if self.moving[slot] is None:
-                    address = self.route[slot]
+            at_rest = all(self.moving[s] is None for s in slots)
+            if watch is None:
+                if at_rest:
+                    address = self.route[slots[0]]
                     conn = self.fe.backends.private(address, self.db, self.protocol)
-                    self.watch = (slot, conn, address)
                 else:
-                    self.watch = (slot, None, "")
-            conn = self.watch[1]
+                    conn, address = None, ""
+            else:
+                _, conn, address = watch
+                if conn is not None and not at_rest:
+                    conn.fail("watch dropped")  # EXEC fails as if the keys had been modified
+                    conn = None
+            self.watch = (every, conn, address)
             if conn is None:
                 self.answer(resp.OK)
             else:
@@ -521,6 +630,12 @@ class ClientSession(asyncio.Protocol):
 
     def queue_in_tx(self, argv: list[bytes], decision: Decision) -> None:
         kind = decision.kind
+        if (
+            kind is Kind.ERROR
+            and decision.cross is not None
+            and self.fe.redis.cross_slot == "group"
+        ):
+            kind = decision.cross  # its slots are checked below
         if kind is Kind.ERROR:
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(decision.error))
@@ -532,18 +647,17 @@ class ClientSession(asyncio.Protocol):
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(f"ERR {decision.name.upper()} is not allowed in a transaction"))
             return
-        slot = decision.slot
-        if kind is Kind.SPLIT:
-            slot = -2  # its keys span slots
-        if slot == -2 or (slot >= 0 and self.tx_slot >= 0 and slot != self.tx_slot):
+        keys = [argv[i] for i in decision.keys]
+        slots = [decision.slot] if decision.slot >= 0 else slots_of(keys)
+        every = list(dict.fromkeys(self.tx_slots + slots))
+        if not self.one_group(every):
             self.tx_error = "EXECABORT Transaction discarded because of previous errors."
             self.answer(resp.error(CROSSSLOT))
             return
-        if slot >= 0:
-            self.tx_slot = slot
+        self.tx_slots = every
         assert self.tx is not None
         self.tx.append(resp.encode_command(argv))
-        self.tx_keys += [argv[i] for i in decision.keys]
+        self.tx_keys += keys
         self.answer(b"+QUEUED\r\n")
 
     def exec(self) -> None:
@@ -555,24 +669,39 @@ class ClientSession(asyncio.Protocol):
             self.drop_watch()
             self.answer(resp.error(self.tx_error))
             return
-        slot = self.tx_slot if self.tx_slot >= 0 else 0
+        slots = self.tx_slots or [0]
         watch, self.watch = self.watch, None  # EXEC ends the watch on the server too
+        conn: BackendConn | None = None
         if watch is not None:
             _, conn, address = watch
-            if conn is None or self.moving[slot] is not None or self.route[slot] != address:
+            moving, route = self.moving, self.route
+            if conn is None or any(moving[s] is not None or route[s] != address for s in slots):
                 # The watched keys may have changed place: report them as modified.
                 if conn is not None:
                     conn.fail("watch dropped")
                 self.answer(resp.null_array(self.protocol))
                 return
-            self.run_tx(conn, queued, self.reserve())
+        # It runs on a connection of its own: the client's next commands wait for its answer
+        # (on the shared connections they would overtake it).
+        fill = self.reserve()
+        self.hold_next()
+
+        def done(raw: bytes) -> None:
+            fill(raw)
+            self.release_held()
+
+        if conn is not None:
+            self.run_tx(conn, queued, done)  # pinned by WATCH
             return
-        db, backends, protocol = self.db, self.fe.backends, self.protocol
+        db, backends, router, protocol = self.db, self.fe.backends, self.fe.router, self.protocol
 
-        def go(address: str, fill: Callable[[bytes], None]) -> None:
-            self.run_tx(backends.private(address, db, protocol), queued, fill)
+        def go(address: str) -> None:
+            self.run_tx(backends.private(address, db, protocol), queued, done)
 
-        self.routed(slot, self.tx_keys, go)
+        if len(slots) == 1:
+            router.via(slots[0], db, self.tx_keys, go, done)
+        else:
+            router.via_slots(slots, go, done)
 
     @staticmethod
     def run_tx(conn: BackendConn, queued: list[bytes], fill: Callable[[bytes], None]) -> None:
@@ -598,14 +727,22 @@ class ClientSession(asyncio.Protocol):
                 conn.fail("watch dropped")
             self.watch = None
 
-    def blocking(self, slot: int, keys: list[bytes], argv: list[bytes]) -> None:
-        """On this session's own connection to the slot's master: waiting there blocks no one
+    def blocking(self, slots: list[int], keys: list[bytes], argv: list[bytes]) -> None:
+        """On this session's own connection to the slots' master: waiting there blocks no one
         else. Replies still leave in order through the FIFO.
 
-        When the slot moves while the command waits, the proxy wakes it (CLIENT UNBLOCK: it
-        answers as if timed out) and sends it again where the slot's keys now are, so a BLPOP
-        does not wait on a server its list has left."""
+        When one of its slots moves while the command waits, the proxy wakes it (CLIENT
+        UNBLOCK: it answers as if timed out) and sends it again where the slots' keys now
+        are, so a BLPOP does not wait on a server its list has left. A command on several
+        slots (`cross_slot: group`) is sent again once they have all settled."""
         command, db, protocol = resp.encode_command(argv), self.db, self.protocol
+        router = self.fe.router
+
+        def route(fill: Callable[[bytes], None]) -> None:
+            if len(slots) == 1:
+                router.via(slots[0], db, keys, lambda a: go(a, fill), fill)
+            else:
+                router.via_slots(slots, lambda a: go(a, fill), fill)
 
         def go(address: str, fill: Callable[[bytes], None]) -> None:
             conn = self.private_conns.get((address, db, protocol))
@@ -617,14 +754,14 @@ class ClientSession(asyncio.Protocol):
                     del self.blocked[gone]
                 self.blocked[conn] = deque()
             waits = self.blocked[conn]
-            wait = Blocked(slot)
+            wait = Blocked(slots)
             waits.append(wait)
 
             def answered(raw: bytes) -> None:
                 if waits and waits[0] is wait:
                     waits.popleft()
                 if wait.moved and raw in TIMED_OUT and not conn.closed:
-                    self.fe.router.via(slot, db, keys, lambda a: go(a, fill), fill)
+                    route(fill)
                     self.fe.backends.flush()
                 else:
                     fill(raw)
@@ -632,14 +769,18 @@ class ClientSession(asyncio.Protocol):
 
             conn.send(command, answered)
 
-        self.routed(slot, keys, go)
+        fill = self.reserve()
+        if len(slots) == 1:
+            route(fill)
+        else:
+            self.hold(slots, lambda: route(fill))
 
     def slots_locked(self, source: str, slots: set[int]) -> None:
         """Slots of `source` are about to move: wake the commands blocked on them there."""
         for conn, waits in self.blocked.items():
             if conn.address == source:
                 for wait in waits:
-                    if wait.slot in slots:
+                    if not slots.isdisjoint(wait.slots):
                         wait.moved = True
                 self.unblock(conn)
 
@@ -1059,11 +1200,11 @@ class ClientSession(asyncio.Protocol):
 class Blocked:
     """A blocking command sent on a session's own connection, until it is answered."""
 
-    __slots__ = ("moved", "slot", "waking")
+    __slots__ = ("moved", "slots", "waking")
 
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-        self.moved = False  # its slot started moving while it waited
+    def __init__(self, slots: list[int]) -> None:
+        self.slots = slots  # of its keys
+        self.moved = False  # one of its slots started moving while it waited
         self.waking = False  # a CLIENT UNBLOCK for it is on its way
 
 

@@ -7,6 +7,7 @@ zlib's crc32 is the IEEE polynomial Codis uses (Go's crc32.ChecksumIEEE).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from zlib import crc32
 
 SLOTS = 1024
@@ -23,3 +24,8 @@ def hashkey(key: bytes) -> bytes:
 
 def slot_of(key: bytes) -> int:
     return crc32(hashkey(key)) % SLOTS
+
+
+def slots_of(keys: Iterable[bytes]) -> list[int]:
+    """The distinct slots of `keys`, in the order first named."""
+    return list(dict.fromkeys(slot_of(k) for k in keys))
