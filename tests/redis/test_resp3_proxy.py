@@ -506,3 +506,20 @@ def test_reset_command_time_and_auth_default(servers, proxy):
     assert len(now) == 2 and int(resp.parse(now[0])) > 1_700_000_000  # type: ignore[arg-type]
     direct.close()
     through.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_commands_after_a_blocking_one_wait_for_its_answer(servers, proxy, protocol):
+    """As on one Redis connection, a command pipelined behind a BLPOP runs after the BLPOP's
+    answer: the LPUSH behind it does not feed it (the BLPOP times out, then the push lands)."""
+    direct, through = both(servers, proxy, protocol)
+    answers = []
+    for client in (direct, through):
+        client.send("BLPOP", "blist", "0.2")
+        client.send("LPUSH", "blist", "x")
+        client.send("LLEN", "blist")
+        answers.append(client.replies(3))
+    assert answers[1] == answers[0]
+    assert answers[0][1:] == [b":1\r\n", b":1\r\n"] and answers[0][0] in (b"*-1\r\n", b"_\r\n")
+    direct.close()
+    through.close()

@@ -729,7 +729,8 @@ class ClientSession(asyncio.Protocol):
 
     def blocking(self, slots: list[int], keys: list[bytes], argv: list[bytes]) -> None:
         """On this session's own connection to the slots' master: waiting there blocks no one
-        else. Replies still leave in order through the FIFO.
+        else. Replies still leave in order through the FIFO, and the client's later commands
+        wait for its answer, as on one Redis connection.
 
         When one of its slots moves while the command waits, the proxy wakes it (CLIENT
         UNBLOCK: it answers as if timed out) and sends it again where the slots' keys now
@@ -765,6 +766,7 @@ class ClientSession(asyncio.Protocol):
                     self.fe.backends.flush()
                 else:
                     fill(raw)
+                    self.release_held()
                 self.unblock(conn)
 
             conn.send(command, answered)
@@ -774,6 +776,10 @@ class ClientSession(asyncio.Protocol):
             route(fill)
         else:
             self.hold(slots, lambda: route(fill))
+        # As on one Redis connection, the client's next commands run once it has its answer
+        # (a pipelined LPUSH must not feed the BLPOP before it).
+        if fill.data is None:
+            self.hold_next()
 
     def slots_locked(self, source: str, slots: set[int]) -> None:
         """Slots of `source` are about to move: wake the commands blocked on them there."""
