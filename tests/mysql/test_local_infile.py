@@ -571,3 +571,23 @@ def ends(stream: bytes, steps: list[int], seq: int) -> tuple[int, int, int]:
             return at + end, fs.seq, fs.bytes
         at += len(chunk)
     raise AssertionError("unreachable")
+
+
+def test_a_client_that_stalls_mid_upload_is_cut_at_read_timeout(tmp_path, steelyard, mariadb):
+    """A client that starts its file and then sends nothing is closed at read_timeout (the
+    server's net_read_timeout), its statement rolled back, rather than holding its session and
+    a server connection for as long as it likes."""
+    port, sy = primary_proxy(tmp_path, steelyard, mariadb, local_infile=True, read_timeout="1s")
+    wait_for(lambda: connect_pw(port), what="the proxy accepting logins").close()
+    table = fresh_table(mariadb, "stall")
+    raw = RawClient(port, "app", "pw", CAPS | Capability.LOCAL_FILES)
+    raw.send(b"\x03" + load(table, Path("stall.tsv")).encode())
+    assert raw.read() == (1, b"\xfbstall.tsv")
+    raw.send(b"1\tone\n", 2)  # some of the file, then nothing
+    sy.wait_log(r"event=mysql_timeout .*timeout=read_timeout")
+    with pytest.raises(ConnectionError):
+        raw.read()
+    assert count(mariadb, table) == 0
+    conn = connect_pw(port)
+    assert one(conn, "SELECT 14") == 14
+    conn.close()

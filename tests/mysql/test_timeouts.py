@@ -170,3 +170,33 @@ def test_pipelined_commands_behind_a_slow_one_are_not_read_ahead(tmp_path, steel
     grown = status_kib(worker, "VmHWM") - before
     assert grown < 40 << 10, f"the worker's peak grew by {grown} KiB"
     c.close()
+
+
+def test_a_client_that_reads_nothing_of_its_answer_is_cut_at_write_timeout(
+    tmp_path, steelyard, mariadb
+):
+    """A client that asks for a big answer and reads none of it is closed at write_timeout
+    (the server's net_write_timeout), with the server connection that was answering it; the
+    others are served."""
+    port, sy = start(tmp_path, steelyard, mariadb, write_timeout="1s")
+    raw = RawClient(port, "app", "pw")
+    # about 64 MB of rows: far more than the sockets and the proxy's buffer hold
+    raw.send(
+        bytes((Command.QUERY,))
+        + b"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000) "
+        b"SELECT REPEAT('x', 65536) FROM r"
+    )
+    sy.wait_log(r"event=mysql_timeout .*timeout=write_timeout")
+    raw.sock.settimeout(30)
+    received = 0
+    try:
+        while chunk := raw.sock.recv(1 << 20):  # what was buffered, then the end
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert received < 65536 * 1000  # cut off, not the whole answer
+    conn = login(port)
+    with conn.cursor() as c:
+        c.execute("SELECT 2")
+        assert c.fetchone() == (2,)
+    conn.close()

@@ -83,6 +83,11 @@ class MysqlListenerConfig(Strict):
     # a logged-in client that sends no command for this long is closed (MariaDB's
     # wait_timeout, 8 hours); 0: never
     idle_timeout: Duration = Field(28800.0, ge=0)
+    # a client that reads nothing of an answer for this long is closed (net_write_timeout)
+    write_timeout: Duration = Field(60.0, gt=0)
+    # a client in the middle of a LOCAL INFILE upload that sends nothing for this long is
+    # closed (net_read_timeout)
+    read_timeout: Duration = Field(30.0, gt=0)
     backend_pool_size: int = Field(64, ge=1)  # connections kept per server per worker
     tls: MysqlTlsConfig | None = None  # TLS for clients (CLIENT_SSL), as MySQL's own
     backend_tls: MysqlBackendTlsConfig | None = None  # TLS to the servers; None: cleartext

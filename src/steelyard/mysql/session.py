@@ -168,6 +168,8 @@ class MysqlSession(asyncio.Protocol):
         self.packets = PacketReader(LOGIN_PACKET_LIMIT)  # max_allowed_packet once logged in
         self.started = self.last_active = time.monotonic()  # (the login and idle timeouts)
         self.heard = False  # bytes came since the last sweep (no clock read per read)
+        self.last_heard = self.started  # when a sweep last saw bytes had come
+        self.write_paused = 0.0  # since when the client reads nothing of its answer (0: it does)
         self.salt = auth.scramble()
         self.peer = "-"
         self.host = ""
@@ -249,10 +251,12 @@ class MysqlSession(asyncio.Protocol):
             self.recycle(held)  # a transaction, locks, session state: undone before reuse
 
     def pause_writing(self) -> None:
+        self.write_paused = time.monotonic()
         if self.active is not None:
             self.active.pause_answer()
 
     def resume_writing(self) -> None:
+        self.write_paused = 0.0
         if self.active is not None:
             self.active.resume_answer()
 
@@ -283,9 +287,13 @@ class MysqlSession(asyncio.Protocol):
         listener, so no timer is kept per connection)."""
         if self.heard:
             self.heard = False
-            self.last_active = now
+            self.last_active = self.last_heard = now
+        if self.write_paused and now - self.write_paused > self.cfg.write_timeout:
+            return "write_timeout"  # answered or not, its answer sits here unread
         if self.busy and self.authed:
             self.last_active = now  # a command under way is no idle time
+            if self.upload is not None and now - self.last_heard > self.cfg.read_timeout:
+                return "read_timeout"
             return None
         if not self.authed and self.changing_from is None:
             if now - self.started > self.cfg.login_timeout:  # a trickle of bytes counts not
