@@ -8,7 +8,8 @@ the test suite.
 
 What: redis-benchmark with 50 connections, random keys over a 100000-key space, SET, GET and
 a 10-key MGET at pipeline depths 1 and 16: operations/s, p99 latency and the proxy's CPU time
-per operation. The direct path is one of the two backends alone, the single-server baseline.
+per operation; SET and GET again in RESP3 (`redis-benchmark -3`), without twemproxy, which
+has no RESP3. The direct path is one of the two backends alone, the single-server baseline.
 Results go to stdout (markdown), `redis.json` and `redis.png` under --out. Everything binds to
 127.0.0.1.
 
@@ -95,13 +96,20 @@ class Metric:
     label: str
     test: str  # "set", "get" or "mget"
     pipeline: int  # redis-benchmark -P
+    protocol: int = 2  # 3: redis-benchmark -3 (HELLO 3), as redis-py 8 and go-redis 9 connect
 
 
 METRICS = tuple(
     Metric(f"{test}_p{depth}", f"{test.upper()} P{depth}", test, depth)
     for test in ("set", "get", "mget")
     for depth in (1, 16)
+) + tuple(
+    # twemproxy speaks RESP2 only: these compare steelyard with the server alone
+    Metric(f"{test}_p{depth}_resp3", f"{test.upper()} P{depth} RESP3", test, depth, 3)
+    for test in ("set", "get")
+    for depth in (1, 16)
 )
+RESP2_ONLY = ("twemproxy",)
 
 # The Redis tier's timing goal: steelyard's ops/s >= 1.0x twemproxy's on these metrics.
 GOAL_METRICS = ("get_p1", "get_p16", "set_p1", "set_p16")
@@ -406,6 +414,8 @@ CONFIG_WARNING = "WARNING: Could not fetch server CONFIG"
 def benchmark_argv(port: int, metric: Metric, requests: int) -> list[str]:
     argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(CLIENTS)]
     argv += ["-n", str(requests), "-P", str(metric.pipeline), "-r", str(KEYSPACE), "--csv"]
+    if metric.protocol == 3:
+        argv.append("-3")
     if metric.test == "mget":
         # redis-benchmark 7 has no MGET test (`-t mget` runs nothing): given as a command,
         # each __rand_int__ becomes its own random key, so one MGET spans several slots.
@@ -538,7 +548,8 @@ def run_all(
     # (metric, system) -> requests for a run of --duration, and the rate they came from
     plan: dict[tuple[str, str], tuple[int, float]] = {}
     for metric in METRICS:
-        for rep, system in rotations(list(bench.paths), repeat):
+        paths = [s for s in bench.paths if metric.protocol == 2 or s not in RESP2_ONLY]
+        for rep, system in rotations(paths, repeat):
             for proc in bench.procs.items:
                 proc.check_alive()
             try:

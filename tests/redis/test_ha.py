@@ -105,6 +105,10 @@ def test_sentinel_switches_are_followed(tmp_path, redis_servers, steelyard):
     r = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
     key = next(f"s{i}" for i in range(100) if slot_of(f"s{i}".encode()) < 512)
     r.set(key, "before")
+    # a script loaded through the proxy: Redis does not replicate its script cache, so the
+    # replica the sentinel promotes gets it from steelyard's record
+    sha = r.script_load("return redis.call('GET', KEYS[1])")
+    assert a2.command(b"SCRIPT", b"EXISTS", sha.encode()) == [0]
     wait_for(lambda: a2.command(b"GET", key.encode()) == b"before", what="replicated")
     # the sentinel must have seen the replica before it can fail over to it
     wait_for(
@@ -114,6 +118,8 @@ def test_sentinel_switches_are_followed(tmp_path, redis_servers, steelyard):
     sy.wait_log(rf"event=redis_master_switched group=1 master={a2.address} old={a.address}",
                 timeout=60)  # fmt: skip
     assert info(a2, "role") == "master"
+    assert a2.command(b"SCRIPT", b"EXISTS", sha.encode()) == [1]
+    assert r.evalsha(sha, 1, key) == b"before"
     for i in range(6):
         c = redis_py.Redis(port=port, protocol=2, socket_timeout=10)
         assert c.get(key) == (b"before" if i == 0 else b"after")
