@@ -10,6 +10,7 @@ from pathlib import Path
 import redis as redis_py
 
 from fixtures.procs import base_config, free_port, wait_for
+from fixtures.redis_proxy import running_proxy
 from steelyard.redis import resp
 from steelyard.redis.slots import slot_of
 
@@ -568,46 +569,28 @@ def test_a_long_reply_cut_by_its_server_cuts_its_client(redis_servers):
     already has the head of an array that will never end, and an error reply now would be
     read as its next element: the client is cut off (as by the server itself, logged as
     redis_reply_cut), and every other client is served on."""
-    import uvloop
-
-    from steelyard.config.redis_model import RedisConfig
-    from steelyard.redis.frontend import RedisFrontend
 
     fake, real = HalfReplyServer(), redis_servers()
-    port = free_port()
-    cfg = RedisConfig.model_validate(
-        {
-            "proxies": [{"listen": f"127.0.0.1:{port}"}],
-            "groups": [{"id": 1, "master": fake.address}, {"id": 2, "master": real.address}],
-        }
-    )
-    loop = uvloop.new_event_loop()
-    fe = RedisFrontend(cfg.proxies[0], cfg, loop)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    loop.call_soon_threadsafe(fe.start)
     try:
-        c = client(port)
-        wait_for(lambda: _pings(c), what="proxy listening")
-        other = key_on(2, "other")
-        c.set(other, "served")
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall(resp.encode_command([b"LRANGE", key_on(1).encode(), b"0", b"-1"]))
-            got = b""
-            try:
-                while chunk := s.recv(1 << 20):
-                    got += chunk
-            except ConnectionResetError:
-                pass
-        # the head came through, cut at an element's end; no error text after it
-        assert got and fake.head.startswith(got) and len(got) >= 256 * 1024
-        assert resp.ReplyFramer().feed(got) == []
-        assert c.get(other) == b"served"
+        with running_proxy([fake.address, real.address]) as (port, _):
+            c = client(port)
+            wait_for(lambda: _pings(c), what="proxy listening")
+            other = key_on(2, "other")
+            c.set(other, "served")
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(resp.encode_command([b"LRANGE", key_on(1).encode(), b"0", b"-1"]))
+                got = b""
+                try:
+                    while chunk := s.recv(1 << 20):
+                        got += chunk
+                except ConnectionResetError:
+                    pass
+            # the head came through, cut at an element's end; no error text after it
+            assert got and fake.head.startswith(got) and len(got) >= 256 * 1024
+            assert resp.ReplyFramer().feed(got) == []
+            assert c.get(other) == b"served"
     finally:
         fake.close()
-        loop.call_soon_threadsafe(fe.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _pings(c: redis_py.Redis) -> bool:

@@ -6,44 +6,24 @@ into `steelyard run`; everything it talks to is real.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 
 import pytest
 import redis as redis_py
-import uvloop
 
-from fixtures.procs import free_port, wait_for
-from steelyard.config.redis_model import RedisConfig
-from steelyard.redis.frontend import RedisFrontend
+from fixtures.procs import wait_for
+from fixtures.redis_proxy import running_proxy
 from steelyard.redis.slots import slot_of
 
 
 @pytest.fixture
 def proxy(redis_servers, request):
     a, b = redis_servers(), redis_servers()
-    port = free_port()
     extra = dict(getattr(request, "param", {}))
     listener = extra.pop("proxy", {})  # settings of the proxy entry itself
-    cfg = RedisConfig.model_validate(
-        {
-            "proxies": [{"listen": f"127.0.0.1:{port}", "auth": None, **listener}],
-            "groups": [{"id": 1, "master": a.address}, {"id": 2, "master": b.address}],
-            **extra,
-        }
-    )
-    loop = uvloop.new_event_loop()
-    fe = RedisFrontend(cfg.proxies[0], cfg, loop)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    loop.call_soon_threadsafe(fe.start)
-
-    wait_for(lambda: _accepts(port), what="proxy listening")
-    yield port, a, b, fe
-    loop.call_soon_threadsafe(fe.close)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with running_proxy([a.address, b.address], extra, **listener) as (port, fe):
+        yield port, a, b, fe
 
 
 def client(port: int) -> redis_py.Redis:
@@ -159,18 +139,7 @@ def test_pipeline_of_a_thousand_mixed_commands_over_raw_socket(proxy):
 
 def test_auth_gate(redis_servers):
     a = redis_servers()
-    port = free_port()
-    cfg = RedisConfig.model_validate(
-        {"proxies": [{"listen": f"127.0.0.1:{port}", "auth": "s3cret"}],
-         "groups": [{"id": 1, "master": a.address}]}
-    )  # fmt: skip
-    loop = asyncio.new_event_loop()
-    fe = RedisFrontend(cfg.proxies[0], cfg, loop)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    loop.call_soon_threadsafe(fe.start)
-    wait_for(lambda: _accepts(port), what="proxy listening")
-    try:
+    with running_proxy([a.address], auth="s3cret") as (port, _):
         c = redis_py.Redis(port=port, socket_timeout=5, protocol=2)
         with pytest.raises(redis_py.AuthenticationError):
             c.get("k")
@@ -178,18 +147,6 @@ def test_auth_gate(redis_servers):
             redis_py.Redis(port=port, password="wrong", socket_timeout=5, protocol=2).ping()
         ok = redis_py.Redis(port=port, password="s3cret", socket_timeout=5, protocol=2)
         assert ok.set("k", "v") and ok.get("k") == b"v"
-    finally:
-        loop.call_soon_threadsafe(fe.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_dbsize_info_and_scan_cover_every_group(proxy):
